@@ -1,0 +1,267 @@
+#!/usr/bin/env python3
+"""Benchmark corral against uvicorn and Granian with wrk (stdlib only).
+
+Each server runs the same ASGI app with one worker on a free 127.0.0.1 port.
+Servers are benchmarked one at a time, alternating in rounds
+(corral, uvicorn, granian, corral, ...), so slow drift of the machine hits
+all of them alike. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH_BIN = os.path.join(REPO, ".venv-bench", "bin")
+
+WARMUP_SECONDS = 2
+READY_TIMEOUT = 30.0
+STOP_TIMEOUT = 10.0
+BASELINE = "corral"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    app: str  # MODULE:ATTR, importable from REPO
+    path: str = "/"
+    wrk_args: tuple[str, ...] = ("-t1", "-c64")
+    expect_body: bytes = b"Hello, world!"
+
+
+SCENARIOS = {
+    "hello": Scenario(app="bench.apps:hello"),
+}
+
+
+def corral_cmd(exe: str, app: str, port: int) -> list[str]:
+    return [exe, app, "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+            "--no-access-log", "--app-dir", REPO]
+
+
+def uvicorn_cmd(exe: str, app: str, port: int) -> list[str]:
+    return [exe, app, "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+            "--no-access-log", "--loop", "uvloop", "--http", "httptools",
+            "--log-level", "warning", "--app-dir", REPO]
+
+
+def granian_cmd(exe: str, app: str, port: int) -> list[str]:
+    return [exe, "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port),
+            "--workers", "1", "--loop", "uvloop", "--no-ws", "--no-access-log",
+            "--log-level", "warning", "--working-dir", REPO, app]
+
+
+# name -> (default executable, argv builder)
+SERVERS = {
+    "corral": (os.path.join(REPO, ".venv", "bin", "corral"), corral_cmd),
+    "uvicorn": (os.path.join(BENCH_BIN, "uvicorn"), uvicorn_cmd),
+    "granian": (os.path.join(BENCH_BIN, "granian"), granian_cmd),
+}
+
+
+class BenchError(Exception):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A server process in its own session, stderr kept in a temp file."""
+
+    def __init__(self, name: str, argv: list[str]):
+        self.name = name
+        self.log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(argv, cwd=REPO, stdin=subprocess.DEVNULL,
+                                     stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+
+    def log_tail(self, lines: int = 20) -> str:
+        self.log.seek(0)
+        return "\n".join(self.log.read().decode(errors="replace").splitlines()[-lines:])
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise BenchError(f"{self.name} exited with code {self.proc.returncode}:\n"
+                             f"{self.log_tail()}")
+
+    def wait_ready(self, port: int, scenario: Scenario) -> None:
+        """Poll with real GET requests until one answers; check the response."""
+        deadline = time.monotonic() + READY_TIMEOUT
+        while True:
+            self.check_alive()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            try:
+                conn.request("GET", scenario.path)
+                resp = conn.getresponse()
+                status, body = resp.status, resp.read()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise BenchError(f"{self.name} not answering on port {port} "
+                                     f"after {READY_TIMEOUT:.0f}s:\n{self.log_tail()}")
+                time.sleep(0.05)
+            finally:
+                conn.close()
+        if status != 200 or body != scenario.expect_body:
+            raise BenchError(f"{self.name} answered {status} {body[:100]!r}, "
+                             f"expected 200 {scenario.expect_body!r}")
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL the whole process group after a bounded wait."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                print(f"  {self.name} ignored SIGTERM for {STOP_TIMEOUT:.0f}s, killing",
+                      file=sys.stderr)
+        try:  # also reaps worker processes left behind by the main one
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+        self.log.close()
+
+
+def run_wrk(wrk: str, url: str, duration: int, wrk_args: tuple[str, ...]) -> dict:
+    argv = [wrk, *wrk_args, f"-d{duration}s", url]
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True,
+                             timeout=duration + 30, check=True).stdout
+    except subprocess.CalledProcessError as e:
+        raise BenchError(f"wrk failed ({e.returncode}): {e.stderr.strip()}") from e
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if not rps:
+        raise BenchError(f"cannot parse wrk output:\n{out}")
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = sum(map(int, sock.groups())) if sock else 0
+    non_2xx = int(non2xx.group(1)) if non2xx else 0
+    return {"rps": float(rps.group(1)), "socket_errors": socket_errors,
+            "non_2xx": non_2xx, "errors": socket_errors + non_2xx}
+
+
+def bench_once(name: str, exe: str, scenario: Scenario, wrk: str, duration: int) -> dict:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}{scenario.path}"
+    server = Server(name, SERVERS[name][1](exe, scenario.app, port))
+    try:
+        server.wait_ready(port, scenario)
+        run_wrk(wrk, url, WARMUP_SECONDS, scenario.wrk_args)
+        result = run_wrk(wrk, url, duration, scenario.wrk_args)
+        server.check_alive()
+        return result
+    finally:
+        server.stop()
+
+
+def summarize(runs: dict[str, list[dict]]) -> tuple[dict, dict]:
+    summary = {
+        name: {"median_rps": statistics.median(r["rps"] for r in rs),
+               "min_rps": min(r["rps"] for r in rs),
+               "max_rps": max(r["rps"] for r in rs),
+               "errors": sum(r["errors"] for r in rs)}
+        for name, rs in runs.items()
+    }
+    ratios = {}
+    if BASELINE in summary:
+        for name in summary:
+            if name != BASELINE:
+                ratios[f"{BASELINE}/{name}"] = (summary[BASELINE]["median_rps"]
+                                                / summary[name]["median_rps"])
+    return summary, ratios
+
+
+def print_table(summary: dict, ratios: dict) -> None:
+    print(f"\n{'server':<10} {'median req/s':>13} {'min':>10} {'max':>10} {'errors':>8}")
+    for name, s in summary.items():
+        print(f"{name:<10} {s['median_rps']:>13.0f} {s['min_rps']:>10.0f} "
+              f"{s['max_rps']:>10.0f} {s['errors']:>8}")
+    if ratios:
+        print()
+        for label, ratio in ratios.items():
+            print(f"{label:<16} {ratio:6.2f}")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--servers", default=",".join(SERVERS),
+                   help="comma-separated subset of: %(default)s")
+    p.add_argument("--scenario", default="hello", choices=sorted(SCENARIOS))
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--duration", type=int, default=5, help="seconds of wrk per measurement")
+    p.add_argument("--json", metavar="FILE", help="also write results to FILE")
+    p.add_argument("--wrk", default="wrk", help="wrk executable (default: from PATH)")
+    for name, (default, _) in SERVERS.items():
+        p.add_argument(f"--{name}", metavar="PATH", default=default,
+                       help=f"{name} executable (default: %(default)s)")
+    args = p.parse_args(argv)
+    args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+    unknown = set(args.servers) - set(SERVERS)
+    if unknown or not args.servers:
+        p.error(f"--servers must name some of {', '.join(SERVERS)}")
+    if args.rounds < 1 or args.duration < 1:
+        p.error("--rounds and --duration must be >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    scenario = SCENARIOS[args.scenario]
+    wrk = shutil.which(args.wrk)
+    exes = {name: getattr(args, name) for name in args.servers}
+    missing = [f"{n}: {e}" for n, e in exes.items() if not os.access(e, os.X_OK)]
+    if not wrk:
+        missing.append(f"wrk: {args.wrk}")
+    if missing:
+        print("missing executables:\n  " + "\n  ".join(missing) + "\n`make bench` installs"
+              " them; or pass --servers, --wrk or --<server> PATH", file=sys.stderr)
+        return 2
+
+    runs: dict[str, list[dict]] = {name: [] for name in args.servers}
+    try:
+        for rnd in range(1, args.rounds + 1):
+            for name in args.servers:
+                result = bench_once(name, exes[name], scenario, wrk, args.duration)
+                runs[name].append(result)
+                print(f"round {rnd}/{args.rounds} {name:<8} {result['rps']:>10.0f} req/s"
+                      f"  errors {result['errors']}", file=sys.stderr, flush=True)
+    except BenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+    summary, ratios = summarize(runs)
+    print(f"scenario {args.scenario}: wrk {' '.join(scenario.wrk_args)} -d{args.duration}s, "
+          f"{args.rounds} round(s)")
+    print_table(summary, ratios)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"scenario": args.scenario, "app": scenario.app,
+                       "wrk_args": [*scenario.wrk_args, f"-d{args.duration}s"],
+                       "rounds": args.rounds, "machine": platform.platform(),
+                       "cpus": os.cpu_count(), "runs": runs, "summary": summary,
+                       "ratios": ratios}, f, indent=2)
+            f.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Command line: ``corral MODULE:ATTR [options]``; every option is in config.OPTIONS."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from . import __version__, logs
+from .config import OPTIONS, ConfigError, resolve
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2, no usage dump
+        self.exit(2, f"corral: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="corral",
+        description="Serve an ASGI or WSGI application.",
+        argument_default=argparse.SUPPRESS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Every option can also be set as CORRAL_<OPTION> in the environment "
+        "or in the TOML file given with --config. Precedence: CLI > env > file > defaults.",
+    )
+    parser.add_argument("app", nargs="?", metavar="MODULE:ATTR", help="The application, e.g. myproject.asgi:app.")
+    parser.add_argument("--config", metavar="FILE", help="TOML file with options (keys as in --help, [corral] table optional).")
+    parser.add_argument("--version", action="version", version=f"corral {__version__}")
+    for option in OPTIONS:
+        if option.name == "app":
+            continue
+        default = "" if option.default is None else f" (default: {_show(option.default)})"
+        if option.flag:
+            parser.add_argument(option.cli, action=argparse.BooleanOptionalAction, help=option.help + default)
+        else:
+            parser.add_argument(option.cli, metavar=option.metavar, help=option.help + default)
+    return parser
+
+
+def _show(value) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = vars(parser.parse_args(argv))
+    config_file = args.pop("config", None)
+    try:
+        config = resolve(args, os.environ, config_file)
+    except ConfigError as exc:
+        print(f"corral: error: {exc}", file=sys.stderr)
+        return 2
+    logs.setup(config.log_level, config.log_file)
+    from .supervisor import serve
+
+    return serve(config)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

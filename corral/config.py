@@ -1,0 +1,250 @@
+"""Every option corral has, in one table, and the rules that merge them.
+
+An option is declared once in ``OPTIONS``; the CLI (``cli.py``), the
+``CORRAL_<NAME>`` environment variables, the TOML file given with
+``--config`` and the README's options table are all derived from it.
+Precedence: CLI > environment > file > defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+try:  # Python 3.11+
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+
+class ConfigError(Exception):
+    """A bad option value; the CLI prints it on one line and exits 2."""
+
+
+# -- value parsers: each takes a str (CLI, env) or a TOML value -------------
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError("must be true or false")
+
+
+def _int_range(low: int, high: int | None = None) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        if isinstance(value, bool):
+            raise ValueError("must be an integer")
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise ValueError("must be an integer") from None
+        if number < low or (high is not None and number > high):
+            bound = f"{low}..{high}" if high is not None else f">= {low}"
+            raise ValueError(f"must be an integer {bound}")
+        return number
+
+    return parse
+
+
+def _seconds(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("must be a number of seconds")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError("must be a number of seconds") from None
+    if not number >= 0 or number == float("inf"):
+        raise ValueError("must be a number of seconds >= 0")
+    return number
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    return value
+
+
+def _optional_text(value: Any) -> str | None:
+    return _text(value) or None
+
+
+def _workers(value: Any) -> int:
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return os.cpu_count() or 1
+    return _int_range(1, 1024)(value)
+
+
+def _mode(value: Any) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    else:
+        try:
+            number = int(str(value), 8)
+        except ValueError:
+            raise ValueError("must be an octal file mode such as 660") from None
+    if not 0 <= number <= 0o7777:
+        raise ValueError("must be an octal file mode such as 660")
+    return number
+
+
+def _optional_int(low: int) -> Callable[[Any], int | None]:
+    parse = _int_range(low)
+
+    def parse_optional(value: Any) -> int | None:
+        if value is None or value == "":
+            return None
+        return parse(value)
+
+    return parse_optional
+
+
+def _choice(*choices: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = str(value).strip().lower()
+        if text not in choices:
+            raise ValueError("must be one of " + ", ".join(choices))
+        return text
+
+    parse.choices = choices  # type: ignore[attr-defined]
+    return parse
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str  # attribute name; CLI flag is --name-with-dashes
+    default: Any
+    parse: Callable[[Any], Any]
+    help: str
+    metavar: str | None = None
+    flag: bool = False  # boolean: --name / --no-name
+
+    @property
+    def cli(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return "CORRAL_" + self.name.upper()
+
+    @property
+    def choices(self) -> tuple[str, ...] | None:
+        return getattr(self.parse, "choices", None)
+
+
+def _opt(name, default, parse, help, metavar=None):
+    return Option(name, default, parse, help, metavar, flag=parse is _bool)
+
+
+OPTIONS: tuple[Option, ...] = (
+    # application
+    _opt("app", None, _optional_text, "The application, as MODULE:ATTR.", "MODULE:ATTR"),
+    _opt("factory", False, _bool, "Treat ATTR as a callable that returns the application."),
+    _opt("app_dir", ".", _text, "Directory added to sys.path before importing the app.", "DIR"),
+    _opt("interface", "auto", _choice("auto", "asgi", "wsgi"), "Application interface.", "auto|asgi|wsgi"),
+    _opt("lifespan", "auto", _choice("auto", "on", "off"), "ASGI lifespan: auto runs it if the app supports it.", "auto|on|off"),
+    _opt("root_path", "", _text, "ASGI root_path, for apps mounted below a prefix.", "PATH"),
+    # sockets
+    _opt("host", "127.0.0.1", _text, "Bind to this address.", "HOST"),
+    _opt("port", 8000, _int_range(0, 65535), "Bind to this TCP port (0 picks a free one).", "PORT"),
+    _opt("uds", None, _optional_text, "Bind to a UNIX domain socket instead of TCP.", "PATH"),
+    _opt("uds_mode", None, _mode, "File mode of the UNIX socket, in octal (e.g. 660).", "MODE"),
+    _opt("fd", None, _optional_int(0), "Serve an inherited listening socket file descriptor.", "N"),
+    _opt("backlog", 2048, _int_range(1), "Listen backlog (clamped to net.core.somaxconn).", "N"),
+    # processes
+    _opt("workers", 1, _workers, "Number of worker processes (auto = CPU count).", "N|auto"),
+    _opt("accept", "shared", _choice("shared", "reuseport"), "shared: one queue for all workers; reuseport: one SO_REUSEPORT socket per worker slot.", "shared|reuseport"),
+    _opt("timeout_worker", 30.0, _seconds, "Kill and replace a worker whose loop is blocked this long (0 = off).", "SECONDS"),
+    _opt("timeout_graceful", 30.0, _seconds, "Longest wait for in-flight work on shutdown and reload.", "SECONDS"),
+    _opt("limit_max_requests", 0, _int_range(0), "Recycle a worker after this many requests (0 = never).", "N"),
+    _opt("max_requests_jitter", 0, _int_range(0), "Random extra requests added to --limit-max-requests per worker.", "N"),
+    # HTTP
+    _opt("timeout_keep_alive", 5.0, _seconds, "Close an idle keep-alive connection after this long.", "SECONDS"),
+    _opt("limit_request_line", 8192, _int_range(64), "Longest request line in bytes (414 beyond).", "BYTES"),
+    _opt("limit_header_size", 65536, _int_range(256), "Largest request header block in bytes (431 beyond).", "BYTES"),
+    _opt("server_header", True, _bool, "Send a Server header."),
+    _opt("date_header", True, _bool, "Send a Date header."),
+    # logging
+    _opt("log_level", "info", _choice("critical", "error", "warning", "info", "debug"), "Log level.", "LEVEL"),
+    _opt("log_file", None, _optional_text, "Write logs to this file (reopened on SIGUSR1) instead of stderr.", "PATH"),
+    _opt("access_log", True, _bool, "Log one line per request."),
+)
+
+OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
+
+
+class Config:
+    """Resolved settings: one attribute per entry of ``OPTIONS``."""
+
+    def __init__(self, **values: Any) -> None:
+        for option in OPTIONS:
+            setattr(self, option.name, option.default)
+        self.update(values, source="argument")
+
+    def update(self, values: Mapping[str, Any], source: str) -> None:
+        for name, value in values.items():
+            option = OPTIONS_BY_NAME.get(name)
+            if option is None:
+                raise ConfigError(f"{source}: unknown option {name!r}")
+            try:
+                setattr(self, name, option.parse(value))
+            except ValueError as exc:
+                raise ConfigError(f"{_describe(option, source)}: {exc} (got {value!r})") from None
+
+    def __repr__(self) -> str:
+        items = ", ".join(f"{o.name}={getattr(self, o.name)!r}" for o in OPTIONS)
+        return f"Config({items})"
+
+    @property
+    def bind_description(self) -> str:
+        if self.uds:
+            return f"unix:{self.uds}"
+        if self.fd is not None:
+            return f"fd://{self.fd}"
+        return f"http://{self.host}:{self.port}"
+
+
+def _describe(option: Option, source: str) -> str:
+    if source == "cli":
+        return option.cli
+    if source == "env":
+        return option.env
+    return f"{source}: {option.name}"
+
+
+def load_file(path: str) -> dict[str, Any]:
+    """Read a TOML file; keys may use dashes or underscores, optionally under [corral]."""
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError(f"--config: cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"--config: {path} is not valid TOML: {exc}") from None
+    data = data.get("corral", data)
+    return {key.replace("-", "_"): value for key, value in data.items()}
+
+
+def from_env(environ: Mapping[str, str]) -> dict[str, str]:
+    return {o.name: environ[o.env] for o in OPTIONS if o.env in environ}
+
+
+def resolve(cli: Mapping[str, Any], environ: Mapping[str, str], config_file: str | None) -> Config:
+    """Merge the sources in precedence order: CLI > env > file > defaults."""
+    config = Config()
+    config_file = config_file or environ.get("CORRAL_CONFIG")
+    if config_file:
+        config.update(load_file(config_file), source=config_file)
+    config.update(from_env(environ), source="env")
+    config.update(cli, source="cli")
+    if not config.app:
+        raise ConfigError("no application given: pass MODULE:ATTR (or set CORRAL_APP or app in the config file)")
+    return config

@@ -1,0 +1,274 @@
+"""ASGI 3 (spec 2.4) ``http`` scope: one ``HTTPCycle`` per request.
+
+The connection (``io/h1.py``) hands each request to ``ASGIHandler``, which
+builds the scope and returns a cycle; the connection steps ``cycle.run()``.
+The cycle turns ``receive``/``send`` into reads of the request's buffered
+body and writes to the transport. A response given as one body message goes
+out with a single ``transport.write`` (head and body joined).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ..proto.h1 import CONTINUE, LAST_CHUNK, InvalidResponse, encode_chunk, encode_head, error_response
+
+log = logging.getLogger("corral.error")
+access_log = logging.getLogger("corral.access")
+
+ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
+_DISCONNECT = {"type": "http.disconnect"}
+_EMPTY_BODY = {"type": "http.request", "body": b"", "more_body": False}
+_LARGE_BODY = 64 * 1024
+
+
+class ASGIHandler:
+    """Builds a cycle per request; shared by every connection of a worker."""
+
+    def __init__(self, app, state) -> None:
+        self.app = app
+        self.state = state
+        config = state.config
+        self.root_path = config.root_path
+        self.access_log = config.access_log and access_log.isEnabledFor(logging.INFO)
+
+    def __call__(self, conn, request):
+        scope = {
+            "type": "http",
+            "asgi": ASGI_VERSION,
+            "http_version": request.http_version,
+            "server": conn.server,
+            "client": conn.client,
+            "scheme": conn.scheme,
+            "method": request.method,
+            "root_path": self.root_path,
+            "path": request.path,
+            "raw_path": request.raw_path,
+            "query_string": request.query_string,
+            "headers": request.headers,
+            "state": self.state.lifespan_state.copy(),
+        }
+        return HTTPCycle(self, conn, request, scope)
+
+
+class HTTPCycle:
+    __slots__ = (
+        "handler",
+        "conn",
+        "request",
+        "scope",
+        "status",
+        "headers",
+        "head",
+        "finished",
+        "body_done",
+        "gone",
+        "waiter",
+        "continue_sent",
+        "bytes_sent",
+    )
+
+    def __init__(self, handler, conn, request, scope) -> None:
+        self.handler = handler
+        self.conn = conn
+        self.request = request
+        self.scope = scope
+        self.status = None  # set by http.response.start
+        self.headers = None
+        self.head = None  # ResponseHead once written
+        self.finished = False  # response complete
+        self.body_done = False  # the app has seen more_body=False
+        self.gone = False  # client disconnected
+        self.waiter = None
+        self.continue_sent = False
+        self.bytes_sent = 0
+
+    async def run(self) -> None:
+        conn = self.conn
+        try:
+            await self.handler.app(self.scope, self.receive, self.send)
+        except BaseException as exc:
+            self._failed(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        if self.finished:
+            conn.cycle_done(self, self.head.keep_alive)
+            if self.handler.access_log:
+                self._log_access()
+        elif self.status is None:
+            if not self.gone:
+                log.error("ASGI app returned without starting a response: %s %s", self.request.method, self.request.path)
+            self._answer_500()
+        else:
+            if not self.gone:
+                log.error("ASGI app returned without completing the response: %s %s", self.request.method, self.request.path)
+            self.finished = True
+            conn.cycle_done(self, False)
+
+    # -- receive ---------------------------------------------------------
+
+    async def receive(self):
+        request = self.request
+        if self.finished or self.gone:
+            return _DISCONNECT
+        if self.body_done:
+            # Nothing more to read: wait for the client to go or the response to end.
+            await self._wait()
+            return _DISCONNECT
+        if request.expect_continue and not self.continue_sent:
+            self.continue_sent = True
+            if not request.body and not request.complete:
+                self.conn.transport.write(CONTINUE)
+        while not request.body and not request.complete:
+            await self._wait()
+            if self.gone:
+                return _DISCONNECT
+        body = request.body
+        if not body:
+            self.body_done = True
+            return _EMPTY_BODY
+        data = body[0] if len(body) == 1 else b"".join(body)
+        body.clear()
+        request.buffered = 0
+        self.conn.body_consumed()
+        more = not request.complete
+        if not more:
+            self.body_done = True
+        return {"type": "http.request", "body": data, "more_body": more}
+
+    async def _wait(self) -> None:
+        waiter = self.waiter
+        if waiter is None:
+            waiter = self.waiter = self.conn.loop.create_future()
+        try:
+            await waiter
+        finally:
+            self.waiter = None
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def body_arrived(self) -> None:
+        if not self.body_done:
+            self._wake()
+
+    def disconnected(self) -> None:
+        self.gone = True
+        self._wake()
+
+    # -- send --------------------------------------------------------------
+
+    async def send(self, message) -> None:
+        kind = message["type"]
+        if kind == "http.response.body":
+            if self.status is None:
+                raise RuntimeError("ASGI: http.response.body sent before http.response.start")
+            if self.finished:
+                raise RuntimeError("ASGI: http.response.body sent after the response completed")
+            body = message.get("body", b"")
+            more = message.get("more_body", False)
+            if type(body) is not bytes:
+                if not isinstance(body, (bytes, bytearray, memoryview)):
+                    raise TypeError(f"ASGI: http.response.body 'body' must be bytes, got {type(body).__name__}")
+                body = bytes(body)
+            conn = self.conn
+            if self.gone:
+                raise ConnectionResetError("client disconnected")
+            self._write_body(body, more)
+            if conn.write_paused:
+                await conn.drain()
+        elif kind == "http.response.start":
+            if self.status is not None:
+                raise RuntimeError("ASGI: http.response.start sent twice")
+            status = message["status"]
+            if type(status) is not int or not 200 <= status <= 999:
+                raise TypeError(f"ASGI: http.response.start 'status' must be an int in 200..999, got {status!r}")
+            self.status = status
+            self.headers = message.get("headers", ())
+        else:
+            raise RuntimeError(f"ASGI: unexpected message type {kind!r} for an http scope")
+
+    def _write_body(self, body: bytes, more: bool) -> None:
+        head = self.head
+        conn = self.conn
+        if head is None:
+            request = self.request
+            state = self.handler.state
+            try:
+                head = self.head = encode_head(
+                    self.status,
+                    self.headers,
+                    request=request,
+                    keep_alive=request.keep_alive and not state.draining,
+                    body_length=None if more else len(body),
+                    extra=state.extra_headers,
+                )
+            except InvalidResponse as exc:
+                self.status = None
+                raise RuntimeError(f"ASGI: invalid http.response.start: {exc}") from None
+            if not head.body_allowed:
+                body = b""
+            elif head.content_length is not None and len(body) > head.content_length:
+                raise RuntimeError("ASGI: response body longer than its Content-Length")
+            elif head.chunked and body:
+                body = encode_chunk(body)
+            if not more:
+                self.finished = True
+                if head.chunked:
+                    body += LAST_CHUNK
+            if len(body) < _LARGE_BODY:
+                conn.transport.write(head.data + body)
+            else:
+                conn.transport.writelines((head.data, body))
+            self.bytes_sent = len(body)
+            return
+        if head.body_allowed and body:
+            if head.content_length is not None:
+                self.bytes_sent += len(body)
+                if self.bytes_sent > head.content_length:
+                    raise RuntimeError("ASGI: response body longer than its Content-Length")
+            elif head.chunked:
+                body = encode_chunk(body)
+            conn.transport.write(body)
+        if not more:
+            self.finished = True
+            if head.chunked and head.body_allowed:
+                conn.transport.write(LAST_CHUNK)
+            elif head.content_length is not None and head.body_allowed and self.bytes_sent < head.content_length:
+                head.keep_alive = False  # short body: the client must see the close
+
+    # -- endings -----------------------------------------------------------
+
+    def _failed(self, exc: BaseException) -> None:
+        request = self.request
+        if self.gone and isinstance(exc, (ConnectionError, OSError)):
+            log.debug("client went away during %s %s", request.method, request.path)
+        else:
+            log.error("Exception in ASGI application (%s %s)", request.method, request.path, exc_info=exc)
+        if self.head is None and not self.gone:
+            self._answer_500()
+        else:
+            self.finished = True
+            self.conn.cycle_done(self, False)
+
+    def _answer_500(self) -> None:
+        conn = self.conn
+        self.finished = True
+        if not self.gone:
+            conn.transport.write(error_response(500, "", self.handler.state.extra_headers))
+        conn.cycle_done(self, False)
+
+    def _log_access(self) -> None:
+        request = self.request
+        client = self.conn.client
+        access_log.info(
+            '%s - "%s %s HTTP/%s" %d',
+            f"{client[0]}:{client[1]}" if client else "-",
+            request.method,
+            request.target.decode("latin-1"),
+            request.http_version,
+            self.status,
+        )

@@ -1,0 +1,278 @@
+"""The HTTP/1.1 connection: bytes from the transport -> parser -> request handler.
+
+One ``H1Connection`` per accepted socket. It owns the transport, the parser,
+the queue of pipelined requests and flow control in both directions. It runs
+one request at a time through the worker's handler (ASGI or WSGI), whose
+coroutine is stepped by the ``Stepper`` so that a request that never waits
+costs no Task.
+
+Timeouts are not timers: the worker's tick calls ``ServerState.sweep`` which
+looks at each connection's timestamps (``idle_since``, ``linger_since``).
+
+Closing after a response is always a lingering half-close: shut the write
+side once the buffer has flushed, keep reading (and discarding) until the
+client closes or ``LINGER_SECONDS`` pass. A client whose unread bytes would
+otherwise make the kernel send a reset still gets the response it was sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+
+from ..proto.h1 import ProtocolError, Request, RequestParser, error_response
+
+log = logging.getLogger("corral.error")
+
+LINGER_SECONDS = 2.0
+# Bytes of request body buffered for the app before reading pauses.
+BODY_HIGH_WATER = 256 * 1024
+# Pipelined requests queued behind the current one before reading pauses.
+PIPELINE_HIGH_WATER = 16
+
+
+class H1Connection(asyncio.Protocol):
+    __slots__ = (
+        "state",
+        "loop",
+        "transport",
+        "parser",
+        "queue",
+        "cycle",
+        "client",
+        "server",
+        "scheme",
+        "reading_paused",
+        "write_paused",
+        "drain_waiter",
+        "closing",
+        "linger_since",
+        "idle_since",
+        "pending_error",
+        "requests",
+        "upgrade",
+    )
+
+    def __init__(self, state) -> None:
+        self.state = state
+        self.loop = state.loop
+        self.transport = None
+        self.parser = RequestParser(
+            self,
+            limit_request_line=state.config.limit_request_line,
+            limit_header_size=state.config.limit_header_size,
+        )
+        self.queue: deque[Request] = deque()
+        self.cycle = None  # the request being handled
+        self.client = None
+        self.server = None
+        self.scheme = "http"
+        self.reading_paused = False
+        self.write_paused = False
+        self.drain_waiter: asyncio.Future | None = None
+        self.closing = False
+        self.linger_since = 0.0
+        self.idle_since = state.now
+        self.pending_error: ProtocolError | None = None
+        self.requests = 0
+        self.upgrade = None  # set by a protocol that takes over the connection
+
+    # -- asyncio.Protocol ----------------------------------------------------
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.state.connection_opened(self)
+        self.client = _address(transport.get_extra_info("peername"))
+        self.server = _address(transport.get_extra_info("sockname"))
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return  # lingering: discard
+        try:
+            offset = self.parser.feed(data)
+        except ProtocolError as exc:
+            self._protocol_error(exc)
+            return
+        if offset is not None:
+            self.state.upgrade(self, data[offset:])
+            return
+        if self.cycle is None and self.queue:
+            self.run_queue()
+
+    def eof_received(self):
+        if self.cycle is None or self.closing:
+            self.close()
+            return False
+        # The client shut its write side after sending a request (allowed):
+        # finish the response, then close.
+        return True
+
+    def connection_lost(self, exc) -> None:
+        self.closing = True
+        self.state.connection_closed(self)
+        cycle = self.cycle
+        if cycle is not None:
+            cycle.disconnected()
+        self._wake_writer()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._wake_writer()
+
+    # -- parser sink --------------------------------------------------------
+
+    def on_request(self, request: Request) -> None:
+        self.idle_since = 0.0
+        self.queue.append(request)
+        if len(self.queue) > PIPELINE_HIGH_WATER:
+            self.pause_reading()
+
+    def on_body(self, request: Request, chunk: bytes) -> None:
+        request.body.append(chunk)
+        request.buffered += len(chunk)
+        if request.buffered > BODY_HIGH_WATER:
+            self.pause_reading()
+        cycle = self.cycle
+        if cycle is not None and cycle.request is request:
+            cycle.body_arrived()
+
+    def on_request_complete(self, request: Request) -> None:
+        request.complete = True
+        cycle = self.cycle
+        if cycle is not None and cycle.request is request:
+            cycle.body_arrived()
+
+    # -- running requests ---------------------------------------------------
+
+    def run_queue(self) -> None:
+        """Start queued requests one at a time, for as long as they finish
+        without waiting."""
+        state = self.state
+        queue = self.queue
+        while self.cycle is None and queue and not self.closing:
+            request = queue.popleft()
+            self.requests += 1
+            self.cycle = cycle = state.handler(self, request)
+            state.stepper.run(cycle.run())
+        current = self.cycle
+        if current is None or current.request.buffered <= BODY_HIGH_WATER:
+            self.body_consumed()
+
+    def cycle_done(self, cycle, keep_alive: bool) -> None:
+        """Called by the handler when a response is complete (or failed)."""
+        self.cycle = None
+        state = self.state
+        state.request_done(self)
+        if self.closing:
+            return
+        if self.pending_error is not None:
+            self._send_error(self.pending_error)
+            return
+        if not keep_alive or not cycle.request.complete or state.draining:
+            self.close()
+            return
+        if self.queue:
+            # Inside a synchronous step, run_queue's loop starts the next one;
+            # from a task, it must not nest a step inside the running task.
+            if not state.stepper.stepping:
+                self.loop.call_soon(self.run_queue)
+        else:
+            self.idle_since = state.now
+            if self.reading_paused:
+                self.resume_reading()
+
+    # -- flow control ---------------------------------------------------------
+
+    def pause_reading(self) -> None:
+        if not self.reading_paused and not self.closing:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.reading_paused:
+            self.reading_paused = False
+            if not self.transport.is_closing():
+                self.transport.resume_reading()
+
+    def body_consumed(self) -> None:
+        """The app took the buffered body: read more unless the pipeline is full."""
+        if self.reading_paused and len(self.queue) <= PIPELINE_HIGH_WATER:
+            self.resume_reading()
+
+    async def drain(self) -> None:
+        """Wait while the transport's write buffer is above its high-water mark."""
+        if self.closing:
+            raise ConnectionResetError("client disconnected")
+        waiter = self.drain_waiter
+        if waiter is None:
+            waiter = self.drain_waiter = self.loop.create_future()
+        await waiter
+        if self.closing and self.transport.is_closing():
+            raise ConnectionResetError("client disconnected")
+
+    def _wake_writer(self) -> None:
+        waiter = self.drain_waiter
+        if waiter is not None:
+            self.drain_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # -- closing -----------------------------------------------------------
+
+    def close(self) -> None:
+        """Lingering half-close: flush, shut the write side, drain input."""
+        if self.closing:
+            return
+        self.closing = True
+        self.linger_since = self.state.now
+        transport = self.transport
+        if self.reading_paused:
+            self.reading_paused = False
+            transport.resume_reading()
+        if transport.can_write_eof():
+            try:
+                transport.write_eof()
+                return
+            except (OSError, RuntimeError):
+                pass
+        transport.close()
+
+    def close_idle(self) -> None:
+        """Close a keep-alive connection that sits between requests."""
+        if self.cycle is None and not self.queue and not self.parser.in_head:
+            self.close()
+
+    def abort(self) -> None:
+        self.closing = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _protocol_error(self, exc: ProtocolError) -> None:
+        self.pause_reading()
+        if self.cycle is not None:
+            # Answer the requests already accepted first, then the error.
+            self.pending_error = exc
+            return
+        self._send_error(exc)
+
+    def _send_error(self, exc: ProtocolError) -> None:
+        log.info("%s: %d %s", _peer(self.client), exc.status, exc.detail)
+        self.state.counters["bad_requests"] += 1
+        self.transport.write(error_response(exc.status, exc.detail, self.state.extra_headers))
+        self.close()
+
+
+def _address(info):
+    if isinstance(info, tuple) and len(info) >= 2:
+        return (info[0], info[1])
+    return None
+
+
+def _peer(client) -> str:
+    if client is None:
+        return "unix client"
+    return f"{client[0]}:{client[1]}"

@@ -1,0 +1,422 @@
+"""HTTP/1.1 (RFC 9112) without I/O: request parsing on llhttp, response framing.
+
+Theory of operation
+-------------------
+``RequestParser.feed(data)`` pushes bytes into llhttp (through httptools) and
+reports what it found to a *sink*, in order:
+
+* ``sink.on_request(request)`` once a request head is complete and valid;
+* ``sink.on_body(request, chunk)`` for every piece of its body, de-chunked;
+* ``sink.on_request_complete(request)`` when its body ends.
+
+Pipelined requests simply repeat the cycle inside one ``feed``. Anything the
+RFCs tell a server to reject raises ``ProtocolError`` carrying the status to
+answer with; after that the parser is unusable and the connection must close.
+
+Responses go the other way: ``encode_head`` turns an application's status and
+headers into the bytes of a response head and decides the body framing once
+(Content-Length, chunked, or close-delimited), ``encode_chunk`` frames a
+piece of a chunked body, ``error_response`` builds the short plain-text
+answer sent before closing a connection on bad input.
+
+This module imports nothing of asyncio or sockets.
+"""
+
+from __future__ import annotations
+
+import re
+from http import HTTPStatus
+
+import httptools
+
+__all__ = [
+    "ProtocolError",
+    "Request",
+    "RequestParser",
+    "ResponseHead",
+    "encode_head",
+    "encode_chunk",
+    "error_response",
+    "LAST_CHUNK",
+]
+
+
+class ProtocolError(Exception):
+    """Bad input: answer with ``status`` and close the connection."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+class Request:
+    """One request head, plus the body bytes received and not yet consumed."""
+
+    __slots__ = (
+        "method",
+        "target",
+        "path",
+        "raw_path",
+        "query_string",
+        "http_version",
+        "headers",
+        "keep_alive",
+        "expect_continue",
+        "upgrade",
+        "body",
+        "buffered",
+        "complete",
+    )
+
+    def __init__(self, method, target, raw_path, query_string, http_version, headers, keep_alive):
+        self.method: str = method
+        self.target: bytes = target
+        self.raw_path: bytes = raw_path
+        self.path: str = _decode_path(raw_path)
+        self.query_string: bytes = query_string
+        self.http_version: str = http_version
+        self.headers: list[tuple[bytes, bytes]] = headers
+        self.keep_alive: bool = keep_alive
+        self.expect_continue = False
+        self.upgrade: bytes | None = None  # lower-cased Upgrade token, e.g. b"websocket"
+        self.body: list[bytes] = []
+        self.buffered = 0
+        self.complete = False
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.target!r} HTTP/{self.http_version}>"
+
+
+def _decode_path(raw_path: bytes) -> str:
+    text = raw_path.decode("latin-1")
+    if "%" not in text:
+        return text
+    from urllib.parse import unquote_to_bytes
+
+    return unquote_to_bytes(raw_path).decode("utf-8", "surrogateescape")
+
+
+# RFC 9110 §7.2: Host = uri-host [ ":" port ]; reg-name, IPv4 or [IPv6].
+_VALID_HOST = re.compile(rb"(?:[A-Za-z0-9\-._~!$&'()*+,;=%]*|\[[0-9A-Fa-f:.vV]+\])(?::[0-9]*)?").fullmatch
+
+
+class RequestParser:
+    """Incremental request parser; see the module docstring for the sink contract."""
+
+    def __init__(self, sink, *, limit_request_line: int = 8192, limit_header_size: int = 65536) -> None:
+        self._sink = sink
+        self._limit_request_line = limit_request_line
+        self._limit_header_size = limit_header_size
+        self._parser = httptools.HttpRequestParser(self)
+        self._request: Request | None = None
+        self._in_head = False
+        self._head_bytes = 0
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._hosts: list[bytes] = []
+        self._header_size = 0
+        self._expect = False
+        self._transfer_encoding = False
+        self._upgrade: bytes | None = None
+
+    # -- public API --------------------------------------------------------
+
+    def feed(self, data: bytes) -> int | None:
+        """Parse ``data``. Returns None, or, after a request that upgrades the
+        connection (WebSocket), the offset in ``data`` where the new protocol's
+        bytes begin."""
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            return self._upgraded(data, exc.args[0] if exc.args else len(data))
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, ProtocolError):
+                raise cause from None
+            raise
+        except httptools.HttpParserInvalidMethodError:
+            raise ProtocolError(400, "Invalid method") from None
+        except httptools.HttpParserInvalidURLError:
+            raise ProtocolError(400, "Invalid request target") from None
+        except httptools.HttpParserError as exc:
+            raise ProtocolError(400, str(exc) or "Malformed request") from None
+        if self._in_head:
+            # llhttp buffers a header until it ends: bound what one head may hold.
+            self._head_bytes += len(data)
+            if self._head_bytes > self._limit_request_line + self._limit_header_size:
+                # A long request line is caught by on_url as llhttp streams it.
+                raise ProtocolError(431, "Request header fields too large")
+        return None
+
+    @property
+    def in_head(self) -> bool:
+        """True while a request head has begun and is not complete."""
+        return self._in_head
+
+    # -- llhttp callbacks --------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._in_head = True
+        self._head_bytes = 0
+        self._url = b""
+        self._headers = []
+        self._hosts = []
+        self._header_size = 0
+        self._expect = False
+        self._transfer_encoding = False
+        self._upgrade = None
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > self._limit_request_line:
+            raise ProtocolError(414, "Request line too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_size += len(name) + len(value) + 4
+        if self._header_size > self._limit_header_size:
+            raise ProtocolError(431, "Request header fields too large")
+        name = name.lower()
+        if name == b"host":
+            self._hosts.append(value)
+        elif name == b"expect":
+            self._expect = value.lower() == b"100-continue"
+        elif name == b"transfer-encoding":
+            self._transfer_encoding = True
+        elif name == b"upgrade":
+            self._upgrade = value.strip().lower()
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        parser = self._parser
+        version = parser.get_http_version()
+        if version not in ("1.1", "1.0"):
+            raise ProtocolError(505, f"HTTP/{version} is not supported")
+        method = parser.get_method().decode("ascii")
+        headers = self._headers
+        if version == "1.0" and self._transfer_encoding:
+            # RFC 9112 §6.1: framing is faulty; we do not guess.
+            raise ProtocolError(400, "Transfer-Encoding in an HTTP/1.0 request")
+        target = self._url
+        raw_path, query = self._split_target(method, target, headers)
+        if version == "1.1" or self._hosts:
+            self._check_host()
+        request = Request(method, target, raw_path, query, version, headers, parser.should_keep_alive())
+        if self._expect and version == "1.1":
+            request.expect_continue = True
+        if self._upgrade is not None:
+            request.upgrade = self._upgrade
+        self._request = request
+        self._sink.on_request(request)
+
+    def on_body(self, body: bytes) -> None:
+        self._sink.on_body(self._request, body)
+
+    def on_message_complete(self) -> None:
+        self._sink.on_request_complete(self._request)
+
+    # -- helpers -------------------------------------------------------------
+
+    def _split_target(self, method: str, target: bytes, headers) -> tuple[bytes, bytes]:
+        if target[:1] == b"/":  # origin-form, by far the most common
+            raw_path, _, query = target.partition(b"?")
+            raw_path = raw_path.partition(b"#")[0]
+            return raw_path, query
+        if target == b"*":
+            if method != "OPTIONS":
+                raise ProtocolError(400, "Asterisk-form is only valid for OPTIONS")
+            return b"*", b""
+        if method == "CONNECT":
+            raise ProtocolError(501, "CONNECT is not supported")
+        try:
+            url = httptools.parse_url(target)
+        except httptools.HttpParserInvalidURLError:
+            raise ProtocolError(400, "Invalid request target") from None
+        if not url.schema or not url.host:
+            raise ProtocolError(400, "Invalid request target")
+        # RFC 9112 §3.2.2: absolute-form wins over any Host header.
+        authority = url.host if url.port is None else url.host + b":%d" % url.port
+        self._hosts = [authority]
+        for index, (name, _) in enumerate(headers):
+            if name == b"host":
+                headers[index] = (b"host", authority)
+                break
+        else:
+            headers.append((b"host", authority))
+        return url.path or b"/", url.query or b""
+
+    def _check_host(self) -> None:
+        hosts = self._hosts
+        if not hosts:
+            raise ProtocolError(400, "Missing Host header")
+        if len(hosts) > 1:
+            raise ProtocolError(400, "Multiple Host headers")
+        if not _VALID_HOST(hosts[0]):
+            raise ProtocolError(400, "Invalid Host header")
+
+    def _upgraded(self, data: bytes, offset: int) -> int | None:
+        request = self._request
+        if request is not None and request.upgrade == b"websocket" and request.method == "GET":
+            return offset
+        if request is not None and request.method == "CONNECT":
+            raise ProtocolError(501, "CONNECT is not supported")
+        # Another protocol (h2c, ...): serve the request over HTTP/1.1 and
+        # close afterwards; llhttp cannot resume the stream after an upgrade.
+        if request is not None:
+            request.keep_alive = False
+            request.upgrade = None
+        return None
+
+
+# -- responses -----------------------------------------------------------
+
+STATUS_LINES: dict[int, bytes] = {
+    status.value: b"HTTP/1.1 %d %s\r\n" % (status.value, status.phrase.encode("ascii"))
+    for status in HTTPStatus
+}
+
+
+def status_line(status: int) -> bytes:
+    line = STATUS_LINES.get(status)
+    if line is None:
+        line = b"HTTP/1.1 %d \r\n" % status
+    return line
+
+
+class ResponseHead:
+    """What ``encode_head`` decided: the bytes, and how the body is framed."""
+
+    __slots__ = ("data", "chunked", "keep_alive", "body_allowed", "content_length")
+
+    def __init__(self, data, chunked, keep_alive, body_allowed, content_length):
+        self.data: bytes = data
+        self.chunked: bool = chunked
+        self.keep_alive: bool = keep_alive
+        self.body_allowed: bool = body_allowed
+        self.content_length: int | None = content_length
+
+
+class InvalidResponse(ValueError):
+    """The application gave a status or headers that cannot be sent."""
+
+
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
+_checked_names: set[bytes] = set()
+_NO_BODY_STATUSES = frozenset({204, 304})
+
+
+def _check_name(name: bytes) -> None:
+    if name in _checked_names:
+        return
+    if type(name) is not bytes or not _TOKEN(name):
+        raise InvalidResponse(f"invalid header name {name!r}")
+    if len(_checked_names) < 4096:
+        _checked_names.add(name)
+
+
+def encode_head(
+    status: int,
+    headers,
+    *,
+    request: Request,
+    keep_alive: bool,
+    body_length: int | None,
+    extra: bytes = b"",
+) -> ResponseHead:
+    """Build a response head in one join.
+
+    ``body_length`` is the length of the whole body when the application gave
+    it in one piece (so Content-Length can be added), else None. ``extra`` is
+    prebuilt header lines (Date, Server) ending in CRLF.
+    """
+    if type(status) is not int or not 100 <= status <= 999:
+        raise InvalidResponse(f"invalid status {status!r}")
+    if 100 <= status < 200:
+        raise InvalidResponse("informational (1xx) responses cannot be sent with http.response.start")
+    parts = [status_line(status)]
+    content_length = None
+    chunked = False
+    has_connection = False
+    count = 0
+    for name, value in headers:
+        _check_name(name)
+        lname = name.lower()
+        if lname == b"content-length":
+            try:
+                content_length = int(value)
+            except (TypeError, ValueError):
+                raise InvalidResponse(f"invalid content-length {value!r}") from None
+        elif lname == b"transfer-encoding":
+            # We frame the body ourselves; drop the app's framing header.
+            chunked = True
+            continue
+        elif lname == b"connection":
+            has_connection = True
+            if b"close" in value.lower():
+                keep_alive = False
+        if type(value) is not bytes:
+            raise InvalidResponse(f"header value for {name!r} must be bytes")
+        parts += (name, b": ", value, b"\r\n")
+        count += 1
+    if count:
+        lines = b"".join(parts[1:])
+        if b"\x00" in lines or lines.count(b"\n") != count or lines.count(b"\r") != count:
+            raise InvalidResponse("header values must not contain CR, LF or NUL")
+    body_allowed = status not in _NO_BODY_STATUSES and request.method != "HEAD"
+    http11 = request.http_version == "1.1"
+    if status in _NO_BODY_STATUSES:
+        chunked = False
+        if status == 204:
+            content_length = None
+    elif content_length is None:
+        if body_length is not None and (body_allowed or body_length):
+            content_length = body_length
+            parts.append(b"content-length: %d\r\n" % body_length)
+            chunked = False
+        elif not body_allowed:
+            chunked = False
+        elif http11:
+            chunked = True
+        else:
+            keep_alive = False  # HTTP/1.0: the body ends when the connection does
+            chunked = False
+    else:
+        chunked = False
+    if chunked:
+        parts.append(b"transfer-encoding: chunked\r\n")
+    if not has_connection:
+        if not keep_alive:
+            parts.append(b"connection: close\r\n")
+        elif not http11:
+            parts.append(b"connection: keep-alive\r\n")
+    parts.append(extra)
+    parts.append(b"\r\n")
+    return ResponseHead(b"".join(parts), chunked, keep_alive, body_allowed, content_length)
+
+
+def encode_chunk(data: bytes) -> bytes:
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+LAST_CHUNK = b"0\r\n\r\n"
+
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+def error_response(status: int, detail: str = "", extra: bytes = b"") -> bytes:
+    """A short plain-text answer; the connection closes after it."""
+    phrase = HTTPStatus(status).phrase if status in STATUS_LINES else "Error"
+    body = f"{phrase}: {detail}\n" if detail else f"{phrase}\n"
+    body_bytes = body.encode("utf-8", "replace")
+    return b"".join(
+        (
+            status_line(status),
+            b"content-type: text/plain; charset=utf-8\r\n",
+            b"content-length: %d\r\n" % len(body_bytes),
+            b"connection: close\r\n",
+            extra,
+            b"\r\n",
+            body_bytes,
+        )
+    )

@@ -1,0 +1,18 @@
+"""The master process: binds sockets once, then supervises the workers."""
+
+from __future__ import annotations
+
+import sys
+
+from .master import Master
+from .sockets import BindError, Sockets
+
+
+def serve(config) -> int:
+    sockets = Sockets(config)
+    try:
+        sockets.bind()
+    except BindError as exc:
+        print(f"corral: error: {exc}", file=sys.stderr)
+        return 2
+    return Master(config, sockets).run()

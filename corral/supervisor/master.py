@@ -1,0 +1,422 @@
+"""The master (watcher): forks workers, watches them, reloads and stops them in order.
+
+It does no request work. It sleeps in ``select`` on one pipe per worker and
+the signal wake-up pipe; signal handlers only record the signal, and the loop
+dispatches each to ``handle_<name>``. Every pass it reaps children, reads
+worker messages (``worker/process.py`` lists them), enforces deadlines and
+brings each worker slot back to what it should be.
+
+Slots: worker slot ``i`` (0 <= i < target) should have one serving worker.
+A worker marked *retiring* (reload, recycling) keeps serving until a fresh
+worker in the same slot reports ready; only then is it sent TERM. So the
+sockets always have a ready worker accepting, and a reload loses nothing.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import random
+import select
+import signal
+import sys
+import time
+from collections import deque
+
+from ..worker.process import EXIT_BOOT, EXIT_CONFIG, Worker
+
+log = logging.getLogger("corral.error")
+
+MAX_BOOT_FAILURES = 5  # consecutive failures before a first boot gives up
+BACKOFF_MAX = 10.0
+STACK_DUMP_GRACE = 1.0  # between the stack dump (SIGUSR2) and SIGKILL
+KILL_GRACE = 5.0  # beyond --timeout-graceful before SIGKILL
+FAST_TIMEOUT = 5.0
+
+SIGNALS = {
+    signal.SIGTERM: "term",
+    signal.SIGINT: "int",
+    signal.SIGQUIT: "quit",
+    signal.SIGHUP: "hup",
+    signal.SIGTTIN: "ttin",
+    signal.SIGTTOU: "ttou",
+    signal.SIGUSR1: "usr1",
+    signal.SIGCHLD: "chld",
+}
+
+
+class WorkerProc:
+    """The master's view of one worker process."""
+
+    def __init__(self, pid: int, slot: int, fd: int, generation: int) -> None:
+        self.pid = pid
+        self.slot = slot
+        self.fd = fd
+        self.generation = generation
+        self.state = "booting"  # -> ready -> draining
+        self.retiring = False
+        self.recycle = False
+        self.started = time.monotonic()
+        self.last_heartbeat = self.started
+        self.kill_at: float | None = None
+        self.buffer = b""
+        self.error = ""
+        self.in_flight = 0
+        self.connections = 0
+        self.requests = 0
+
+    def doing(self) -> str:
+        if self.state == "booting":
+            return "while booting"
+        return (
+            f"while {self.state} with {self.in_flight} requests in flight on "
+            f"{self.connections} connections, {self.requests} served"
+        )
+
+
+class Master:
+    def __init__(self, config, sockets) -> None:
+        self.config = config
+        self.sockets = sockets
+        self.target = config.workers
+        self.workers: dict[int, WorkerProc] = {}
+        self.pending_signals: deque[int] = deque()
+        self.generation = 0
+        self.stopping: str | None = None
+        self.exit_code = 0
+        self.boot_failures = 0
+        self.ever_ready = False
+        self.reloading = False
+        self.next_spawn_at = 0.0
+        self._wakeup_r = self._wakeup_w = -1
+
+    # -- main loop -----------------------------------------------------------
+
+    def run(self) -> int:
+        self._install_signals()
+        log.info(
+            "corral master %d serving %s with %d worker%s (accept: %s)",
+            os.getpid(),
+            self.sockets.describe(),
+            self.target,
+            "" if self.target == 1 else "s",
+            "reuseport" if self.sockets.reuseport else "shared",
+        )
+        while True:
+            if not self.stopping:
+                self._maintain()
+            if self.stopping and not self.workers:
+                break
+            self._sleep()
+            self._dispatch_signals()
+            self._reap()
+            self._enforce_deadlines()
+        self.sockets.close()
+        log.info("master %d: all workers gone, sockets closed; exit %d", os.getpid(), self.exit_code)
+        return self.exit_code
+
+    def _install_signals(self) -> None:
+        self._wakeup_r, self._wakeup_w = os.pipe()
+        for fd in (self._wakeup_r, self._wakeup_w):
+            os.set_blocking(fd, False)
+        signal.set_wakeup_fd(self._wakeup_w, warn_on_full_buffer=False)
+        for signum in SIGNALS:
+            signal.signal(signum, self._record_signal)
+
+    def _record_signal(self, signum, frame) -> None:
+        self.pending_signals.append(signum)
+
+    def _sleep(self) -> None:
+        now = time.monotonic()
+        deadlines = [w.kill_at for w in self.workers.values() if w.kill_at is not None]
+        if self.config.timeout_worker:
+            deadlines += [
+                w.last_heartbeat + self.config.timeout_worker
+                for w in self.workers.values()
+                if w.state != "booting" and w.kill_at is None
+            ]
+        if self.next_spawn_at > now:
+            deadlines.append(self.next_spawn_at)
+        timeout = max(0.0, min(deadlines) - now) if deadlines else 5.0
+        fds = [self._wakeup_r] + [w.fd for w in self.workers.values() if w.fd >= 0]
+        try:
+            readable, _, _ = select.select(fds, [], [], min(timeout, 5.0))
+        except InterruptedError:
+            return
+        for fd in readable:
+            if fd == self._wakeup_r:
+                try:
+                    while os.read(fd, 512):
+                        pass
+                except BlockingIOError:
+                    pass
+            else:
+                self._read_worker(fd)
+
+    def _dispatch_signals(self) -> None:
+        while self.pending_signals:
+            signum = self.pending_signals.popleft()
+            getattr(self, "handle_" + SIGNALS[signum])()
+
+    # -- signal handlers -----------------------------------------------------
+
+    def handle_term(self) -> None:
+        self._stop("graceful")
+
+    handle_int = handle_term
+
+    def handle_quit(self) -> None:
+        self._stop("fast")
+
+    def handle_hup(self) -> None:
+        if self.stopping:
+            return
+        self.generation += 1
+        self.reloading = True
+        count = 0
+        for worker in self.workers.values():
+            if worker.state != "draining":
+                worker.retiring = True
+                count += 1
+        log.info("master: SIGHUP: reloading %d workers (generation %d), new ones first", count, self.generation)
+
+    def handle_ttin(self) -> None:
+        self.target += 1
+        log.info("master: SIGTTIN: workers %d -> %d", self.target - 1, self.target)
+
+    def handle_ttou(self) -> None:
+        if self.target <= 1:
+            log.info("master: SIGTTOU ignored: already at 1 worker")
+            return
+        self.target -= 1
+        log.info("master: SIGTTOU: workers %d -> %d", self.target + 1, self.target)
+
+    def handle_usr1(self) -> None:
+        from .. import logs
+
+        logs.reopen()
+        for worker in self.workers.values():
+            self._signal(worker, signal.SIGUSR1)
+
+    def handle_chld(self) -> None:
+        pass  # reaping happens every pass
+
+    def _stop(self, mode: str) -> None:
+        if self.stopping == "fast" or (self.stopping == mode):
+            if self.stopping == "graceful" and mode == "graceful":
+                mode = "fast"  # a second TERM/INT: stop now
+            else:
+                return
+        self.stopping = mode
+        now = time.monotonic()
+        signum = signal.SIGTERM if mode == "graceful" else signal.SIGQUIT
+        wait = self.config.timeout_graceful + KILL_GRACE if mode == "graceful" else FAST_TIMEOUT
+        log.info(
+            "master: %s shutdown: stopping %d workers (SIGKILL after %.1fs)",
+            mode,
+            len(self.workers),
+            wait,
+        )
+        for worker in self.workers.values():
+            if worker.state == "booting":
+                self._signal(worker, signal.SIGKILL)
+                continue
+            worker.state = "draining"
+            worker.kill_at = now + wait
+            self._signal(worker, signum)
+
+    # -- workers ---------------------------------------------------------
+
+    def _maintain(self) -> None:
+        """Bring every slot to one fresh serving worker; retire replaced ones."""
+        now = time.monotonic()
+        by_slot: dict[int, list[WorkerProc]] = {}
+        for worker in self.workers.values():
+            if worker.state != "draining":
+                by_slot.setdefault(worker.slot, []).append(worker)
+        self._promote_recycle(by_slot)
+        for slot in range(self.target):
+            workers = by_slot.get(slot, [])
+            fresh = [w for w in workers if not w.retiring]
+            if not fresh:
+                if now >= self.next_spawn_at:
+                    self._spawn(slot)
+                continue
+            if any(w.state == "ready" for w in fresh):
+                for worker in workers:
+                    if worker.retiring:
+                        self._retire(worker, "replaced by a new worker")
+        for slot, workers in by_slot.items():
+            if slot >= self.target:
+                for worker in workers:
+                    self._retire(worker, "worker count lowered")
+        if self.reloading and not any(w.retiring for w in self.workers.values()):
+            self.reloading = False
+            log.info("master: reload complete (generation %d)", self.generation)
+
+    def _promote_recycle(self, by_slot) -> None:
+        """Recycle one worker at a time, through the reload path."""
+        if any(w.retiring and w.recycle for w in self.workers.values()):
+            return
+        for workers in by_slot.values():
+            for worker in workers:
+                if worker.recycle and not worker.retiring:
+                    worker.retiring = True
+                    log.info("master: recycling worker %d after %d requests", worker.pid, worker.requests)
+                    return
+
+    def _retire(self, worker: WorkerProc, why: str) -> None:
+        worker.state = "draining"
+        worker.kill_at = time.monotonic() + self.config.timeout_graceful + KILL_GRACE
+        log.info("master: stopping worker %d (%s)", worker.pid, why)
+        self._signal(worker, signal.SIGTERM)
+
+    def _spawn(self, slot: int) -> None:
+        config = self.config
+        sockets = self.sockets.for_slot(slot)
+        max_requests = 0
+        if config.limit_max_requests:
+            max_requests = config.limit_max_requests + random.randint(0, config.max_requests_jitter)
+        read_fd, write_fd = os.pipe()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # child
+            code = 1
+            try:
+                os.close(read_fd)
+                for fd in [w.fd for w in self.workers.values()] + [self._wakeup_r, self._wakeup_w]:
+                    if fd >= 0:
+                        os.close(fd)
+                os.set_blocking(write_fd, False)
+                code = Worker(config, sockets, write_fd, max_requests=max_requests, slot=slot).run()
+            except BaseException:
+                log.exception("worker crashed")
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        os.close(write_fd)
+        os.set_blocking(read_fd, False)
+        self.workers[pid] = WorkerProc(pid, slot, read_fd, self.generation)
+        log.info("master: started worker %d (slot %d, generation %d)", pid, slot, self.generation)
+
+    def _read_worker(self, fd: int) -> None:
+        worker = next((w for w in self.workers.values() if w.fd == fd), None)
+        if worker is None:
+            return
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            os.close(fd)
+            worker.fd = -1
+            return
+        worker.buffer += data
+        *lines, worker.buffer = worker.buffer.split(b"\n")
+        for line in lines:
+            self._message(worker, line.decode("utf-8", "replace"))
+
+    def _message(self, worker: WorkerProc, line: str) -> None:
+        kind, _, rest = line.partition(" ")
+        worker.last_heartbeat = time.monotonic()
+        if kind == "hb":
+            try:
+                worker.in_flight, worker.connections, worker.requests = map(int, rest.split())
+            except ValueError:
+                pass
+        elif kind == "ready":
+            if worker.state == "booting":
+                worker.state = "ready"
+            self.boot_failures = 0
+            self.ever_ready = True
+            log.info("master: worker %d ready (%.2fs)", worker.pid, time.monotonic() - worker.started)
+        elif kind == "recycle":
+            worker.recycle = True
+        elif kind == "error":
+            worker.error = rest
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            worker = self.workers.pop(pid, None)
+            if worker is None:
+                continue
+            if worker.fd >= 0:
+                self._read_worker(worker.fd)  # last words (an error message)
+                if worker.fd >= 0:
+                    os.close(worker.fd)
+            self._exited(worker, status)
+
+    def _exited(self, worker: WorkerProc, status: int) -> None:
+        code = os.waitstatus_to_exitcode(status)
+        how = f"exited with code {code}" if code >= 0 else f"was killed by {signal.Signals(-code).name}"
+        if worker.state == "draining" and code == 0:
+            log.info("master: worker %d exited (code 0)", worker.pid)
+            return
+        if worker.state == "booting":
+            self._boot_failed(worker, code, how)
+            return
+        level = logging.INFO if worker.state == "draining" and code in (0, -signal.SIGKILL) else logging.ERROR
+        log.log(level, "master: worker %d %s %s", worker.pid, how, worker.doing())
+
+    def _boot_failed(self, worker: WorkerProc, code: int, how: str) -> None:
+        if self.stopping:
+            return
+        reason = worker.error or how
+        log.error("master: worker %d failed to boot: %s", worker.pid, reason)
+        if self.reloading and any(w.retiring for w in self.workers.values()):
+            # New code does not boot: keep the old workers, stop the new ones.
+            log.error("master: reload failed; the previous workers keep serving (%s)", reason)
+            self.reloading = False
+            for other in self.workers.values():
+                if other.retiring:
+                    other.retiring = False
+                elif other.state == "booting":
+                    self._signal(other, signal.SIGKILL)
+            return
+        self.boot_failures += 1
+        if not self.ever_ready and (code == EXIT_CONFIG or self.boot_failures >= MAX_BOOT_FAILURES):
+            print(f"corral: error: {reason}", file=sys.stderr, flush=True)
+            self.exit_code = EXIT_CONFIG if code == EXIT_CONFIG else EXIT_BOOT
+            self._stop("fast")
+            return
+        delay = min(0.1 * 2 ** (self.boot_failures - 1), BACKOFF_MAX)
+        self.next_spawn_at = time.monotonic() + delay
+        log.info("master: next boot attempt in %.1fs (%d consecutive failures)", delay, self.boot_failures)
+
+    def _enforce_deadlines(self) -> None:
+        now = time.monotonic()
+        timeout = self.config.timeout_worker
+        for worker in list(self.workers.values()):
+            if worker.kill_at is not None:
+                if now >= worker.kill_at:
+                    log.warning("master: worker %d did not exit in time; SIGKILL", worker.pid)
+                    self._signal(worker, signal.SIGKILL)
+                    worker.kill_at = now + 1.0
+            elif timeout and worker.state != "booting" and now - worker.last_heartbeat > timeout:
+                log.error(
+                    "master: worker %d loop blocked for %.1fs (--timeout-worker %.1f); dumping its stack, then killing it",
+                    worker.pid,
+                    now - worker.last_heartbeat,
+                    timeout,
+                )
+                self._signal(worker, signal.SIGUSR2)
+                worker.kill_at = now + STACK_DUMP_GRACE
+                worker.state = "draining" if worker.state == "draining" else "stuck"
+
+    def _signal(self, worker: WorkerProc, signum: int) -> None:
+        try:
+            os.kill(worker.pid, signum)
+        except ProcessLookupError:
+            pass
+        except OSError as exc:  # pragma: no cover
+            if exc.errno != errno.ESRCH:
+                raise

@@ -1,0 +1,180 @@
+"""Listening sockets, bound once by the master and inherited by every worker.
+
+Sources: TCP (``--host``/``--port``), a UNIX socket (``--uds``,
+``--uds-mode``), an inherited descriptor (``--fd``) and systemd socket
+activation (``LISTEN_FDS``/``LISTEN_PID``, which wins over the rest).
+With ``--accept reuseport`` the master makes one SO_REUSEPORT socket per
+worker slot and keeps them all open, so a worker that exits never takes its
+socket's queue with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import stat
+
+log = logging.getLogger("corral.error")
+
+SD_LISTEN_FDS_START = 3
+
+
+class BindError(Exception):
+    pass
+
+
+def clamp_backlog(backlog: int) -> int:
+    try:
+        with open("/proc/sys/net/core/somaxconn") as handle:
+            somaxconn = int(handle.read())
+    except (OSError, ValueError):
+        return backlog
+    if backlog > somaxconn:
+        log.info("backlog %d clamped to net.core.somaxconn = %d", backlog, somaxconn)
+        return somaxconn
+    return backlog
+
+
+def systemd_sockets(environ=os.environ) -> list[socket.socket]:
+    if environ.get("LISTEN_PID") != str(os.getpid()):
+        return []
+    try:
+        count = int(environ.get("LISTEN_FDS", "0"))
+    except ValueError:
+        return []
+    sockets = [socket.socket(fileno=SD_LISTEN_FDS_START + i) for i in range(count)]
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        environ.pop(name, None)
+    return sockets
+
+
+def _tcp(host: str, port: int, backlog: int, reuseport: bool) -> socket.socket:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise BindError(f"cannot resolve --host {host!r}: {exc.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuseport:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise BindError(f"cannot bind {host}:{port}: {exc.strerror}") from None
+    sock.listen(backlog)
+    return sock
+
+
+def _unix(path: str, mode: int | None, backlog: int) -> socket.socket:
+    try:
+        if stat.S_ISSOCK(os.stat(path).st_mode):
+            probe = socket.socket(socket.AF_UNIX)
+            try:
+                probe.connect(path)
+            except OSError:
+                os.unlink(path)  # stale socket file from a previous run
+            else:
+                raise BindError(f"cannot bind {path}: another server is listening there")
+            finally:
+                probe.close()
+    except FileNotFoundError:
+        pass
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        if mode is not None:
+            os.chmod(path, mode)
+    except OSError as exc:
+        sock.close()
+        raise BindError(f"cannot bind {path}: {exc.strerror}") from None
+    sock.listen(backlog)
+    return sock
+
+
+def _inherited(fd: int) -> socket.socket:
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as exc:
+        raise BindError(f"--fd {fd}: {exc.strerror}") from None
+    if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+        raise BindError(f"--fd {fd} is not a listening socket")
+    return sock
+
+
+class Sockets:
+    """What the master listens on; ``for_slot(i)`` is what worker slot i serves."""
+
+    def __init__(self, config) -> None:
+        self.config = config
+        self.backlog = clamp_backlog(config.backlog)
+        self.reuseport = config.accept == "reuseport"
+        self.shared: list[socket.socket] = []
+        self.per_slot: dict[int, socket.socket] = {}
+        self.uds_path: str | None = None
+
+    def bind(self) -> None:
+        config = self.config
+        inherited = systemd_sockets()
+        if inherited:
+            self.shared = inherited
+        elif config.fd is not None:
+            self.shared = [_inherited(config.fd)]
+        elif config.uds:
+            self.shared = [_unix(config.uds, config.uds_mode, self.backlog)]
+            self.uds_path = config.uds
+        elif self.reuseport:
+            first = _tcp(config.host, config.port, self.backlog, reuseport=True)
+            self.per_slot[0] = first
+        else:
+            self.shared = [_tcp(config.host, config.port, self.backlog, reuseport=False)]
+        if self.reuseport and not self.per_slot:
+            log.warning("--accept reuseport needs a TCP --host/--port; using one shared socket")
+            self.reuseport = False
+
+    def for_slot(self, slot: int) -> list[socket.socket]:
+        if not self.reuseport:
+            return self.shared
+        sock = self.per_slot.get(slot)
+        if sock is None:
+            host, port = self.per_slot[0].getsockname()[:2]
+            sock = self.per_slot[slot] = _tcp(host, port, self.backlog, reuseport=True)
+        return [sock]
+
+    def release_slot(self, slot: int) -> None:
+        """reuseport: close a slot's socket once no worker serves it (TTOU)."""
+        if self.reuseport and slot != 0:
+            sock = self.per_slot.pop(slot, None)
+            if sock is not None:
+                sock.close()
+
+    def all(self) -> list[socket.socket]:
+        return self.shared + list(self.per_slot.values())
+
+    def describe(self) -> str:
+        names = []
+        for sock in self.shared or self.per_slot.values():
+            address = sock.getsockname()
+            if sock.family == socket.AF_UNIX:
+                names.append(f"unix:{address}")
+            elif sock.family == socket.AF_INET6:
+                names.append(f"http://[{address[0]}]:{address[1]}")
+            else:
+                names.append(f"http://{address[0]}:{address[1]}")
+            if self.reuseport:
+                break
+        return ", ".join(names)
+
+    def close(self) -> None:
+        for sock in self.all():
+            sock.close()
+        self.shared, self.per_slot = [], {}
+        if self.uds_path:
+            try:
+                os.unlink(self.uds_path)
+            except OSError:
+                pass

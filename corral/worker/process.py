@@ -1,0 +1,235 @@
+"""One worker process: import the app, run one event loop, drain in order.
+
+Runs in a child forked by the master (``supervisor/master.py``); the event
+loop is created here, after the fork. The worker talks to the master over a
+pipe, one line per message (``channel``):
+
+* ``ready`` once lifespan startup is done and the sockets are served;
+* ``hb IN_FLIGHT CONNECTIONS REQUESTS`` every second, from the loop (a loop
+  that stops sending it is blocked: the master dumps its stack and kills it);
+* ``recycle`` when ``--limit-max-requests`` is reached;
+* ``error MESSAGE`` before exiting on a boot failure.
+
+Signals: TERM = graceful shutdown, QUIT = fast shutdown, USR1 = reopen logs,
+USR2 = dump stacks (faulthandler, used by the master on a blocked loop).
+INT, HUP, TTIN, TTOU are the master's; the worker ignores them.
+
+Graceful shutdown, in order, each step logged: stop accepting; let requests
+in flight finish (bounded by --timeout-graceful) while every keep-alive
+connection gets its next response with ``Connection: close`` and idle ones
+are closed after a short grace; abort what is left at the deadline; run
+lifespan shutdown; exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import faulthandler
+import logging
+import os
+import signal
+import sys
+import time
+
+from .. import logs
+from ..interfaces.asgi import ASGIHandler
+from ..interfaces.lifespan import Lifespan, LifespanFailure
+from ..interfaces.wsgi import WSGIAdapter
+from ..io.h1 import H1Connection
+from ..io.state import ServerState
+from ..loader import AppLoadError, detect_interface, import_app
+from .accept import Listener
+
+log = logging.getLogger("corral.error")
+
+EXIT_OK = 0
+EXIT_CONFIG = 2  # the app cannot be imported: no point retrying
+EXIT_BOOT = 3  # lifespan startup failed or the app raised at import
+# A keep-alive connection idle this long while draining is closed.
+DRAIN_IDLE_GRACE = 0.5
+DRAIN_POLL = 0.05
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:
+        log.info("uvloop is not installed; using asyncio's event loop")
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+class Worker:
+    def __init__(self, config, sockets, channel_fd: int | None, *, max_requests: int = 0, slot: int = 0) -> None:
+        self.config = config
+        self.sockets = sockets
+        self.channel_fd = channel_fd
+        self.max_requests = max_requests
+        self.slot = slot
+        self.pid = os.getpid()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.state: ServerState | None = None
+        self.listeners: list[Listener] = []
+        self.lifespan: Lifespan | None = None
+        self.stop_mode: asyncio.Future | None = None
+
+    # -- entry point -------------------------------------------------------
+
+    def run(self) -> int:
+        self._reset_signals()
+        self.pid = os.getpid()
+        config = self.config
+        try:
+            app = import_app(config.app, factory=config.factory, app_dir=config.app_dir)
+        except AppLoadError as exc:
+            self.report(f"error {exc}")
+            return EXIT_CONFIG
+        except Exception as exc:  # the app's own module raised while importing
+            log.exception("error while importing %s", config.app)
+            self.report(f"error importing {config.app}: {type(exc).__name__}: {exc}")
+            return EXIT_BOOT
+        interface = detect_interface(app, config.interface)
+        if interface == "wsgi":
+            app = WSGIAdapter(app)
+        loop = self.loop = new_event_loop()
+        asyncio.set_event_loop(loop)
+        state = self.state = ServerState(config, loop)
+        state.handler = ASGIHandler(app, state)
+        state.max_requests = self.max_requests
+        state.on_max_requests = lambda: self.report("recycle")
+        lifespan_mode = "off" if interface == "wsgi" else config.lifespan
+        self.lifespan = Lifespan(app, lifespan_mode, state.lifespan_state)
+        try:
+            return loop.run_until_complete(self._main())
+        finally:
+            state.stepper.close()
+            loop.close()
+
+    async def _main(self) -> int:
+        loop = self.loop
+        self.stop_mode = loop.create_future()
+        self._schedule_tick()
+        for signum, mode in ((signal.SIGTERM, "graceful"), (signal.SIGQUIT, "fast")):
+            loop.add_signal_handler(signum, self.stop, mode)
+        loop.add_signal_handler(signal.SIGUSR1, logs.reopen)
+        try:
+            await self.lifespan.startup()
+        except LifespanFailure as exc:
+            self.report(f"error {exc}")
+            return EXIT_BOOT
+        exclusive = self.config.accept == "shared"
+        for sock in self.sockets:
+            listener = Listener(loop, sock, self._connection, self.config.backlog, exclusive)
+            await listener.start()
+            self.listeners.append(listener)
+        self.report("ready")
+        log.info("worker %d ready (%s)", self.pid, self.config.interface if self.config.interface != "auto" else "auto")
+        mode = await self.stop_mode
+        if mode == "fast":
+            return self._fast_shutdown()
+        return await self._graceful_shutdown()
+
+    def _connection(self):
+        return H1Connection(self.state)
+
+    def stop(self, mode: str = "graceful") -> None:
+        if self.stop_mode is not None and not self.stop_mode.done():
+            self.stop_mode.set_result(mode)
+        elif mode == "fast" and self.state is not None:
+            # A second, faster stop during a graceful one: cut it short.
+            for conn in list(self.state.connections):
+                conn.abort()
+
+    # -- shutdown ------------------------------------------------------------
+
+    def _stop_accepting(self) -> None:
+        for listener in self.listeners:
+            listener.stop()
+
+    async def _graceful_shutdown(self) -> int:
+        loop, state, config = self.loop, self.state, self.config
+        pid = self.pid
+        self._stop_accepting()
+        state.draining = True
+        total = len(state.connections)
+        log.info(
+            "worker %d: stopped accepting; draining %d requests in flight on %d connections",
+            pid,
+            state.in_flight(),
+            total,
+        )
+        deadline = loop.time() + config.timeout_graceful
+        while state.connections and loop.time() < deadline:
+            state.refresh()
+            state.sweep(idle_timeout=DRAIN_IDLE_GRACE)
+            await asyncio.sleep(DRAIN_POLL)
+        left = len(state.connections)
+        if left:
+            log.warning(
+                "worker %d: graceful timeout (%.1fs): %d requests still in flight; closing %d connections",
+                pid,
+                config.timeout_graceful,
+                state.in_flight(),
+                left,
+            )
+            for conn in list(state.connections):
+                conn.abort()
+            await asyncio.sleep(0)
+        log.info("worker %d: connections closed (%d)", pid, total)
+        await self.lifespan.shutdown(config.timeout_graceful)
+        log.info("worker %d: lifespan shutdown complete; exiting", pid)
+        return EXIT_OK
+
+    def _fast_shutdown(self) -> int:
+        self._stop_accepting()
+        count = len(self.state.connections)
+        for conn in list(self.state.connections):
+            conn.abort()
+        log.info("worker %d: fast shutdown, %d connections aborted", self.pid, count)
+        return EXIT_OK
+
+    # -- clock, heartbeat, master channel ----------------------------------
+
+    def _schedule_tick(self) -> None:
+        # On the second, so the cached Date header changes when it should.
+        self.loop.call_later(1.0 - (time.time() % 1.0) + 0.001, self._tick)
+
+    def _tick(self) -> None:
+        state = self.state
+        state.tick()
+        self.report(f"hb {state.in_flight()} {len(state.connections)} {state.counters['requests']}")
+        self._schedule_tick()
+
+    def report(self, message: str) -> None:
+        if self.channel_fd is None:
+            return
+        try:
+            os.write(self.channel_fd, message.encode("utf-8", "replace")[:4000] + b"\n")
+        except BlockingIOError:
+            pass
+        except OSError:
+            # The master is gone: nobody supervises us any more.
+            self.channel_fd = None
+            self.stop("graceful")
+
+    @staticmethod
+    def _reset_signals() -> None:
+        signal.set_wakeup_fd(-1)
+        for signum in (signal.SIGTERM, signal.SIGQUIT, signal.SIGUSR1, signal.SIGCHLD):
+            signal.signal(signum, signal.SIG_DFL)
+        for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
+            signal.signal(signum, signal.SIG_IGN)
+        faulthandler.register(signal.SIGUSR2, file=sys.stderr, all_threads=True)
+        _die_with_parent()
+
+
+def _die_with_parent() -> None:
+    """Linux: get SIGTERM if the master dies, so no worker is left orphaned."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        pass
