@@ -52,6 +52,7 @@ class H1Connection(asyncio.Protocol):
         "pending_error",
         "requests",
         "upgrade",
+        "eof",
     )
 
     def __init__(self, state) -> None:
@@ -77,6 +78,7 @@ class H1Connection(asyncio.Protocol):
         self.pending_error: ProtocolError | None = None
         self.requests = 0
         self.upgrade = None  # set by a protocol that takes over the connection
+        self.eof = False  # the client shut its write side
 
     # -- asyncio.Protocol ----------------------------------------------------
 
@@ -101,11 +103,17 @@ class H1Connection(asyncio.Protocol):
             self.run_queue()
 
     def eof_received(self):
-        if self.cycle is None or self.closing:
+        cycle = self.cycle
+        if cycle is None or self.closing:
             self.close()
             return False
-        # The client shut its write side after sending a request (allowed):
-        # finish the response, then close.
+        if not cycle.request.complete:
+            # The body can never arrive now: the app sees http.disconnect.
+            cycle.disconnected()
+        # Otherwise the client shut its write side after a whole request
+        # (allowed): finish the response, then close.
+        self.eof = True
+        self.queue.clear()
         return True
 
     def connection_lost(self, exc) -> None:
@@ -172,7 +180,7 @@ class H1Connection(asyncio.Protocol):
         if self.pending_error is not None:
             self._send_error(self.pending_error)
             return
-        if not keep_alive or not cycle.request.complete or state.draining:
+        if not keep_alive or self.eof or not cycle.request.complete or state.draining:
             self.close()
             return
         if self.queue:

@@ -27,7 +27,10 @@ class ServerState:
         self.handler = None  # per-request handler (interfaces/asgi.py or wsgi.py)
         self.upgrade_handler = None  # takes over upgraded connections (WebSocket)
         self.lifespan_state: dict = {}
-        self.connections: set = set()
+        self.connections: set = set()  # HTTP/1.1 connections (H1Connection)
+        # Connections taken over by another protocol (WebSocket). Each has
+        # ``async going_away()``: close with 1001 and wait, bounded by the caller.
+        self.upgraded: set = set()
         self.counters: Counter = Counter()
         self.draining = False
         self.on_all_closed = None  # called when draining and the last connection closes

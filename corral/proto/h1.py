@@ -407,7 +407,7 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 def error_response(status: int, detail: str = "", extra: bytes = b"") -> bytes:
     """A short plain-text answer; the connection closes after it."""
     phrase = HTTPStatus(status).phrase if status in STATUS_LINES else "Error"
-    body = f"{phrase}: {detail}\n" if detail else f"{phrase}\n"
+    body = f"{detail or phrase}\n"
     body_bytes = body.encode("utf-8", "replace")
     return b"".join(
         (

@@ -176,14 +176,31 @@ class Worker:
                 conn.abort()
             await asyncio.sleep(0)
         log.info("worker %d: connections closed (%d)", pid, total)
+        await self._close_upgraded(max(1.0, deadline - loop.time()))
         await self.lifespan.shutdown(config.timeout_graceful)
         log.info("worker %d: lifespan shutdown complete; exiting", pid)
         return EXIT_OK
 
+    async def _close_upgraded(self, timeout: float) -> None:
+        """Close WebSocket (upgraded) connections with 1001 Going Away."""
+        upgraded = list(self.state.upgraded)
+        if not upgraded:
+            return
+        log.info("worker %d: closing %d websockets with 1001 (timeout %.1fs)", self.pid, len(upgraded), timeout)
+        done, pending = await asyncio.wait(
+            [self.loop.create_task(conn.going_away()) for conn in upgraded], timeout=timeout
+        )
+        for task in pending:
+            task.cancel()
+        for conn in list(self.state.upgraded):
+            conn.abort()
+        log.info("worker %d: websockets closed (%d, %d cut at the deadline)", self.pid, len(upgraded), len(pending))
+
     def _fast_shutdown(self) -> int:
         self._stop_accepting()
-        count = len(self.state.connections)
-        for conn in list(self.state.connections):
+        conns = list(self.state.connections) + list(self.state.upgraded)
+        count = len(conns)
+        for conn in conns:
             conn.abort()
         log.info("worker %d: fast shutdown, %d connections aborted", self.pid, count)
         return EXIT_OK

@@ -1,0 +1,86 @@
+"""Test app: routes that exercise the HTTP/1.1 and ASGI paths."""
+
+import asyncio
+import json
+import os
+
+STARTED = []
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                scope["state"]["started"] = True
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                print("lifespan shutdown ran", flush=True, file=__import__("sys").stderr)
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    path = scope["path"]
+    if path == "/echo":
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        await _respond(send, body)
+    elif path == "/scope":
+        view = {k: v for k, v in scope.items() if k not in ("headers", "raw_path", "query_string", "state")}
+        view["headers"] = [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]]
+        view["raw_path"] = scope["raw_path"].decode("latin-1")
+        view["query_string"] = scope["query_string"].decode("latin-1")
+        view["state"] = dict(scope["state"])
+        await _respond(send, json.dumps(view).encode(), b"application/json")
+    elif path == "/sleep":
+        seconds = float(scope["query_string"].decode() or "1")
+        await asyncio.sleep(seconds)
+        await _respond(send, b"slept\n")
+    elif path == "/block":
+        import time
+
+        time.sleep(float(scope["query_string"].decode() or "5"))
+        await _respond(send, b"blocked\n")
+    elif path == "/pid":
+        await _respond(send, str(os.getpid()).encode())
+    elif path == "/stream":
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        for part in (b"one,", b"two,", b"three"):
+            await send({"type": "http.response.body", "body": part, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+    elif path == "/no-response":
+        return
+    elif path == "/raise":
+        raise RuntimeError("boom")
+    elif path == "/raise-after-start":
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"100")]})
+        await send({"type": "http.response.body", "body": b"partial", "more_body": True})
+        raise RuntimeError("boom after start")
+    elif path == "/bad-header":
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"x-evil", b"a\r\nset-cookie: x")]})
+        await send({"type": "http.response.body", "body": b"no"})
+    elif path == "/disconnect":
+        body = b""
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                print("saw http.disconnect", flush=True, file=__import__("sys").stderr)
+                return
+            body += message.get("body", b"")
+    elif path == "/204":
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+    elif path == "/big":
+        size = int(scope["query_string"].decode() or "1000000")
+        await _respond(send, b"x" * size)
+    else:
+        await _respond(send, b"Hello, world!")
+
+
+async def _respond(send, body, content_type=b"text/plain"):
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", content_type)]})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,195 @@
+"""Start real corral processes and talk to them with real bytes."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+APPS = Path(__file__).resolve().parent / "apps"
+
+
+class Server:
+    """A corral master process on 127.0.0.1, port 0 (or a UNIX socket).
+
+    Its stderr is collected line by line so tests can wait on log lines
+    instead of sleeping."""
+
+    def __init__(self, app: str = "basic:app", *args: str, workers: int = 1, env=None, uds: str | None = None,
+                 wait_ready: bool = True, extra_env=None):
+        command = [sys.executable, "-m", "corral", app, "--app-dir", str(APPS), "--workers", str(workers)]
+        if uds:
+            command += ["--uds", uds]
+        else:
+            command += ["--host", "127.0.0.1", "--port", "0"]
+        command += list(args)
+        environ = dict(os.environ if env is None else env)
+        environ.update(extra_env or {})
+        environ.setdefault("PYTHONUNBUFFERED", "1")
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        self.proc = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, cwd=ROOT,
+                                     env=environ, start_new_session=True)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.port = None
+        self.uds = uds
+        self.workers = workers
+        if wait_ready:
+            self.wait_ready(workers)
+
+    def _read(self) -> None:
+        for raw in self.proc.stderr:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            with self._cond:
+                self.lines.append(line)
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    # -- waiting on conditions ---------------------------------------------
+
+    def wait_log(self, pattern: str, count: int = 1, timeout: float = 15.0, start: int = 0) -> list[re.Match]:
+        """Wait until ``pattern`` matched ``count`` log lines (from index ``start``)."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                matches = [m for m in (regex.search(line) for line in self.lines[start:]) if m]
+                if len(matches) >= count:
+                    return matches
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
+                    raise AssertionError(f"no {count}x {pattern!r} in log:\n" + "\n".join(self.lines[-60:]))
+                self._cond.wait(min(remaining, 0.2))
+
+    def mark(self) -> int:
+        with self._cond:
+            return len(self.lines)
+
+    def wait_ready(self, workers: int) -> None:
+        match = self.wait_log(r"serving (\S+)")[0]
+        address = match.group(1)
+        if address.startswith("http://"):
+            self.port = int(address.rsplit(":", 1)[1].split(",")[0])
+        self.wait_log(r"master: worker \d+ ready", count=workers)
+
+    def worker_pids(self) -> set[int]:
+        """Live worker pids (children of the master)."""
+        try:
+            out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout
+        except FileNotFoundError:  # pragma: no cover
+            return set()
+        return {int(pid) for pid in out.split()}
+
+    # -- talking -------------------------------------------------------------
+
+    def connect(self, timeout: float = 10.0) -> socket.socket:
+        if self.uds:
+            sock = socket.socket(socket.AF_UNIX)
+            sock.settimeout(timeout)
+            sock.connect(self.uds)
+        else:
+            sock = socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
+        return sock
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def signal(self, signum: int) -> None:
+        self.proc.send_signal(signum)
+
+    def stop(self, timeout: float = 20.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            raise AssertionError("corral did not stop in time:\n" + "\n".join(self.lines[-60:]))
+        finally:
+            self._reader.join(5)
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc.poll() is None:
+            try:
+                self.stop()
+            finally:
+                self.kill()
+
+
+def exchange(sock: socket.socket, data: bytes = b"", *, until_close: bool = True, timeout: float = 10.0) -> bytes:
+    """Send ``data``; read until the server closes (or ``timeout``)."""
+    if data:
+        sock.sendall(data)
+    sock.settimeout(timeout)
+    chunks = []
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except socket.timeout:
+            if until_close:
+                raise
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def read_response(sock: socket.socket, timeout: float = 10.0) -> tuple[bytes, dict[bytes, bytes], bytes]:
+    """Read exactly one response with a Content-Length or chunked body."""
+    sock.settimeout(timeout)
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed before a full head: {buf!r}")
+        buf += chunk
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    status_line, *lines = head.split(b"\r\n")
+    headers = {}
+    for line in lines:
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower()] = value.strip()
+    if b"content-length" in headers:
+        length = int(headers[b"content-length"])
+        while len(rest) < length:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed mid-body")
+            rest += chunk
+        return status_line, headers, rest[:length]
+    if headers.get(b"transfer-encoding") == b"chunked":
+        body = b""
+        while True:
+            while b"\r\n" not in rest:
+                rest += sock.recv(65536)
+            size_line, _, rest = rest.partition(b"\r\n")
+            size = int(size_line.split(b";")[0], 16)
+            while len(rest) < size + 2:
+                rest += sock.recv(65536)
+            body += rest[:size]
+            rest = rest[size + 2:]
+            if size == 0:
+                return status_line, headers, body
+    return status_line, headers, rest
