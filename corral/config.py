@@ -170,6 +170,13 @@ OPTIONS: tuple[Option, ...] = (
     _opt("timeout_keep_alive", 5.0, _seconds, "Close an idle keep-alive connection after this long.", "SECONDS"),
     _opt("limit_request_line", 8192, _int_range(64), "Longest request line in bytes (414 beyond).", "BYTES"),
     _opt("limit_header_size", 65536, _int_range(256), "Largest request header block in bytes (431 beyond).", "BYTES"),
+    _opt("timeout_header", 10.0, _seconds, "The whole request head must arrive within this time, else 408 (0 = off).", "SECONDS"),
+    _opt("timeout_body", 30.0, _seconds, "Longest gap between request body chunks, else 408 (0 = off).", "SECONDS"),
+    _opt("timeout_write", 30.0, _seconds, "Close a client that reads none of its response for this long (0 = off).", "SECONDS"),
+    # overload
+    _opt("limit_connections", 0, _int_range(0), "Per worker: stop accepting at this many open connections (0 = no limit).", "N"),
+    _opt("limit_concurrency", 0, _int_range(0), "Per worker: requests in flight beyond this get 503 + Retry-After (0 = no limit).", "N"),
+    _opt("limit_concurrency_queue", 0.0, _seconds, "Let requests over --limit-concurrency wait this long for a slot before the 503.", "SECONDS"),
     _opt("server_header", True, _bool, "Send a Server header."),
     _opt("date_header", True, _bool, "Send a Date header."),
     # logging
@@ -248,3 +255,28 @@ def resolve(cli: Mapping[str, Any], environ: Mapping[str, str], config_file: str
     if not config.app:
         raise ConfigError("no application given: pass MODULE:ATTR (or set CORRAL_APP or app in the config file)")
     return config
+
+
+def options_markdown() -> str:
+    """The README's options table, generated from OPTIONS (a test keeps them equal)."""
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    rows = ["| option | environment | default | meaning |", "|---|---|---|---|"]
+    for option in OPTIONS:
+        if option.name == "app":
+            continue
+        if option.flag:
+            flag = f"`{option.cli}` / `--no-{option.cli[2:]}`"
+        else:
+            flag = f"`{option.cli} {option.metavar}`"
+        default = option.default
+        if isinstance(default, bool):
+            shown = "on" if default else "off"
+        elif default is None:
+            shown = "-"
+        else:
+            shown = f"`{default}`"
+        rows.append("| " + " | ".join(cell(c) for c in (flag, f"`{option.env}`", shown, option.help)) + " |")
+    return "\n".join(rows) + "\n"

@@ -23,7 +23,7 @@ class Server:
     instead of sleeping."""
 
     def __init__(self, app: str = "basic:app", *args: str, workers: int = 1, env=None, uds: str | None = None,
-                 wait_ready: bool = True, extra_env=None):
+                 wait_ready: bool = True, extra_env=None, pass_fds=()):
         command = [sys.executable, "-m", "corral", app, "--app-dir", str(APPS), "--workers", str(workers)]
         if uds:
             command += ["--uds", uds]
@@ -36,7 +36,7 @@ class Server:
         self.lines: list[str] = []
         self._cond = threading.Condition()
         self.proc = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, cwd=ROOT,
-                                     env=environ, start_new_session=True)
+                                     env=environ, start_new_session=True, pass_fds=pass_fds)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         self.port = None
@@ -193,3 +193,91 @@ def read_response(sock: socket.socket, timeout: float = 10.0) -> tuple[bytes, di
             if size == 0:
                 return status_line, headers, body
     return status_line, headers, rest
+
+
+class Load:
+    """A bounded HTTP load on loopback from threads: keep-alive or churn.
+
+    Each thread sends requests until ``stop()`` or ``max_requests`` or
+    ``max_seconds``; every failure (exception or non-200) is recorded."""
+
+    def __init__(self, port: int, *, threads: int = 4, keep_alive: bool = True, path: str = "/pid",
+                 max_requests: int = 20000, max_seconds: float = 30.0):
+        self.port = port
+        self.keep_alive = keep_alive
+        self.path = path
+        self.max_requests = max_requests
+        self.deadline = time.monotonic() + max_seconds
+        self.ok = 0
+        self.failures: list[str] = []
+        self.pids: set[int] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
+        for thread in self._threads:
+            thread.start()
+
+    def _run(self) -> None:
+        import http.client
+
+        conn = None
+        while not self._stop.is_set() and time.monotonic() < self.deadline:
+            with self._lock:
+                if self.ok + len(self.failures) >= self.max_requests:
+                    return
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+                headers = {} if self.keep_alive else {"Connection": "close"}
+                conn.request("GET", self.path, headers=headers)
+                response = conn.getresponse()
+                body = response.read()
+                if response.status != 200:
+                    raise AssertionError(f"status {response.status}: {body[:100]!r}")
+                with self._lock:
+                    self.ok += 1
+                    if body.isdigit():
+                        self.pids.add(int(body))
+                if not self.keep_alive or response.will_close:
+                    conn.close()
+                    conn = None
+            except Exception as exc:  # noqa: BLE001 - every failure counts
+                with self._lock:
+                    self.failures.append(f"{type(exc).__name__}: {exc}")
+                if conn is not None:
+                    conn.close()
+                conn = None
+        if conn is not None:
+            conn.close()
+
+    def wait_requests(self, count: int, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.ok < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"load made only {self.ok} requests; failures: {self.failures[:5]}")
+            time.sleep(0.01)
+
+    def stop(self) -> "Load":
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(15)
+        return self
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02, message: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {message}")
+        time.sleep(interval)

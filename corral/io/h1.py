@@ -49,6 +49,10 @@ class H1Connection(asyncio.Protocol):
         "closing",
         "linger_since",
         "idle_since",
+        "head_since",
+        "body_since",
+        "write_since",
+        "waiting_since",
         "pending_error",
         "requests",
         "upgrade",
@@ -74,7 +78,11 @@ class H1Connection(asyncio.Protocol):
         self.drain_waiter: asyncio.Future | None = None
         self.closing = False
         self.linger_since = 0.0
-        self.idle_since = state.now
+        self.idle_since = state.now  # between requests (keep-alive timeout)
+        self.head_since = 0.0  # a request head has begun (header timeout)
+        self.body_since = 0.0  # last request body bytes (body timeout)
+        self.write_since = 0.0  # the transport asked us to stop writing (write timeout)
+        self.waiting_since = 0.0  # queued for a concurrency slot
         self.pending_error: ProtocolError | None = None
         self.requests = 0
         self.upgrade = None  # set by a protocol that takes over the connection
@@ -99,7 +107,9 @@ class H1Connection(asyncio.Protocol):
         if offset is not None:
             self.state.upgrade(self, data[offset:])
             return
-        if self.cycle is None and self.queue:
+        if self.parser.in_head and not self.head_since:
+            self.head_since = self.state.now
+        if self.cycle is None and self.queue and not self.waiting_since:
             self.run_queue()
 
     def eof_received(self):
@@ -126,20 +136,25 @@ class H1Connection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.write_paused = True
+        self.write_since = self.state.now
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        self.write_since = 0.0
         self._wake_writer()
 
     # -- parser sink --------------------------------------------------------
 
     def on_request(self, request: Request) -> None:
         self.idle_since = 0.0
+        self.head_since = 0.0
+        self.body_since = self.state.now
         self.queue.append(request)
         if len(self.queue) > PIPELINE_HIGH_WATER:
             self.pause_reading()
 
     def on_body(self, request: Request, chunk: bytes) -> None:
+        self.body_since = self.state.now
         request.body.append(chunk)
         request.buffered += len(chunk)
         if request.buffered > BODY_HIGH_WATER:
@@ -162,8 +177,11 @@ class H1Connection(asyncio.Protocol):
         state = self.state
         queue = self.queue
         while self.cycle is None and queue and not self.closing:
+            if state.in_flight >= state.limit_concurrency and not state.admit(self):
+                return  # answered 503, or waiting for a slot
             request = queue.popleft()
             self.requests += 1
+            state.in_flight += 1
             self.cycle = cycle = state.handler(self, request)
             state.stepper.run(cycle.run())
         current = self.cycle
@@ -258,6 +276,35 @@ class H1Connection(asyncio.Protocol):
         self.closing = True
         if self.transport is not None:
             self.transport.abort()
+
+    def reject_busy(self, retry_after: int = 1) -> None:
+        """--limit-concurrency: answer the next queued request 503 at once."""
+        request = self.queue.popleft()
+        self.requests += 1
+        keep_alive = request.keep_alive and request.complete and not self.state.draining
+        self.transport.write(
+            error_response(
+                503,
+                "Server busy, retry later",
+                self.state.extra_headers + b"retry-after: %d\r\n" % retry_after,
+                keep_alive=keep_alive,
+            )
+        )
+        if not keep_alive:
+            self.close()
+
+    def timed_out(self, status: int, detail: str) -> None:
+        """A sweep found a timeout: answer ``status`` if nothing was sent yet, close."""
+        log.info("%s: %d %s", _peer(self.client), status, detail)
+        self.state.counters["timeouts"] += 1
+        cycle = self.cycle
+        if cycle is not None:
+            cycle.disconnected()
+            if cycle.head is None:
+                self.transport.write(error_response(status, detail, self.state.extra_headers))
+        elif status:
+            self.transport.write(error_response(status, detail, self.state.extra_headers))
+        self.close()
 
     def _protocol_error(self, exc: ProtocolError) -> None:
         self.pause_reading()

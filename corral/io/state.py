@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from email.utils import formatdate
 
 from .h1 import LINGER_SECONDS
@@ -24,7 +24,7 @@ class ServerState:
         self.config = config
         self.loop = loop
         self.stepper = Stepper(loop)
-        self.handler = None  # per-request handler (interfaces/asgi.py or wsgi.py)
+        self.handler = None  # per-request handler (interfaces/asgi.py)
         self.upgrade_handler = None  # takes over upgraded connections (WebSocket)
         self.lifespan_state: dict = {}
         self.connections: set = set()  # HTTP/1.1 connections (H1Connection)
@@ -33,6 +33,10 @@ class ServerState:
         self.upgraded: set = set()
         self.counters: Counter = Counter()
         self.draining = False
+        self.in_flight = 0  # requests being handled
+        self.limit_concurrency = config.limit_concurrency or float("inf")
+        self.waiting: deque = deque()  # connections queued for a concurrency slot
+        self.gate = None  # accept gating (worker/accept.py): opened(n) / closed(n)
         self.on_all_closed = None  # called when draining and the last connection closes
         self.on_max_requests = None  # called once when --limit-max-requests is reached
         self.max_requests = 0
@@ -61,31 +65,107 @@ class ServerState:
         self.sweep()
 
     def sweep(self, idle_timeout: float | None = None) -> None:
-        """Close connections whose idle or linger time has run out."""
+        """Close connections whose timeouts have run out; one pass, no timers."""
         now = self.now
+        config = self.config
         if idle_timeout is None:
-            idle_timeout = self.config.timeout_keep_alive
+            idle_timeout = config.timeout_keep_alive
+        header_timeout = config.timeout_header or float("inf")
+        body_timeout = config.timeout_body or float("inf")
+        write_timeout = config.timeout_write or float("inf")
         for conn in list(self.connections):
             if conn.closing:
-                if now - conn.linger_since >= LINGER_SECONDS and conn.transport is not None:
-                    conn.transport.close()
-            elif conn.idle_since and now - conn.idle_since >= idle_timeout:
-                conn.close_idle()
+                transport = conn.transport
+                if transport is None:
+                    continue
+                if transport.get_write_buffer_size():
+                    if now - conn.linger_since >= max(LINGER_SECONDS, write_timeout):
+                        transport.abort()
+                elif now - conn.linger_since >= LINGER_SECONDS:
+                    transport.close()
+            elif conn.write_since and now - conn.write_since >= write_timeout:
+                log.info("closing a client that did not read its response for %.0fs", now - conn.write_since)
+                self.counters["timeouts"] += 1
+                conn.abort()
+            elif conn.idle_since:
+                if now - conn.idle_since >= idle_timeout:
+                    conn.close_idle()
+            elif conn.head_since:
+                if now - conn.head_since >= header_timeout:
+                    conn.timed_out(408, "Request header timeout")
+            elif conn.waiting_since:
+                if now - conn.waiting_since >= config.limit_concurrency_queue:
+                    self._give_up_waiting(conn)
+            elif (
+                conn.cycle is not None
+                and not conn.cycle.request.complete
+                and not conn.reading_paused
+                and now - conn.body_since >= body_timeout
+            ):
+                conn.timed_out(408, "Request body timeout")
+        self.sweep_upgraded()
+
+    def sweep_upgraded(self) -> None:
+        """WebSocket keepalive; replaced by the WebSocket layer when present."""
+
+    # -- concurrency limit ------------------------------------------------
+
+    def admit(self, conn) -> bool:
+        """Over --limit-concurrency: queue ``conn`` for a slot, or answer 503."""
+        if self.config.limit_concurrency_queue > 0:
+            if not conn.waiting_since:
+                conn.waiting_since = self.now or 1e-9
+                self.waiting.append(conn)
+            return False
+        self.counters["rejected_busy"] += 1
+        conn.reject_busy()
+        return False
+
+    def _give_up_waiting(self, conn) -> None:
+        conn.waiting_since = 0.0
+        try:
+            self.waiting.remove(conn)
+        except ValueError:
+            pass
+        self.counters["rejected_busy"] += 1
+        conn.reject_busy()
+
+    def _next_waiting(self) -> None:
+        waiting = self.waiting
+        while waiting and self.in_flight < self.limit_concurrency:
+            conn = waiting.popleft()
+            conn.waiting_since = 0.0
+            if not conn.closing:
+                self.loop.call_soon(conn.run_queue)
+                return
 
     # -- connection bookkeeping --------------------------------------------
 
     def connection_opened(self, conn) -> None:
         self.connections.add(conn)
         self.counters["connections"] += 1
+        if self.gate is not None:
+            self.gate.opened(len(self.connections) + len(self.upgraded))
 
     def connection_closed(self, conn) -> None:
         self.connections.discard(conn)
+        if conn.waiting_since:
+            conn.waiting_since = 0.0
+            try:
+                self.waiting.remove(conn)
+            except ValueError:
+                pass
+        if self.gate is not None:
+            self.gate.closed(len(self.connections) + len(self.upgraded))
         if self.draining and not self.connections and self.on_all_closed is not None:
             self.on_all_closed()
 
     def request_done(self, conn) -> None:
+        self.in_flight -= 1
         counters = self.counters
         counters["requests"] += 1
+        if self.waiting:
+            self._next_waiting()
         if self.max_requests and counters["requests"] == self.max_requests and self.on_max_requests:
             self.on_max_requests()
 
@@ -99,6 +179,3 @@ class ServerState:
             conn.run_queue()
             return
         handler(conn, rest)
-
-    def in_flight(self) -> int:
-        return sum(1 for conn in self.connections if conn.cycle is not None)

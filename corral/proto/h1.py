@@ -404,8 +404,8 @@ LAST_CHUNK = b"0\r\n\r\n"
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
-def error_response(status: int, detail: str = "", extra: bytes = b"") -> bytes:
-    """A short plain-text answer; the connection closes after it."""
+def error_response(status: int, detail: str = "", extra: bytes = b"", *, keep_alive: bool = False) -> bytes:
+    """A short plain-text answer; unless ``keep_alive``, the connection closes after it."""
     phrase = HTTPStatus(status).phrase if status in STATUS_LINES else "Error"
     body = f"{detail or phrase}\n"
     body_bytes = body.encode("utf-8", "replace")
@@ -414,7 +414,7 @@ def error_response(status: int, detail: str = "", extra: bytes = b"") -> bytes:
             status_line(status),
             b"content-type: text/plain; charset=utf-8\r\n",
             b"content-length: %d\r\n" % len(body_bytes),
-            b"connection: close\r\n",
+            b"" if keep_alive else b"connection: close\r\n",
             extra,
             b"\r\n",
             body_bytes,

@@ -85,6 +85,7 @@ class Master:
         self.generation = 0
         self.stopping: str | None = None
         self.exit_code = 0
+        self.fatal = ""  # why the app cannot boot; the master's last line
         self.boot_failures = 0
         self.ever_ready = False
         self.reloading = False
@@ -114,6 +115,8 @@ class Master:
             self._enforce_deadlines()
         self.sockets.close()
         log.info("master %d: all workers gone, sockets closed; exit %d", os.getpid(), self.exit_code)
+        if self.fatal:
+            print(f"corral: error: {self.fatal}", file=sys.stderr, flush=True)
         return self.exit_code
 
     def _install_signals(self) -> None:
@@ -384,7 +387,7 @@ class Master:
             return
         self.boot_failures += 1
         if not self.ever_ready and (code == EXIT_CONFIG or self.boot_failures >= MAX_BOOT_FAILURES):
-            print(f"corral: error: {reason}", file=sys.stderr, flush=True)
+            self.fatal = reason
             self.exit_code = EXIT_CONFIG if code == EXIT_CONFIG else EXIT_BOOT
             self._stop("fast")
             return

@@ -88,7 +88,7 @@ class Listener:
         self.exclusive = exclusive
         self.server: asyncio.AbstractServer | None = None
         self.fd = -1
-        self._starting: asyncio.Task | None = None
+        self._busy = False  # create_server in progress
         self.wanted = False
 
     @property
@@ -97,19 +97,28 @@ class Listener:
 
     async def start(self) -> None:
         self.wanted = True
-        if self.server is not None:
+        if self.server is not None or self._busy:
             return
-        dup = self.sock.dup()
-        dup.setblocking(False)
-        self.fd = dup.fileno()
-        self.server = await self.loop.create_server(self.factory, sock=dup, backlog=self.backlog)
+        self._busy = True
+        try:
+            dup = self.sock.dup()
+            dup.setblocking(False)
+            server = await self.loop.create_server(self.factory, sock=dup, backlog=self.backlog)
+        finally:
+            self._busy = False
+        if not self.wanted:  # stopped while starting
+            server.close()
+            return
+        self.server = server
+        self.fd = server.sockets[0].fileno()
         if self.exclusive:
             await self._exclusive()
 
     async def _exclusive(self) -> None:
         # The loop registers the socket on its next poll; wait for it.
+        server = self.server
         for _ in range(100):
-            if self.server is None:
+            if self.server is not server:
                 return
             if make_exclusive(self.fd):
                 return
@@ -125,5 +134,111 @@ class Listener:
 
     def resume(self) -> None:
         """Start accepting again, from a callback (no await)."""
-        if self.server is None and (self._starting is None or self._starting.done()):
-            self._starting = self.loop.create_task(self.start())
+        self.wanted = True
+        if self.server is None and not self._busy:
+            self.loop.create_task(self.start())
+
+
+FD_RESERVE = 32  # descriptors kept free for the app (files, database sockets, logs)
+NEARLY_FULL_BACKOFF = 0.1
+
+
+class AcceptGate:
+    """When this worker accepts: below --limit-connections and below the
+    descriptor limit. At 7/8 of the connection limit, and when other workers
+    share the queue, it steps back for a moment so that less loaded workers
+    take the new connections (nginx's ``accept_disabled``). Paused, the
+    listener is out of the loop: nothing polls, nothing retries; excess
+    connections wait in the kernel backlog or go to other workers."""
+
+    def __init__(self, loop, listeners: list[Listener], limit: int, shared_with_others: bool, pid: int) -> None:
+        self.loop = loop
+        self.listeners = listeners
+        self.pid = pid
+        self.limit = limit or float("inf")
+        self.soft = limit - limit // 8 if (limit and shared_with_others and limit >= 8) else self.limit
+        self.fd_cap = _descriptor_cap()
+        self.base_fds = _open_descriptors()
+        self.reason: str | None = None
+        self._backoff = None
+        self.draining = False
+
+    def _capacity_reason(self, count: int) -> str | None:
+        if count >= self.limit:
+            return "connection limit"
+        if self.base_fds + count + 1 >= self.fd_cap:
+            return "file descriptor limit"
+        if count >= self.soft:
+            return "nearly full"
+        return None
+
+    def opened(self, count: int) -> None:
+        reason = self._capacity_reason(count)
+        if reason is not None and self.reason is None:
+            self._pause(reason, count)
+
+    def closed(self, count: int) -> None:
+        if self.reason is None or self.draining:
+            return
+        reason = self._capacity_reason(count)
+        if reason is None:
+            self._resume(count)
+        elif reason == "nearly full" and self.reason != "nearly full":
+            self.reason = reason
+            self._schedule_backoff()
+
+    def _pause(self, reason: str, count: int) -> None:
+        self.reason = reason
+        for listener in self.listeners:
+            listener.stop()
+        level = logging.DEBUG if reason == "nearly full" else logging.WARNING
+        log.log(level, "worker %d: %s reached (%d connections): not accepting", self.pid, reason, count)
+        if reason == "nearly full":
+            self._schedule_backoff()
+        elif reason == "file descriptor limit":
+            # The app may have opened descriptors since: measure again.
+            self.base_fds = _open_descriptors() - count
+
+    def _schedule_backoff(self) -> None:
+        if self._backoff is None:
+            self._backoff = self.loop.call_later(NEARLY_FULL_BACKOFF, self._backoff_done)
+
+    def _backoff_done(self) -> None:
+        self._backoff = None
+        if self.reason == "nearly full" and not self.draining:
+            self._resume(None)
+
+    def _resume(self, count) -> None:
+        if self.reason not in (None, "nearly full"):
+            log.warning("worker %d: accepting again", self.pid)
+        self.reason = None
+        for listener in self.listeners:
+            listener.resume()
+
+    def stop(self) -> None:
+        """Draining: stop for good."""
+        self.draining = True
+        if self._backoff is not None:
+            self._backoff.cancel()
+            self._backoff = None
+        for listener in self.listeners:
+            listener.stop()
+
+
+def _descriptor_cap() -> float:
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, ValueError, OSError):  # pragma: no cover
+        return float("inf")
+    if soft == resource.RLIM_INFINITY:
+        return float("inf")
+    return soft - FD_RESERVE
+
+
+def _open_descriptors() -> int:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:  # pragma: no cover
+        return 16

@@ -38,7 +38,7 @@ from ..interfaces.wsgi import WSGIAdapter
 from ..io.h1 import H1Connection
 from ..io.state import ServerState
 from ..loader import AppLoadError, detect_interface, import_app
-from .accept import Listener
+from .accept import AcceptGate, Listener
 
 log = logging.getLogger("corral.error")
 
@@ -70,6 +70,7 @@ class Worker:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.state: ServerState | None = None
         self.listeners: list[Listener] = []
+        self.gate: AcceptGate | None = None
         self.lifespan: Lifespan | None = None
         self.stop_mode: asyncio.Future | None = None
 
@@ -86,7 +87,7 @@ class Worker:
             return EXIT_CONFIG
         except Exception as exc:  # the app's own module raised while importing
             log.exception("error while importing %s", config.app)
-            self.report(f"error importing {config.app}: {type(exc).__name__}: {exc}")
+            self.report(f"error {config.app} raised {type(exc).__name__} while importing: {exc}")
             return EXIT_BOOT
         interface = detect_interface(app, config.interface)
         if interface == "wsgi":
@@ -122,6 +123,13 @@ class Worker:
             listener = Listener(loop, sock, self._connection, self.config.backlog, exclusive)
             await listener.start()
             self.listeners.append(listener)
+        self.gate = self.state.gate = AcceptGate(
+            loop,
+            self.listeners,
+            self.config.limit_connections,
+            shared_with_others=self.config.workers > 1 and exclusive,
+            pid=self.pid,
+        )
         self.report("ready")
         log.info("worker %d ready (%s)", self.pid, self.config.interface if self.config.interface != "auto" else "auto")
         mode = await self.stop_mode
@@ -143,6 +151,8 @@ class Worker:
     # -- shutdown ------------------------------------------------------------
 
     def _stop_accepting(self) -> None:
+        if self.gate is not None:
+            self.gate.stop()
         for listener in self.listeners:
             listener.stop()
 
@@ -155,7 +165,7 @@ class Worker:
         log.info(
             "worker %d: stopped accepting; draining %d requests in flight on %d connections",
             pid,
-            state.in_flight(),
+            state.in_flight,
             total,
         )
         deadline = loop.time() + config.timeout_graceful
@@ -169,7 +179,7 @@ class Worker:
                 "worker %d: graceful timeout (%.1fs): %d requests still in flight; closing %d connections",
                 pid,
                 config.timeout_graceful,
-                state.in_flight(),
+                state.in_flight,
                 left,
             )
             for conn in list(state.connections):
@@ -214,7 +224,7 @@ class Worker:
     def _tick(self) -> None:
         state = self.state
         state.tick()
-        self.report(f"hb {state.in_flight()} {len(state.connections)} {state.counters['requests']}")
+        self.report(f"hb {state.in_flight} {len(state.connections) + len(state.upgraded)} {state.counters['requests']}")
         self._schedule_tick()
 
     def report(self, message: str) -> None:

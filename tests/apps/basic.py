@@ -38,6 +38,7 @@ async def app(scope, receive, send):
         await _respond(send, json.dumps(view).encode(), b"application/json")
     elif path == "/sleep":
         seconds = float(scope["query_string"].decode() or "1")
+        print(f"sleep start {os.getpid()}", flush=True, file=__import__("sys").stderr)
         await asyncio.sleep(seconds)
         await _respond(send, b"slept\n")
     elif path == "/block":

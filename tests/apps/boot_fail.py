@@ -1,0 +1,1 @@
+raise RuntimeError("this app cannot be imported")

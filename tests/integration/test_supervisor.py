@@ -1,0 +1,234 @@
+"""Master and workers: real processes, real signals (issue 3)."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from support import APPS, ROOT, Load, Server, pid_alive, read_response, wait_until
+
+EPOLLEXCLUSIVE = 1 << 28
+
+
+def get_pid(server) -> int:
+    with server.connect() as sock:
+        sock.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        return int(read_response(sock)[2])
+
+
+def test_n_workers_serve(server_factory):
+    server = server_factory(workers=3)
+    pids = server.worker_pids()
+    assert len(pids) == 3
+    seen = set()
+    for _ in range(30):
+        seen.add(get_pid(server))
+    assert seen <= pids
+    assert seen  # at least one worker answered
+
+
+def test_listener_is_exclusive_in_every_worker(server_factory):
+    """One connection wakes one idle worker: each worker's own epoll holds the
+    shared listening socket with EPOLLEXCLUSIVE."""
+    server = server_factory(workers=3)
+    for pid in server.worker_pids():
+        flags = []
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:[eventpoll]":
+                    continue
+            except OSError:
+                continue
+            with open(f"/proc/{pid}/fdinfo/{fd}") as info:
+                for line in info:
+                    if line.startswith("tfd:"):
+                        fields = line.split()
+                        flags.append(int(fields[3], 16))
+        assert any(f & EPOLLEXCLUSIVE for f in flags), (pid, [hex(f) for f in flags])
+
+
+def test_kill_9_worker_is_replaced(server_factory):
+    server = server_factory(workers=2)
+    victim = min(server.worker_pids())
+    mark = server.mark()
+    os.kill(victim, signal.SIGKILL)
+    server.wait_log(rf"worker {victim} was killed by SIGKILL while ready", start=mark)
+    server.wait_log(r"master: worker \d+ ready", start=mark)
+    pids = wait_until(lambda: (p := server.worker_pids()) and len(p) == 2 and p, message="2 workers")
+    assert victim not in pids
+    assert get_pid(server) in pids
+
+
+@pytest.mark.parametrize("keep_alive", [True, False], ids=["keep-alive", "churn"])
+def test_hup_under_load_loses_nothing(server_factory, keep_alive):
+    server = server_factory(workers=2)
+    old = server.worker_pids()
+    load = Load(server.port, threads=4, keep_alive=keep_alive, max_seconds=30)
+    try:
+        load.wait_requests(200)
+        for round_ in range(2):
+            mark = server.mark()
+            before = load.ok
+            server.signal(signal.SIGHUP)
+            server.wait_log(r"master: reload complete", start=mark, timeout=20)
+            load.wait_requests(before + 200)
+    finally:
+        load.stop()
+    assert load.failures == []
+    assert load.ok > 600
+    new = server.worker_pids()
+    assert len(new) == 2
+    assert not (new & old), "every worker pid is replaced"
+    assert not any(pid_alive(pid) for pid in old)
+
+
+def test_reload_with_broken_app_keeps_old_workers(server_factory, tmp_path):
+    app_file = tmp_path / "flip.py"
+    app_file.write_text((APPS / "basic.py").read_text())
+    server = server_factory("flip:app", "--app-dir", str(tmp_path), workers=2)
+    old = server.worker_pids()
+    app_file.write_text("raise SyntaxError('broken deploy')\n")
+    mark = server.mark()
+    server.signal(signal.SIGHUP)
+    server.wait_log(r"reload failed; the previous workers keep serving", start=mark)
+    wait_until(lambda: server.worker_pids() == old, message="the new workers to be gone")
+    assert get_pid(server) in old
+
+
+def test_term_with_slow_requests_answers_all(server_factory):
+    server = server_factory(workers=2)
+    workers = server.worker_pids()
+    socks = [server.connect() for _ in range(4)]
+    for sock in socks:
+        sock.sendall(b"GET /sleep?1.0 HTTP/1.1\r\nHost: x\r\n\r\n")
+    server.wait_log(r"sleep start", count=4)
+    server.signal(signal.SIGTERM)
+    for sock in socks:
+        status, headers, body = read_response(sock)
+        assert status == b"HTTP/1.1 200 OK"
+        assert body == b"slept\n"
+        assert headers[b"connection"] == b"close"  # draining: no keep-alive
+        sock.close()
+    assert server.proc.wait(20) == 0
+    for pid in workers:
+        assert not pid_alive(pid)
+    in_flight = server.wait_log(r"draining (\d+) requests in flight", count=2)
+    assert sum(int(m.group(1)) for m in in_flight) == 4
+    server.wait_log(r"lifespan shutdown ran", count=2)
+
+
+def test_stuck_worker_is_killed_and_replaced(server_factory):
+    server = server_factory("basic:app", "--timeout-worker", "1.5", workers=1)
+    victim = server.worker_pids().pop()
+    sock = server.connect()
+    sock.sendall(b"GET /block?60 HTTP/1.1\r\nHost: x\r\n\r\n")
+    mark = server.mark()
+    server.wait_log(rf"worker {victim} loop blocked", start=mark)
+    server.wait_log(r"most recent call first", start=mark)  # faulthandler stack dump
+    server.wait_log(rf"worker {victim} was killed by SIGKILL", start=mark)
+    server.wait_log(r"master: worker \d+ ready", start=mark)
+    sock.close()
+    new = server.worker_pids()
+    assert victim not in new and len(new) == 1
+    assert get_pid(server) in new
+
+
+def test_ttin_ttou_change_worker_count(server_factory):
+    server = server_factory(workers=2)
+    server.signal(signal.SIGTTIN)
+    wait_until(lambda: len(server.worker_pids()) == 3, message="3 workers")
+    server.wait_log(r"master: worker \d+ ready", count=3)
+    mark = server.mark()
+    server.signal(signal.SIGTTOU)
+    server.wait_log(r"worker count lowered", start=mark)
+    wait_until(lambda: len(server.worker_pids()) == 2, message="2 workers")
+
+
+def test_max_requests_recycles_without_loss(server_factory):
+    server = server_factory("basic:app", "--limit-max-requests", "50", "--max-requests-jitter", "10", workers=2)
+    old = server.worker_pids()
+    load = Load(server.port, threads=2, keep_alive=True, max_requests=400, max_seconds=30)
+    try:
+        server.wait_log(r"recycling worker", count=2, timeout=30)
+        load.wait_requests(300, timeout=30)
+    finally:
+        load.stop()
+    assert load.failures == []
+    assert server.worker_pids() - old
+
+
+def run_corral(*args, timeout=30, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "corral", *args, "--app-dir", str(APPS), "--port", "0"],
+        capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env,
+    )
+
+
+def test_boot_failure_exits_cleanly():
+    result = run_corral("boot_fail:app", "--workers", "2")
+    assert result.returncode == 3
+    assert result.stderr.strip().splitlines()[-1] == (
+        "corral: error: boot_fail:app raised RuntimeError while importing: this app cannot be imported"
+    )
+
+
+def test_lifespan_startup_failure_exits_nonzero():
+    result = run_corral("lifespan_fail:app")
+    assert result.returncode == 3
+    assert "corral: error: lifespan startup failed: database unreachable" in result.stderr
+
+
+def test_missing_module_exits_2_without_traceback():
+    result = run_corral("no_such_module:app")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == "corral: error: cannot import module 'no_such_module': no module named 'no_such_module'"
+    assert "Traceback" not in result.stderr
+
+
+def test_unix_socket_with_mode(server_factory, tmp_path):
+    path = str(tmp_path / "corral.sock")
+    server = server_factory("basic:app", "--uds-mode", "600", uds=path, workers=2)
+    assert oct(os.stat(path).st_mode & 0o777) == "0o600"
+    with server.connect() as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert read_response(sock)[2] == b"Hello, world!"
+    server.stop()
+    assert not os.path.exists(path)
+
+
+def test_inherited_fd_and_systemd_activation(server_factory):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    port = listener.getsockname()[1]
+    fd = listener.fileno()
+    os.set_inheritable(fd, True)
+    server = Server("basic:app", "--fd", str(fd), wait_ready=False, pass_fds=(fd,))
+    try:
+        server.wait_log(r"master: worker \d+ ready")
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert read_response(sock)[2] == b"Hello, world!"
+    finally:
+        server.stop()
+        listener.close()
+
+
+def test_reuseport_mode_serves_and_reloads(server_factory):
+    server = server_factory("basic:app", "--accept", "reuseport", workers=2)
+    load = Load(server.port, threads=4, keep_alive=True, max_seconds=20)
+    try:
+        load.wait_requests(200)
+        mark = server.mark()
+        before = load.ok
+        server.signal(signal.SIGHUP)
+        server.wait_log(r"master: reload complete", start=mark, timeout=20)
+        load.wait_requests(before + 200)
+    finally:
+        load.stop()
+    assert load.failures == []
+    assert len(load.pids) >= 3  # both slots served, before and after the reload
