@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import re
 from http import HTTPStatus
+from urllib.parse import unquote_to_bytes
 
 import httptools
 
@@ -92,9 +93,33 @@ def _decode_path(raw_path: bytes) -> str:
     text = raw_path.decode("latin-1")
     if "%" not in text:
         return text
-    from urllib.parse import unquote_to_bytes
-
     return unquote_to_bytes(raw_path).decode("utf-8", "surrogateescape")
+
+
+# llhttp errors for a version that is well formed but not ours: 505, not 400.
+_UNSUPPORTED_VERSION_ERRORS = frozenset({"Invalid HTTP version", "Pause on PRI/Upgrade"})
+_DATA_AFTER_CLOSE = "Data after `Connection: close`"
+
+
+class _Discard:
+    __slots__ = ()
+
+    def append(self, item) -> None:
+        pass
+
+
+_DISCARD = _Discard()
+
+
+def _check_transfer_coding(te: bytes) -> None:
+    """RFC 9112 §6.1/§6.3: chunked must be the final coding (else 400); we
+    decode no other coding (501). Checked before the request is reported."""
+    codings = [coding.strip().lower() for coding in te.split(b",")]
+    if codings[-1] != b"chunked":
+        raise ProtocolError(400, "Transfer-Encoding must end with chunked")
+    unsupported = [coding for coding in codings[:-1] if coding]
+    if unsupported:
+        raise ProtocolError(501, f"Transfer-Encoding {unsupported[0].decode('latin-1')} is not supported")
 
 
 # RFC 9110 §7.2: Host = uri-host [ ":" port ]; reg-name, IPv4 or [IPv6].
@@ -117,7 +142,7 @@ class RequestParser:
         self._hosts: list[bytes] = []
         self._header_size = 0
         self._expect = False
-        self._transfer_encoding = False
+        self._transfer_encoding: bytes | None = None
         self._upgrade: bytes | None = None
 
     # -- public API --------------------------------------------------------
@@ -140,7 +165,16 @@ class RequestParser:
         except httptools.HttpParserInvalidURLError:
             raise ProtocolError(400, "Invalid request target") from None
         except httptools.HttpParserError as exc:
-            raise ProtocolError(400, str(exc) or "Malformed request") from None
+            detail = str(exc) or "Malformed request"
+            if detail == _DATA_AFTER_CLOSE:
+                # RFC 9112 §9.6: after a request that closes the connection
+                # nothing more is processed; it is not an error either.
+                return None
+            if detail in _UNSUPPORTED_VERSION_ERRORS:
+                # A well-formed version line we do not speak (HTTP/2.0 preface, HTTP/3.0, ...).
+                version = self._parser.get_http_version()
+                raise ProtocolError(505, f"HTTP/{version} is not supported") from None
+            raise ProtocolError(400, detail) from None
         if self._in_head:
             # llhttp buffers a header until it ends: bound what one head may hold.
             self._head_bytes += len(data)
@@ -164,7 +198,7 @@ class RequestParser:
         self._hosts = []
         self._header_size = 0
         self._expect = False
-        self._transfer_encoding = False
+        self._transfer_encoding = None
         self._upgrade = None
 
     def on_url(self, url: bytes) -> None:
@@ -177,12 +211,15 @@ class RequestParser:
         if self._header_size > self._limit_header_size:
             raise ProtocolError(431, "Request header fields too large")
         name = name.lower()
+        # RFC 9110 §5.5: a field value excludes trailing whitespace (llhttp strips only the leading).
+        value = value.rstrip(b" \t")
         if name == b"host":
             self._hosts.append(value)
         elif name == b"expect":
             self._expect = value.lower() == b"100-continue"
         elif name == b"transfer-encoding":
-            self._transfer_encoding = True
+            te = self._transfer_encoding
+            self._transfer_encoding = value if te is None else te + b"," + value
         elif name == b"upgrade":
             self._upgrade = value.strip().lower()
         self._headers.append((name, value))
@@ -194,15 +231,26 @@ class RequestParser:
         if version not in ("1.1", "1.0"):
             raise ProtocolError(505, f"HTTP/{version} is not supported")
         method = parser.get_method().decode("ascii")
+        if method == "CONNECT":
+            raise ProtocolError(501, "CONNECT is not supported")
         headers = self._headers
-        if version == "1.0" and self._transfer_encoding:
-            # RFC 9112 §6.1: framing is faulty; we do not guess.
-            raise ProtocolError(400, "Transfer-Encoding in an HTTP/1.0 request")
-        target = self._url
-        raw_path, query = self._split_target(method, target, headers)
+        te = self._transfer_encoding
+        if te is not None:
+            if version == "1.0":
+                # RFC 9112 §6.1: framing is faulty; we do not guess.
+                raise ProtocolError(400, "Transfer-Encoding in an HTTP/1.0 request")
+            if te.lower() != b"chunked":
+                _check_transfer_coding(te)
+        # RFC 9112 §3.2: 400 for a missing (1.1), repeated or invalid Host,
+        # whatever the form of the target.
         if version == "1.1" or self._hosts:
             self._check_host()
+        target = self._url
+        raw_path, query = self._split_target(method, target, headers)
         request = Request(method, target, raw_path, query, version, headers, parser.should_keep_alive())
+        # Trailer fields of a chunked body must not join the header list the
+        # app already holds (RFC 9112 §7.1.2): they are counted, then dropped.
+        self._headers = _DISCARD
         if self._expect and version == "1.1":
             request.expect_continue = True
         if self._upgrade is not None:
@@ -220,24 +268,28 @@ class RequestParser:
 
     def _split_target(self, method: str, target: bytes, headers) -> tuple[bytes, bytes]:
         if target[:1] == b"/":  # origin-form, by far the most common
+            if b"#" in target:  # a fragment is not part of the path or the query
+                target = target.partition(b"#")[0]
             raw_path, _, query = target.partition(b"?")
-            raw_path = raw_path.partition(b"#")[0]
             return raw_path, query
         if target == b"*":
             if method != "OPTIONS":
                 raise ProtocolError(400, "Asterisk-form is only valid for OPTIONS")
             return b"*", b""
-        if method == "CONNECT":
-            raise ProtocolError(501, "CONNECT is not supported")
         try:
             url = httptools.parse_url(target)
         except httptools.HttpParserInvalidURLError:
             raise ProtocolError(400, "Invalid request target") from None
         if not url.schema or not url.host:
             raise ProtocolError(400, "Invalid request target")
+        if url.userinfo:
+            # RFC 9110 §4.2.4: userinfo in an http(s) URI is an error.
+            raise ProtocolError(400, "Invalid request target")
         # RFC 9112 §3.2.2: absolute-form wins over any Host header.
-        authority = url.host if url.port is None else url.host + b":%d" % url.port
-        self._hosts = [authority]
+        host = url.host
+        if b":" in host:  # an IPv6 literal: put back the brackets parse_url took off
+            host = b"[" + host + b"]"
+        authority = host if url.port is None else host + b":%d" % url.port
         for index, (name, _) in enumerate(headers):
             if name == b"host":
                 headers[index] = (b"host", authority)
@@ -337,26 +389,27 @@ def encode_head(
     parts = [status_line(status)]
     content_length = None
     chunked = False
-    has_connection = False
     count = 0
     for name, value in headers:
         _check_name(name)
+        if type(value) is not bytes:
+            raise InvalidResponse(f"header value for {name!r} must be bytes")
         lname = name.lower()
         if lname == b"content-length":
-            try:
-                content_length = int(value)
-            except (TypeError, ValueError):
-                raise InvalidResponse(f"invalid content-length {value!r}") from None
+            if not value.isdigit():
+                raise InvalidResponse(f"invalid content-length {value!r}")
+            if status == 204:
+                continue  # RFC 9110 §8.6: never on a 204
+            content_length = int(value)
         elif lname == b"transfer-encoding":
             # We frame the body ourselves; drop the app's framing header.
             chunked = True
             continue
         elif lname == b"connection":
-            has_connection = True
+            # Hop-by-hop: the server owns it. The app may ask for a close.
             if b"close" in value.lower():
                 keep_alive = False
-        if type(value) is not bytes:
-            raise InvalidResponse(f"header value for {name!r} must be bytes")
+            continue
         parts += (name, b": ", value, b"\r\n")
         count += 1
     if count:
@@ -366,9 +419,7 @@ def encode_head(
     body_allowed = status not in _NO_BODY_STATUSES and request.method != "HEAD"
     http11 = request.http_version == "1.1"
     if status in _NO_BODY_STATUSES:
-        chunked = False
-        if status == 204:
-            content_length = None
+        chunked = False  # 304 may keep the app's Content-Length (RFC 9110 §8.6)
     elif content_length is None:
         if body_length is not None and (body_allowed or body_length):
             content_length = body_length
@@ -385,11 +436,10 @@ def encode_head(
         chunked = False
     if chunked:
         parts.append(b"transfer-encoding: chunked\r\n")
-    if not has_connection:
-        if not keep_alive:
-            parts.append(b"connection: close\r\n")
-        elif not http11:
-            parts.append(b"connection: keep-alive\r\n")
+    if not keep_alive:
+        parts.append(b"connection: close\r\n")
+    elif not http11:
+        parts.append(b"connection: keep-alive\r\n")
     parts.append(extra)
     parts.append(b"\r\n")
     return ResponseHead(b"".join(parts), chunked, keep_alive, body_allowed, content_length)
