@@ -281,3 +281,94 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02, message
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {message}")
         time.sleep(interval)
+
+
+class Response:
+    __slots__ = ("status", "headers", "body", "head")
+
+    def __init__(self, status: bytes, headers: dict[bytes, bytes], body: bytes, head: bytes):
+        self.status = status  # the status line, e.g. b"HTTP/1.1 200 OK"
+        self.headers = headers  # lower-cased names; a repeated name fails the read
+        self.body = body  # de-chunked
+        self.head = head  # the raw head, without the final CRLF CRLF
+
+    @property
+    def code(self) -> int:
+        return int(self.status.split(b" ", 2)[1])
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status!r} {self.headers!r} {self.body[:80]!r}>"
+
+
+class Reader:
+    """Reads responses one at a time from a socket and keeps the bytes that
+    follow, so pipelined responses can be read in order. Knows HEAD, 1xx,
+    204 and 304 (no body), Content-Length, chunked and close-delimited."""
+
+    def __init__(self, sock: socket.socket, timeout: float = 10.0):
+        self.sock = sock
+        self.buffer = b""
+        sock.settimeout(timeout)
+
+    def _more(self) -> bool:
+        chunk = self.sock.recv(65536)
+        self.buffer += chunk
+        return bool(chunk)
+
+    def head(self) -> tuple[bytes, dict[bytes, bytes], bytes]:
+        while b"\r\n\r\n" not in self.buffer:
+            if not self._more():
+                raise ConnectionError(f"closed before a full head: {self.buffer!r}")
+        head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
+        status, *lines = head.split(b"\r\n")
+        headers: dict[bytes, bytes] = {}
+        for line in lines:
+            name, sep, value = line.partition(b":")
+            assert sep and name == name.strip(), f"malformed header line {line!r}"
+            assert name.lower() not in headers, f"repeated header {name!r} in {head!r}"
+            headers[name.lower()] = value.strip()
+        return status, headers, head
+
+    def response(self, method: str = "GET") -> Response:
+        status, headers, head = self.head()
+        code = int(status.split(b" ", 2)[1])
+        if method == "HEAD" or code in (204, 304) or 100 <= code < 200:
+            return Response(status, headers, b"", head)
+        if headers.get(b"transfer-encoding") == b"chunked":
+            body = b""
+            while True:
+                while b"\r\n" not in self.buffer:
+                    if not self._more():
+                        raise ConnectionError("closed inside a chunk size")
+                size_line, _, self.buffer = self.buffer.partition(b"\r\n")
+                size = int(size_line.split(b";")[0], 16)
+                while len(self.buffer) < size + 2:
+                    if not self._more():
+                        raise ConnectionError("closed inside a chunk")
+                assert self.buffer[size:size + 2] == b"\r\n"
+                body += self.buffer[:size]
+                self.buffer = self.buffer[size + 2:]
+                if size == 0:
+                    return Response(status, headers, body, head)
+        if b"content-length" in headers:
+            length = int(headers[b"content-length"])
+            while len(self.buffer) < length:
+                if not self._more():
+                    raise ConnectionError(f"closed after {len(self.buffer)} of {length} body bytes")
+            body, self.buffer = self.buffer[:length], self.buffer[length:]
+            return Response(status, headers, body, head)
+        return Response(status, headers, self.until_close(), head)
+
+    def until_close(self) -> bytes:
+        """Everything up to the server's close (a reset counts as a close)."""
+        try:
+            while self._more():
+                pass
+        except ConnectionResetError:
+            pass
+        data, self.buffer = self.buffer, b""
+        return data
+
+    def closed(self) -> bool:
+        """True if the server closes with nothing more to read."""
+        return self.until_close() == b""

@@ -195,8 +195,14 @@ class H1Connection(asyncio.Protocol):
         state.request_done(self)
         if self.closing:
             return
-        if self.pending_error is not None:
-            self._send_error(self.pending_error)
+        error = self.pending_error
+        if error is not None and (not keep_alive or not self.queue):
+            # The requests received whole before the bad bytes are answered;
+            # now the error, unless this response was cut short.
+            if keep_alive or cycle.head is None:
+                self._send_error(error)
+            else:
+                self.close()
             return
         if not keep_alive or self.eof or not cycle.request.complete or state.draining:
             self.close()
@@ -226,7 +232,7 @@ class H1Connection(asyncio.Protocol):
 
     def body_consumed(self) -> None:
         """The app took the buffered body: read more unless the pipeline is full."""
-        if self.reading_paused and len(self.queue) <= PIPELINE_HIGH_WATER:
+        if self.reading_paused and len(self.queue) <= PIPELINE_HIGH_WATER and self.pending_error is None:
             self.resume_reading()
 
     async def drain(self) -> None:
@@ -308,11 +314,19 @@ class H1Connection(asyncio.Protocol):
 
     def _protocol_error(self, exc: ProtocolError) -> None:
         self.pause_reading()
-        if self.cycle is not None:
-            # Answer the requests already accepted first, then the error.
-            self.pending_error = exc
+        queue = self.queue
+        if queue and not queue[-1].complete:
+            queue.pop()  # the error is in its body: it never runs
+        cycle = self.cycle
+        if cycle is None and not queue:
+            self._send_error(exc)
             return
-        self._send_error(exc)
+        # Answer the requests received whole first (cycle_done), then the error.
+        self.pending_error = exc
+        if cycle is None:
+            self.run_queue()
+        elif not cycle.request.complete:
+            cycle.disconnected()  # the body the app is reading is broken
 
     def _send_error(self, exc: ProtocolError) -> None:
         log.info("%s: %d %s", _peer(self.client), exc.status, exc.detail)
