@@ -183,6 +183,11 @@ OPTIONS: tuple[Option, ...] = (
     _opt("log_level", "info", _choice("critical", "error", "warning", "info", "debug"), "Log level.", "LEVEL"),
     _opt("log_file", None, _optional_text, "Write logs to this file (reopened on SIGUSR1) instead of stderr.", "PATH"),
     _opt("access_log", True, _bool, "Log one line per request."),
+    # WebSocket
+    _opt("ws_max_size", 16 * 1024 * 1024, _int_range(1), "Largest WebSocket message in bytes; a bigger one closes the connection with 1009.", "BYTES"),
+    _opt("ws_per_message_deflate", True, _bool, "Negotiate permessage-deflate compression with WebSocket clients that offer it."),
+    _opt("ws_ping_interval", 20.0, _seconds, "Ping a WebSocket client silent for this long (0 = off).", "SECONDS"),
+    _opt("ws_ping_timeout", 20.0, _seconds, "Close (1011) a WebSocket whose ping is unanswered for this long (0 = off).", "SECONDS"),
 )
 
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}

@@ -1,7 +1,7 @@
 """ASGI 3 (spec 2.4) ``http`` scope: one ``HTTPCycle`` per request.
 
 The connection (``io/h1.py``) hands each request to ``ASGIHandler``, which
-builds the scope and returns a cycle; the connection steps ``cycle.run()``.
+builds the scope and returns a cycle; ``cycle.start()`` steps the app.
 The cycle turns ``receive``/``send`` into reads of the request's buffered
 body and writes to the transport. A response given as one body message goes
 out with a single ``transport.write`` (head and body joined).
@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import logging
 
-from ..proto.h1 import CONTINUE, LAST_CHUNK, InvalidResponse, encode_chunk, encode_head, error_response
+from ..proto.h1 import CONTINUE, LAST_CHUNK, InvalidResponse, encode_chunk, error_response, plan_response
 
 log = logging.getLogger("corral.error")
 access_log = logging.getLogger("corral.access")
 
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
 _DISCONNECT = {"type": "http.disconnect"}
-_EMPTY_BODY = {"type": "http.request", "body": b"", "more_body": False}
 _LARGE_BODY = 64 * 1024
 
 
@@ -66,6 +65,7 @@ class HTTPCycle:
         "waiter",
         "continue_sent",
         "bytes_sent",
+        "keep_alive",
     )
 
     def __init__(self, handler, conn, request, scope) -> None:
@@ -82,18 +82,16 @@ class HTTPCycle:
         self.waiter = None
         self.continue_sent = False
         self.bytes_sent = 0
+        self.keep_alive = False
 
-    async def run(self) -> None:
-        conn = self.conn
-        try:
-            await self.handler.app(self.scope, self.receive, self.send)
-        except BaseException as exc:
-            self._failed(exc)
-            if not isinstance(exc, Exception):
-                raise
-            return
+    def start(self) -> None:
+        """Run the app for this request (stepped without a Task until it waits)."""
+        handler = self.handler
+        handler.state.stepper.run(handler.app(self.scope, self.receive, self.send), self)
+
+    def app_returned(self) -> None:
         if self.finished:
-            conn.cycle_done(self, self.head.keep_alive)
+            self.conn.cycle_done(self, self.keep_alive)
             if self.handler.access_log:
                 self._log_access()
         elif self.status is None:
@@ -104,7 +102,10 @@ class HTTPCycle:
             if not self.gone:
                 log.error("ASGI app returned without completing the response: %s %s", self.request.method, self.request.path)
             self.finished = True
-            conn.cycle_done(self, False)
+            self.conn.cycle_done(self, False)
+
+    def app_raised(self, exc: BaseException) -> None:
+        self._failed(exc)
 
     # -- receive ---------------------------------------------------------
 
@@ -127,7 +128,7 @@ class HTTPCycle:
         body = request.body
         if not body:
             self.body_done = True
-            return _EMPTY_BODY
+            return {"type": "http.request", "body": b"", "more_body": False}
         data = body[0] if len(body) == 1 else b"".join(body)
         body.clear()
         request.buffered = 0
@@ -192,53 +193,58 @@ class HTTPCycle:
             raise RuntimeError(f"ASGI: unexpected message type {kind!r} for an http scope")
 
     def _write_body(self, body: bytes, more: bool) -> None:
-        head = self.head
+        plan = self.head
         conn = self.conn
-        if head is None:
+        if plan is None:
             request = self.request
             state = self.handler.state
             try:
-                head = self.head = encode_head(
+                plan = self.head = plan_response(
                     self.status,
                     self.headers,
-                    request=request,
-                    keep_alive=request.keep_alive and not state.draining,
-                    body_length=None if more else len(body),
-                    extra=state.extra_headers,
+                    request.method == "HEAD",
+                    request.http_version == "1.1",
+                    # A body not read to the end by now means closing afterwards.
+                    request.keep_alive and request.complete and not state.draining,
+                    not more and (body or request.method != "HEAD"),
                 )
             except InvalidResponse as exc:
                 self.status = None
                 raise RuntimeError(f"ASGI: invalid http.response.start: {exc}") from None
-            if not head.body_allowed:
+            self.keep_alive = plan.keep_alive
+            head = plan.render(len(body), state.extra_headers)
+            if not plan.body_allowed:
                 body = b""
-            elif head.content_length is not None and len(body) > head.content_length:
-                raise RuntimeError("ASGI: response body longer than its Content-Length")
-            elif head.chunked and body:
-                body = encode_chunk(body)
+            elif plan.chunked:
+                if body:
+                    body = encode_chunk(body)
+                if not more:
+                    body += LAST_CHUNK
+            elif plan.content_length is not None:
+                self.bytes_sent = len(body)
+                if self.bytes_sent > plan.content_length:
+                    raise RuntimeError("ASGI: response body longer than its Content-Length")
             if not more:
                 self.finished = True
-                if head.chunked:
-                    body += LAST_CHUNK
             if len(body) < _LARGE_BODY:
-                conn.transport.write(head.data + body)
+                conn.transport.write(head + body)
             else:
-                conn.transport.writelines((head.data, body))
-            self.bytes_sent = len(body)
+                conn.transport.writelines((head, body))
             return
-        if head.body_allowed and body:
-            if head.content_length is not None:
+        if plan.body_allowed and body:
+            if plan.content_length is not None:
                 self.bytes_sent += len(body)
-                if self.bytes_sent > head.content_length:
+                if self.bytes_sent > plan.content_length:
                     raise RuntimeError("ASGI: response body longer than its Content-Length")
-            elif head.chunked:
+            elif plan.chunked:
                 body = encode_chunk(body)
             conn.transport.write(body)
         if not more:
             self.finished = True
-            if head.chunked and head.body_allowed:
+            if plan.chunked and plan.body_allowed:
                 conn.transport.write(LAST_CHUNK)
-            elif head.content_length is not None and head.body_allowed and self.bytes_sent < head.content_length:
-                head.keep_alive = False  # short body: the client must see the close
+            elif plan.content_length is not None and plan.body_allowed and self.bytes_sent < plan.content_length:
+                self.keep_alive = False  # short body: the client must see the close
 
     # -- endings -----------------------------------------------------------
 

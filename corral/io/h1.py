@@ -54,7 +54,6 @@ class H1Connection(asyncio.Protocol):
         "write_since",
         "waiting_since",
         "pending_error",
-        "requests",
         "upgrade",
         "eof",
     )
@@ -84,7 +83,6 @@ class H1Connection(asyncio.Protocol):
         self.write_since = 0.0  # the transport asked us to stop writing (write timeout)
         self.waiting_since = 0.0  # queued for a concurrency slot
         self.pending_error: ProtocolError | None = None
-        self.requests = 0
         self.upgrade = None  # set by a protocol that takes over the connection
         self.eof = False  # the client shut its write side
 
@@ -179,14 +177,13 @@ class H1Connection(asyncio.Protocol):
         while self.cycle is None and queue and not self.closing:
             if state.in_flight >= state.limit_concurrency and not state.admit(self):
                 return  # answered 503, or waiting for a slot
-            request = queue.popleft()
-            self.requests += 1
             state.in_flight += 1
-            self.cycle = cycle = state.handler(self, request)
-            state.stepper.run(cycle.run())
-        current = self.cycle
-        if current is None or current.request.buffered <= BODY_HIGH_WATER:
-            self.body_consumed()
+            self.cycle = cycle = state.handler(self, queue.popleft())
+            cycle.start()
+        if self.reading_paused:
+            current = self.cycle
+            if current is None or current.request.buffered <= BODY_HIGH_WATER:
+                self.body_consumed()
 
     def cycle_done(self, cycle, keep_alive: bool) -> None:
         """Called by the handler when a response is complete (or failed)."""
@@ -286,7 +283,6 @@ class H1Connection(asyncio.Protocol):
     def reject_busy(self, retry_after: int = 1) -> None:
         """--limit-concurrency: answer the next queued request 503 at once."""
         request = self.queue.popleft()
-        self.requests += 1
         keep_alive = request.keep_alive and request.complete and not self.state.draining
         self.transport.write(
             error_response(

@@ -34,6 +34,7 @@ class ServerState:
         self.counters: Counter = Counter()
         self.draining = False
         self.in_flight = 0  # requests being handled
+        self.requests = 0  # requests answered
         self.limit_concurrency = config.limit_concurrency or float("inf")
         self.waiting: deque = deque()  # connections queued for a concurrency slot
         self.gate = None  # accept gating (worker/accept.py): opened(n) / closed(n)
@@ -162,11 +163,10 @@ class ServerState:
 
     def request_done(self, conn) -> None:
         self.in_flight -= 1
-        counters = self.counters
-        counters["requests"] += 1
+        self.requests += 1
         if self.waiting:
             self._next_waiting()
-        if self.max_requests and counters["requests"] == self.max_requests and self.on_max_requests:
+        if self.requests == self.max_requests and self.on_max_requests:
             self.on_max_requests()
 
     def upgrade(self, conn, rest: bytes) -> None:

@@ -32,11 +32,12 @@ log = logging.getLogger("corral.error")
 class _Slot(collections.abc.Coroutine):
     """The coroutine a reserve Task runs: parked until handed a coroutine."""
 
-    __slots__ = ("loop", "coro", "first", "ctx", "parked")
+    __slots__ = ("loop", "coro", "owner", "first", "ctx", "parked")
 
     def __init__(self, loop) -> None:
         self.loop = loop
         self.coro = None
+        self.owner = None
         self.first = _NOTHING
         self.ctx = None
         self.parked = None
@@ -52,16 +53,32 @@ class _Slot(collections.abc.Coroutine):
             # Give the Task what the coroutine yielded in its untasked step.
             self.first = _NOTHING
             return first
-        return self.ctx.run(coro.send, value)
+        try:
+            return self.ctx.run(coro.send, value)
+        except BaseException as exc:
+            self._finished(exc)
 
     def throw(self, typ, val=None, tb=None):
         coro = self.coro
         if coro is None:
             return self.send(None)  # cancelled while parked: park again
         self.first = _NOTHING
-        if val is None and tb is None:
-            return self.ctx.run(coro.throw, typ)
-        return self.ctx.run(coro.throw, typ, val, tb)
+        try:
+            if val is None and tb is None:
+                return self.ctx.run(coro.throw, typ)
+            return self.ctx.run(coro.throw, typ, val, tb)
+        except BaseException as exc:
+            self._finished(exc)
+
+    def _finished(self, exc: BaseException):
+        """The coroutine ended (returned or raised): tell its owner, end the Task."""
+        if isinstance(exc, StopIteration):
+            self.ctx.run(self.owner.app_returned)
+        else:
+            self.ctx.run(self.owner.app_raised, exc)
+            if not isinstance(exc, (Exception, asyncio.CancelledError)):
+                raise exc
+        raise StopIteration
 
     def close(self):
         if self.coro is not None:
@@ -85,8 +102,9 @@ class Stepper:
         self._task, self._slot = task, slot
         return task, slot
 
-    def run(self, coro) -> None:
-        """Step ``coro``; it must handle its own exceptions.
+    def run(self, coro, owner) -> None:
+        """Step ``coro``; when it ends, call ``owner.app_returned()`` or
+        ``owner.app_raised(exc)`` (in the coroutine's context).
 
         Must be called from a loop callback, not from inside a running task
         (schedule it with ``loop.call_soon`` from there).
@@ -99,18 +117,22 @@ class Stepper:
         _enter_task(loop, task)
         self.stepping = True
         try:
-            yielded = ctx.run(coro.send, None)
-        except StopIteration:
-            return
-        except BaseException:  # pragma: no cover - the coroutine handles its errors
-            log.exception("request coroutine raised")
-            return
+            try:
+                yielded = ctx.run(coro.send, None)
+            except StopIteration:
+                ctx.run(owner.app_returned)
+                return
+            except BaseException as exc:
+                ctx.run(owner.app_raised, exc)
+                if not isinstance(exc, (Exception, asyncio.CancelledError)):
+                    raise
+                return
         finally:
             self.stepping = False
             _leave_task(loop, task)
         # Suspended: the reserve task adopts the coroutine from here on.
         slot = self._slot
-        slot.coro, slot.first, slot.ctx = coro, yielded, ctx
+        slot.coro, slot.owner, slot.first, slot.ctx = coro, owner, yielded, ctx
         self._task = self._slot = None
         self.tasks_created += 1
         parked = slot.parked

@@ -74,7 +74,11 @@ class Request:
         self.method: str = method
         self.target: bytes = target
         self.raw_path: bytes = raw_path
-        self.path: str = _decode_path(raw_path)
+        self.path: str = (
+            unquote_to_bytes(raw_path).decode("utf-8", "surrogateescape")
+            if b"%" in raw_path
+            else raw_path.decode("latin-1")
+        )
         self.query_string: bytes = query_string
         self.http_version: str = http_version
         self.headers: list[tuple[bytes, bytes]] = headers
@@ -87,13 +91,6 @@ class Request:
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.target!r} HTTP/{self.http_version}>"
-
-
-def _decode_path(raw_path: bytes) -> str:
-    text = raw_path.decode("latin-1")
-    if "%" not in text:
-        return text
-    return unquote_to_bytes(raw_path).decode("utf-8", "surrogateescape")
 
 
 # llhttp errors for a version that is well formed but not ours: 505, not 400.
@@ -122,6 +119,9 @@ def _check_transfer_coding(te: bytes) -> None:
         raise ProtocolError(501, f"Transfer-Encoding {unsupported[0].decode('latin-1')} is not supported")
 
 
+_SPECIAL_HEADERS = frozenset({b"host", b"expect", b"transfer-encoding", b"upgrade"})
+_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
+
 # RFC 9110 §7.2: Host = uri-host [ ":" port ]; reg-name, IPv4 or [IPv6].
 _VALID_HOST = re.compile(rb"(?:[A-Za-z0-9\-._~!$&'()*+,;=%]*|\[[0-9A-Fa-f:.vV]+\])(?::[0-9]*)?").fullmatch
 
@@ -144,6 +144,7 @@ class RequestParser:
         self._expect = False
         self._transfer_encoding: bytes | None = None
         self._upgrade: bytes | None = None
+        self._valid_host: bytes | None = None
 
     # -- public API --------------------------------------------------------
 
@@ -190,29 +191,24 @@ class RequestParser:
 
     # -- llhttp callbacks --------------------------------------------------
 
-    def on_message_begin(self) -> None:
-        self._in_head = True
-        self._head_bytes = 0
-        self._url = b""
-        self._headers = []
-        self._hosts = []
-        self._header_size = 0
-        self._expect = False
-        self._transfer_encoding = None
-        self._upgrade = None
-
     def on_url(self, url: bytes) -> None:
-        self._url += url
-        if len(self._url) > self._limit_request_line:
+        self._in_head = True
+        url = self._url = self._url + url if self._url else url
+        if len(url) > self._limit_request_line:
             raise ProtocolError(414, "Request line too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_size += len(name) + len(value) + 4
-        if self._header_size > self._limit_header_size:
-            raise ProtocolError(431, "Request header fields too large")
         name = name.lower()
         # RFC 9110 §5.5: a field value excludes trailing whitespace (llhttp strips only the leading).
         value = value.rstrip(b" \t")
+        if name in _SPECIAL_HEADERS:
+            self._special_header(name, value)
+        self._headers.append((name, value))
+
+    def _special_header(self, name: bytes, value: bytes) -> None:
+        if self._header_size > self._limit_header_size:
+            raise ProtocolError(431, "Request header fields too large")
         if name == b"host":
             self._hosts.append(value)
         elif name == b"expect":
@@ -222,15 +218,17 @@ class RequestParser:
             self._transfer_encoding = value if te is None else te + b"," + value
         elif name == b"upgrade":
             self._upgrade = value.strip().lower()
-        self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        if self._header_size > self._limit_header_size:
+            raise ProtocolError(431, "Request header fields too large")
         parser = self._parser
         version = parser.get_http_version()
-        if version not in ("1.1", "1.0"):
+        if version != "1.1" and version != "1.0":
             raise ProtocolError(505, f"HTTP/{version} is not supported")
-        method = parser.get_method().decode("ascii")
+        method = parser.get_method()
+        method = _METHODS.get(method) or method.decode("ascii")
         if method == "CONNECT":
             raise ProtocolError(501, "CONNECT is not supported")
         headers = self._headers
@@ -243,10 +241,15 @@ class RequestParser:
                 _check_transfer_coding(te)
         # RFC 9112 §3.2: 400 for a missing (1.1), repeated or invalid Host,
         # whatever the form of the target.
-        if version == "1.1" or self._hosts:
-            self._check_host()
+        hosts = self._hosts
+        if len(hosts) != 1 or hosts[0] != self._valid_host:  # else: same Host as last time
+            if version == "1.1" or hosts:
+                self._check_host()
         target = self._url
-        raw_path, query = self._split_target(method, target, headers)
+        if target[:1] == b"/" and b"#" not in target:  # origin-form, by far the most common
+            raw_path, _, query = target.partition(b"?")
+        else:
+            raw_path, query = self._split_target(method, target, headers)
         request = Request(method, target, raw_path, query, version, headers, parser.should_keep_alive())
         # Trailer fields of a chunked body must not join the header list the
         # app already holds (RFC 9112 §7.1.2): they are counted, then dropped.
@@ -262,6 +265,15 @@ class RequestParser:
         self._sink.on_body(self._request, body)
 
     def on_message_complete(self) -> None:
+        # Reset per-message state here rather than in on_message_begin (one
+        # callback less per request).
+        self._head_bytes = self._header_size = 0
+        self._url = b""
+        self._headers = []
+        self._hosts = []
+        if self._expect or self._transfer_encoding is not None or self._upgrade is not None:
+            self._expect = False
+            self._transfer_encoding = self._upgrade = None
         self._sink.on_request_complete(self._request)
 
     # -- helpers -------------------------------------------------------------
@@ -304,8 +316,10 @@ class RequestParser:
             raise ProtocolError(400, "Missing Host header")
         if len(hosts) > 1:
             raise ProtocolError(400, "Multiple Host headers")
-        if not _VALID_HOST(hosts[0]):
-            raise ProtocolError(400, "Invalid Host header")
+        if hosts[0] != self._valid_host:
+            if not _VALID_HOST(hosts[0]):
+                raise ProtocolError(400, "Invalid Host header")
+            self._valid_host = hosts[0]  # the same Host on the next request skips the regex
 
     def _upgraded(self, data: bytes, offset: int) -> int | None:
         request = self._request
@@ -336,17 +350,40 @@ def status_line(status: int) -> bytes:
     return line
 
 
-class ResponseHead:
-    """What ``encode_head`` decided: the bytes, and how the body is framed."""
+class ResponsePlan:
+    """How to send a response, decided once per distinct (status, headers,
+    request kind) and cached: the head bytes up to the per-response lines,
+    and the body framing. Shared between responses: never mutate one."""
 
-    __slots__ = ("data", "chunked", "keep_alive", "body_allowed", "content_length")
+    __slots__ = ("prefix", "suffix", "chunked", "keep_alive", "body_allowed", "content_length", "add_length")
 
-    def __init__(self, data, chunked, keep_alive, body_allowed, content_length):
-        self.data: bytes = data
+    def __init__(self, prefix, suffix, chunked, keep_alive, body_allowed, content_length, add_length):
+        self.prefix: bytes = prefix  # status line and the app's header lines
+        self.suffix: bytes = suffix  # framing and connection lines
         self.chunked: bool = chunked
         self.keep_alive: bool = keep_alive
         self.body_allowed: bool = body_allowed
-        self.content_length: int | None = content_length
+        self.content_length: int | None = content_length  # as the app declared it
+        self.add_length: bool = add_length  # the sender adds "content-length: <len(body)>"
+
+    def render(self, body_length: int | None, extra: bytes) -> bytes:
+        """The whole head; ``extra`` is prebuilt lines (Date, Server)."""
+        if self.add_length:
+            return b"%bcontent-length: %d\r\n%b%b\r\n" % (self.prefix, body_length, self.suffix, extra)
+        return b"%b%b%b\r\n" % (self.prefix, self.suffix, extra)
+
+
+class ResponseHead:
+    """``encode_head``'s answer: the head bytes and the plan they came from."""
+
+    __slots__ = ("data", "chunked", "keep_alive", "body_allowed", "content_length")
+
+    def __init__(self, data, plan: ResponsePlan, body_length: int | None):
+        self.data: bytes = data
+        self.chunked = plan.chunked
+        self.keep_alive = plan.keep_alive
+        self.body_allowed = plan.body_allowed
+        self.content_length = body_length if plan.add_length else plan.content_length
 
 
 class InvalidResponse(ValueError):
@@ -356,6 +393,8 @@ class InvalidResponse(ValueError):
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
 _checked_names: set[bytes] = set()
 _NO_BODY_STATUSES = frozenset({204, 304})
+_plans: dict = {}
+_PLAN_CACHE_SIZE = 1024
 
 
 def _check_name(name: bytes) -> None:
@@ -367,21 +406,26 @@ def _check_name(name: bytes) -> None:
         _checked_names.add(name)
 
 
-def encode_head(
-    status: int,
-    headers,
-    *,
-    request: Request,
-    keep_alive: bool,
-    body_length: int | None,
-    extra: bytes = b"",
-) -> ResponseHead:
-    """Build a response head in one join.
+def plan_response(status: int, headers, head_request: bool, http11: bool, keep_alive: bool, one_piece: bool) -> ResponsePlan:
+    """The cached plan for a response (see ``ResponsePlan``).
 
-    ``body_length`` is the length of the whole body when the application gave
-    it in one piece (so Content-Length can be added), else None. ``extra`` is
-    prebuilt header lines (Date, Server) ending in CRLF.
-    """
+    ``one_piece``: the app gave the whole body in its first body message, so
+    Content-Length can be added when the app did not set it."""
+    try:
+        key = (status, tuple(headers), head_request, http11, keep_alive, one_piece)
+        plan = _plans.get(key)
+    except TypeError:  # unhashable headers (lists): plan without the cache
+        key = plan = None
+    if plan is None:
+        plan = _plan(status, headers, head_request, http11, keep_alive, one_piece)
+        if key is not None:
+            if len(_plans) >= _PLAN_CACHE_SIZE:
+                _plans.clear()
+            _plans[key] = plan
+    return plan
+
+
+def _plan(status, headers, head_request, http11, keep_alive, one_piece) -> ResponsePlan:
     if type(status) is not int or not 100 <= status <= 999:
         raise InvalidResponse(f"invalid status {status!r}")
     if 100 <= status < 200:
@@ -416,14 +460,13 @@ def encode_head(
         lines = b"".join(parts[1:])
         if b"\x00" in lines or lines.count(b"\n") != count or lines.count(b"\r") != count:
             raise InvalidResponse("header values must not contain CR, LF or NUL")
-    body_allowed = status not in _NO_BODY_STATUSES and request.method != "HEAD"
-    http11 = request.http_version == "1.1"
+    body_allowed = status not in _NO_BODY_STATUSES and not head_request
+    add_length = False
     if status in _NO_BODY_STATUSES:
         chunked = False  # 304 may keep the app's Content-Length (RFC 9110 §8.6)
     elif content_length is None:
-        if body_length is not None and (body_allowed or body_length):
-            content_length = body_length
-            parts.append(b"content-length: %d\r\n" % body_length)
+        if one_piece:
+            add_length = True
             chunked = False
         elif not body_allowed:
             chunked = False
@@ -434,15 +477,32 @@ def encode_head(
             chunked = False
     else:
         chunked = False
-    if chunked:
-        parts.append(b"transfer-encoding: chunked\r\n")
+    suffix = b"transfer-encoding: chunked\r\n" if chunked else b""
     if not keep_alive:
-        parts.append(b"connection: close\r\n")
+        suffix += b"connection: close\r\n"
     elif not http11:
-        parts.append(b"connection: keep-alive\r\n")
-    parts.append(extra)
-    parts.append(b"\r\n")
-    return ResponseHead(b"".join(parts), chunked, keep_alive, body_allowed, content_length)
+        suffix += b"connection: keep-alive\r\n"
+    return ResponsePlan(b"".join(parts), suffix, chunked, keep_alive, body_allowed, content_length, add_length)
+
+
+def encode_head(
+    status: int,
+    headers,
+    *,
+    request: Request,
+    keep_alive: bool,
+    body_length: int | None,
+    extra: bytes = b"",
+) -> ResponseHead:
+    """Build a response head (one join, cached plan; see ``plan_response``).
+
+    ``body_length`` is the length of the whole body when the application gave
+    it in one piece (so Content-Length can be added), else None. ``extra`` is
+    prebuilt header lines (Date, Server) ending in CRLF.
+    """
+    one_piece = body_length is not None and (request.method != "HEAD" or body_length > 0)
+    plan = plan_response(status, headers, request.method == "HEAD", request.http_version == "1.1", keep_alive, one_piece)
+    return ResponseHead(plan.render(body_length, extra), plan, body_length)
 
 
 def encode_chunk(data: bytes) -> bytes:

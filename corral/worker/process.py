@@ -33,10 +33,12 @@ import time
 
 from .. import logs
 from ..interfaces.asgi import ASGIHandler
+from ..interfaces.asgi_ws import WebSocketHandler
 from ..interfaces.lifespan import Lifespan, LifespanFailure
 from ..interfaces.wsgi import WSGIAdapter
 from ..io.h1 import H1Connection
 from ..io.state import ServerState
+from ..io.ws import WebSocketUpgrade
 from ..loader import AppLoadError, detect_interface, import_app
 from .accept import AcceptGate, Listener
 
@@ -96,6 +98,8 @@ class Worker:
         asyncio.set_event_loop(loop)
         state = self.state = ServerState(config, loop)
         state.handler = ASGIHandler(app, state)
+        if interface != "wsgi":  # WSGI has no WebSockets: upgrades are answered over HTTP
+            state.upgrade_handler = WebSocketUpgrade(state, WebSocketHandler(app, state))
         state.max_requests = self.max_requests
         state.on_max_requests = lambda: self.report("recycle")
         lifespan_mode = "off" if interface == "wsgi" else config.lifespan
@@ -224,7 +228,7 @@ class Worker:
     def _tick(self) -> None:
         state = self.state
         state.tick()
-        self.report(f"hb {state.in_flight} {len(state.connections) + len(state.upgraded)} {state.counters['requests']}")
+        self.report(f"hb {state.in_flight} {len(state.connections) + len(state.upgraded)} {state.requests}")
         self._schedule_tick()
 
     def report(self, message: str) -> None:
