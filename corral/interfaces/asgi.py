@@ -10,6 +10,7 @@ out with a single ``transport.write`` (head and body joined).
 from __future__ import annotations
 
 import logging
+from urllib.parse import quote
 
 from ..proto.h1 import CONTINUE, LAST_CHUNK, InvalidResponse, encode_chunk, error_response, plan_response
 
@@ -29,9 +30,17 @@ class ASGIHandler:
         self.state = state
         config = state.config
         self.root_path = config.root_path
+        # ASGI: path and raw_path include root_path (as SCRIPT_NAME + PATH_INFO
+        # in WSGI); a proxy in front stripped the prefix from the request.
+        self.raw_root_path = quote(config.root_path).encode("ascii")
         self.access_log = config.access_log and access_log.isEnabledFor(logging.INFO)
 
     def __call__(self, conn, request):
+        path = request.path
+        raw_path = request.raw_path
+        if self.root_path:
+            path = self.root_path + path
+            raw_path = self.raw_root_path + raw_path
         scope = {
             "type": "http",
             "asgi": ASGI_VERSION,
@@ -41,8 +50,8 @@ class ASGIHandler:
             "scheme": conn.scheme,
             "method": request.method,
             "root_path": self.root_path,
-            "path": request.path,
-            "raw_path": request.raw_path,
+            "path": path,
+            "raw_path": raw_path,
             "query_string": request.query_string,
             "headers": request.headers,
             "state": self.state.lifespan_state.copy(),
@@ -98,6 +107,11 @@ class HTTPCycle:
             if not self.gone:
                 log.error("ASGI app returned without starting a response: %s %s", self.request.method, self.request.path)
             self._answer_500()
+        elif self.head is None:
+            # Started but nothing written: a 500 can still be sent.
+            if not self.gone:
+                log.error("ASGI app returned without sending a response body: %s %s", self.request.method, self.request.path)
+            self._answer_500()
         else:
             if not self.gone:
                 log.error("ASGI app returned without completing the response: %s %s", self.request.method, self.request.path)
@@ -119,11 +133,12 @@ class HTTPCycle:
             return _DISCONNECT
         if request.expect_continue and not self.continue_sent:
             self.continue_sent = True
-            if not request.body and not request.complete:
+            # Never once the final response has begun.
+            if self.head is None and not request.body and not request.complete:
                 self.conn.transport.write(CONTINUE)
         while not request.body and not request.complete:
             await self._wait()
-            if self.gone:
+            if self.gone or self.finished:
                 return _DISCONNECT
         body = request.body
         if not body:
@@ -223,9 +238,14 @@ class HTTPCycle:
             elif plan.content_length is not None:
                 self.bytes_sent = len(body)
                 if self.bytes_sent > plan.content_length:
+                    self.head = None  # nothing was written: a 500 can still be sent
                     raise RuntimeError("ASGI: response body longer than its Content-Length")
+                if not more and self.bytes_sent < plan.content_length:
+                    self._short_body(plan.content_length)
             if not more:
                 self.finished = True
+                if self.waiter is not None:
+                    self._wake()  # a pending receive() gets http.disconnect
             if len(body) < _LARGE_BODY:
                 conn.transport.write(head + body)
             else:
@@ -241,10 +261,21 @@ class HTTPCycle:
             conn.transport.write(body)
         if not more:
             self.finished = True
+            if self.waiter is not None:
+                self._wake()  # a pending receive() gets http.disconnect
             if plan.chunked and plan.body_allowed:
                 conn.transport.write(LAST_CHUNK)
             elif plan.content_length is not None and plan.body_allowed and self.bytes_sent < plan.content_length:
-                self.keep_alive = False  # short body: the client must see the close
+                self._short_body(plan.content_length)
+
+    def _short_body(self, content_length: int) -> None:
+        """The body ended before its Content-Length: the client must see the close."""
+        self.keep_alive = False
+        request = self.request
+        log.error(
+            "ASGI app sent %d of %d body bytes (Content-Length) for %s %s; closing the connection",
+            self.bytes_sent, content_length, request.method, request.path,
+        )
 
     # -- endings -----------------------------------------------------------
 
