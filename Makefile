@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 4
 
-.PHONY: run test install bench clean
+.PHONY: run test install bench clean options-table
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,3 +30,7 @@ clean:
 	rm -rf $(VENV) .venv-bench *.egg-info .pytest_cache
 
 -include bench/Makefile.inc
+
+# Regenerate the README's options table from corral/config.py.
+options-table: $(VENV)/.installed
+	$(BIN)/python -c "import re, pathlib; from corral.config import options_markdown as o; p = pathlib.Path('README.md'); s = p.read_text(); s = re.sub(r'(<!-- options:start[^\n]*-->\n).*?(<!-- options:end -->)', lambda m: m.group(1) + o() + m.group(2), s, flags=re.S); p.write_text(s)"

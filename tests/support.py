@@ -23,8 +23,8 @@ class Server:
     instead of sleeping."""
 
     def __init__(self, app: str = "basic:app", *args: str, workers: int = 1, env=None, uds: str | None = None,
-                 wait_ready: bool = True, extra_env=None, pass_fds=()):
-        command = [sys.executable, "-m", "corral", app, "--app-dir", str(APPS), "--workers", str(workers)]
+                 wait_ready: bool = True, extra_env=None, pass_fds=(), prefix=()):
+        command = [*prefix, sys.executable, "-m", "corral", app, "--app-dir", str(APPS), "--workers", str(workers)]
         if uds:
             command += ["--uds", uds]
         else:

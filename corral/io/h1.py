@@ -107,6 +107,7 @@ class H1Connection(asyncio.Protocol):
             return
         if self.parser.in_head and not self.head_since:
             self.head_since = self.state.now
+            self.idle_since = 0.0
         if self.cycle is None and self.queue and not self.waiting_since:
             self.run_queue()
 

@@ -75,6 +75,20 @@ async def app(scope, receive, send):
     elif path == "/204":
         await send({"type": "http.response.start", "status": 204, "headers": []})
         await send({"type": "http.response.body", "body": b""})
+    elif path == "/stream-big":
+        size = int(scope["query_string"].decode() or "10000000")
+        chunk = b"x" * 65536
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", str(size).encode())]})
+        sent = 0
+        try:
+            while sent < size:
+                part = chunk[: min(len(chunk), size - sent)]
+                await send({"type": "http.response.body", "body": part, "more_body": True})
+                sent += len(part)
+            await send({"type": "http.response.body", "body": b""})
+        except OSError as exc:
+            print(f"send failed after {sent} bytes: {type(exc).__name__}", flush=True, file=__import__("sys").stderr)
+            raise
     elif path == "/big":
         size = int(scope["query_string"].decode() or "1000000")
         await _respond(send, b"x" * size)
