@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     for option in OPTIONS:
         if option.name == "app":
             continue
-        default = "" if option.default is None else f" (default: {_show(option.default)})"
+        default = f" (default: {_show(option.default)})"
         if option.flag:
             parser.add_argument(option.cli, action=argparse.BooleanOptionalAction, help=option.help + default)
         else:
@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _show(value) -> str:
+    if value is None:
+        return "none"
     if isinstance(value, bool):
         return "on" if value else "off"
     return str(value)

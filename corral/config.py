@@ -77,6 +77,15 @@ def _optional_text(value: Any) -> str | None:
     return _text(value) or None
 
 
+def _app_spec(value: Any) -> str | None:
+    text = _optional_text(value)
+    if text is not None:
+        module, _, attrs = text.partition(":")
+        if not module.strip() or not attrs.strip():
+            raise ValueError("must be MODULE:ATTR, e.g. myproject.asgi:app")
+    return text
+
+
 def _workers(value: Any) -> int:
     if isinstance(value, str) and value.strip().lower() == "auto":
         return os.cpu_count() or 1
@@ -146,7 +155,7 @@ def _opt(name, default, parse, help, metavar=None):
 
 OPTIONS: tuple[Option, ...] = (
     # application
-    _opt("app", None, _optional_text, "The application, as MODULE:ATTR.", "MODULE:ATTR"),
+    _opt("app", None, _app_spec, "The application, as MODULE:ATTR.", "MODULE:ATTR"),
     _opt("factory", False, _bool, "Treat ATTR as a callable that returns the application."),
     _opt("app_dir", ".", _text, "Directory added to sys.path before importing the app.", "DIR"),
     _opt("interface", "auto", _choice("auto", "asgi", "wsgi"), "Application interface.", "auto|asgi|wsgi"),
@@ -226,7 +235,7 @@ class Config:
 
 def _describe(option: Option, source: str) -> str:
     if source == "cli":
-        return option.cli
+        return "application" if option.name == "app" else option.cli
     if source == "env":
         return option.env
     return f"{source}: {option.name}"

@@ -1,0 +1,143 @@
+"""Options: parsing and precedence through corral.config.resolve (no processes)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from corral.config import OPTIONS, Config, ConfigError, resolve
+
+
+def write(tmp_path, text: str) -> str:
+    path = tmp_path / "corral.toml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_defaults():
+    config = resolve({"app": "m:a"}, {}, None)
+    for option in OPTIONS:
+        if option.name != "app":
+            assert getattr(config, option.name) == option.default, option.name
+    assert config.app == "m:a"
+
+
+def test_file_then_env_then_cli(tmp_path):
+    path = write(tmp_path, 'app = "file:app"\nport = 1111\nroot_path = "/file"\nworkers = 3\naccess-log = false\n')
+    config = resolve({}, {}, path)
+    assert (config.app, config.port, config.root_path, config.workers, config.access_log) == ("file:app", 1111, "/file", 3, False)
+
+    env = {"CORRAL_PORT": "2222", "CORRAL_ROOT_PATH": "/env", "CORRAL_ACCESS_LOG": "yes"}
+    config = resolve({}, env, path)
+    assert (config.app, config.port, config.root_path, config.workers, config.access_log) == ("file:app", 2222, "/env", 3, True)
+
+    config = resolve({"port": "3333", "app": "cli:app"}, env, path)
+    assert (config.app, config.port, config.root_path, config.workers, config.access_log) == ("cli:app", 3333, "/env", 3, True)
+
+
+def test_config_file_from_the_environment(tmp_path):
+    path = write(tmp_path, "[corral]\napp = 'file:app'\nlimit-header-size = 1024\n")
+    config = resolve({}, {"CORRAL_CONFIG": path}, None)
+    assert (config.app, config.limit_header_size) == ("file:app", 1024)
+
+
+def test_cli_config_file_wins_over_the_environment_one(tmp_path):
+    chosen = write(tmp_path, "app = 'chosen:app'\n")
+    other = tmp_path / "other.toml"
+    other.write_text("app = 'other:app'\n")
+    assert resolve({}, {"CORRAL_CONFIG": str(other)}, chosen).app == "chosen:app"
+
+
+def test_app_from_the_environment():
+    assert resolve({}, {"CORRAL_APP": "env:app"}, None).app == "env:app"
+
+
+@pytest.mark.parametrize(
+    "text, value",
+    [("1", True), ("true", True), ("On", True), ("yes", True), ("0", False), ("false", False), ("OFF", False), ("no", False)],
+)
+def test_boolean_from_the_environment(text, value):
+    assert resolve({"app": "m:a"}, {"CORRAL_SERVER_HEADER": text}, None).server_header is value
+
+
+def test_workers_auto():
+    assert resolve({"app": "m:a", "workers": "auto"}, {}, None).workers == (os.cpu_count() or 1)
+
+
+def test_uds_mode_is_octal():
+    assert resolve({"app": "m:a", "uds_mode": "660"}, {}, None).uds_mode == 0o660
+
+
+@pytest.mark.parametrize(
+    "cli, message",
+    [
+        ({"port": "70000"}, "--port: must be an integer 0..65535 (got '70000')"),
+        ({"port": "http"}, "--port: must be an integer (got 'http')"),
+        ({"workers": "0"}, "--workers: must be an integer 1..1024 (got '0')"),
+        ({"interface": "cgi"}, "--interface: must be one of auto, asgi, wsgi (got 'cgi')"),
+        ({"timeout_keep_alive": "-1"}, "--timeout-keep-alive: must be a number of seconds >= 0 (got '-1')"),
+        ({"limit_header_size": "10"}, "--limit-header-size: must be an integer >= 256 (got '10')"),
+        ({"uds_mode": "999"}, "--uds-mode: must be an octal file mode such as 660 (got '999')"),
+        ({"app": "nocolon"}, "application: must be MODULE:ATTR, e.g. myproject.asgi:app (got 'nocolon')"),
+        ({"app": "module:"}, "application: must be MODULE:ATTR, e.g. myproject.asgi:app (got 'module:')"),
+    ],
+)
+def test_bad_cli_values(cli, message):
+    with pytest.raises(ConfigError) as info:
+        resolve({"app": "m:a", **cli}, {}, None)
+    assert str(info.value) == message
+
+
+def test_bad_env_value_names_the_variable():
+    with pytest.raises(ConfigError) as info:
+        resolve({"app": "m:a"}, {"CORRAL_PORT": "eighty"}, None)
+    assert str(info.value) == "CORRAL_PORT: must be an integer (got 'eighty')"
+
+
+def test_bad_file_value_names_the_file_and_key(tmp_path):
+    path = write(tmp_path, 'port = "eighty"\n')
+    with pytest.raises(ConfigError) as info:
+        resolve({"app": "m:a"}, {}, path)
+    assert str(info.value) == f"{path}: port: must be an integer (got 'eighty')"
+
+
+def test_boolean_in_file_must_be_a_boolean(tmp_path):
+    path = write(tmp_path, "workers = true\n")
+    with pytest.raises(ConfigError) as info:
+        resolve({"app": "m:a"}, {}, path)
+    assert str(info.value) == f"{path}: workers: must be an integer (got True)"
+
+
+def test_unknown_file_key(tmp_path):
+    path = write(tmp_path, "prot = 80\n")
+    with pytest.raises(ConfigError) as info:
+        resolve({"app": "m:a"}, {}, path)
+    assert str(info.value) == f"{path}: unknown option 'prot'"
+
+
+def test_invalid_toml(tmp_path):
+    path = write(tmp_path, "port = = 80\n")
+    with pytest.raises(ConfigError) as info:
+        resolve({"app": "m:a"}, {}, path)
+    assert str(info.value).startswith(f"--config: {path} is not valid TOML: ")
+    assert "\n" not in str(info.value)
+
+
+def test_missing_file(tmp_path):
+    path = str(tmp_path / "missing.toml")
+    with pytest.raises(ConfigError) as info:
+        resolve({"app": "m:a"}, {}, path)
+    assert str(info.value) == f"--config: cannot read {path}: No such file or directory"
+
+
+def test_no_app():
+    with pytest.raises(ConfigError) as info:
+        resolve({}, {}, None)
+    assert str(info.value) == "no application given: pass MODULE:ATTR (or set CORRAL_APP or app in the config file)"
+
+
+def test_config_object_rejects_unknown_names():
+    with pytest.raises(ConfigError) as info:
+        Config(prot=80)
+    assert str(info.value) == "argument: unknown option 'prot'"
