@@ -165,6 +165,13 @@ class Worker:
         pid = self.pid
         self._stop_accepting()
         state.draining = True
+        # Idle times were taken with the once-a-second clock: give every idle
+        # keep-alive connection the whole grace from now, so none is closed
+        # while its client is about to send.
+        state.refresh()
+        for conn in state.connections:
+            if conn.idle_since:
+                conn.idle_since = state.now
         total = len(state.connections)
         log.info(
             "worker %d: stopped accepting; draining %d requests in flight on %d connections",
