@@ -260,6 +260,9 @@ class H1Connection(asyncio.Protocol):
         self.closing = True
         self.linger_since = self.state.now
         transport = self.transport
+        if self.eof:
+            transport.close()  # the client already shut its side: nothing to linger for
+            return
         if self.reading_paused:
             self.reading_paused = False
             transport.resume_reading()

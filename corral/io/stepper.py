@@ -141,5 +141,8 @@ class Stepper:
 
     def close(self) -> None:
         if self._task is not None:
+            # The parked reserve holds no app code; it re-parks when cancelled
+            # and the loop closes next: drop it without asyncio's warning.
+            self._task._log_destroy_pending = False
             self._task.cancel()
             self._task = self._slot = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 
@@ -206,6 +208,17 @@ class TestWSGI:
         server = server_factory("wsgi_app:star_app", "--interface", "wsgi")
         with httpx.Client(base_url=server.url) as client:
             assert client.get("/").text == "Hello from WSGI"
+
+    def test_stop_is_prompt_after_the_client_left(self, server_factory):
+        """The client reads its response and closes before the app's thread
+        has handed back: the connection must not linger (2 s) after that."""
+        server = server_factory("wsgi_app:app")
+        with httpx.Client(base_url=server.url) as client:
+            assert client.get("/").status_code == 200
+        started = time.monotonic()
+        assert server.stop() == 0
+        assert time.monotonic() - started < 1.5
+        server.wait_log(r"worker \d+: connections closed \(\d\)")
 
     def test_root_path_is_script_name(self, server_factory):
         server = server_factory("wsgi_app:app", "--root-path", "/w")

@@ -64,6 +64,8 @@ def test_startup_and_shutdown_run(server_factory):
     assert shutdown
     lines = server.lines[mark:]
     assert lines.index("lifespan shutdown ran") < next(i for i, line in enumerate(lines) if "lifespan shutdown complete" in line)
+    # A clean exit: no asyncio complaints about pending tasks, no tracebacks.
+    assert not [line for line in server.lines if "Task was destroyed" in line or "Traceback" in line]
 
 
 def test_startup_failure_exits_nonzero_with_one_line(failing_runs):
