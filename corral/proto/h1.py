@@ -410,14 +410,17 @@ def plan_response(status: int, headers, head_request: bool, http11: bool, keep_a
     """The cached plan for a response (see ``ResponsePlan``).
 
     ``one_piece``: the app gave the whole body in its first body message, so
-    Content-Length can be added when the app did not set it."""
+    Content-Length can be added when the app did not set it. ``status`` must
+    be an int (the cache would take 200.0 for 200): callers check it first."""
+    # One pass over the headers: an iterator must not be consumed by the key.
+    items = headers if type(headers) is tuple else tuple(headers)
+    key = (status, items, head_request, http11, keep_alive, one_piece)
     try:
-        key = (status, tuple(headers), head_request, http11, keep_alive, one_piece)
         plan = _plans.get(key)
     except TypeError:  # unhashable headers (lists): plan without the cache
         key = plan = None
     if plan is None:
-        plan = _plan(status, headers, head_request, http11, keep_alive, one_piece)
+        plan = _plan(status, items, head_request, http11, keep_alive, one_piece)
         if key is not None:
             if len(_plans) >= _PLAN_CACHE_SIZE:
                 _plans.clear()
@@ -500,6 +503,8 @@ def encode_head(
     it in one piece (so Content-Length can be added), else None. ``extra`` is
     prebuilt header lines (Date, Server) ending in CRLF.
     """
+    if type(status) is not int:
+        raise InvalidResponse(f"invalid status {status!r}")
     one_piece = body_length is not None and (request.method != "HEAD" or body_length > 0)
     plan = plan_response(status, headers, request.method == "HEAD", request.http_version == "1.1", keep_alive, one_piece)
     return ResponseHead(plan.render(body_length, extra), plan, body_length)

@@ -838,6 +838,52 @@ class TestRFC9110Section5ResponseFieldValidity:
         assert head_lines(head.data)[1] == b"x-a: caf\xe9\tok"
 
 
+class TestResponsePlanCache:
+    """encode_head caches a plan per (status, headers, request kind): the
+    cache must never change an answer."""
+
+    def test_same_headers_different_lengths(self):
+        headers = [(b"content-type", b"text/plain")]
+        first = encode_head(200, headers, request=req(), keep_alive=True, body_length=5)
+        second = encode_head(200, headers, request=req(), keep_alive=True, body_length=12345)
+        assert first.data == b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 5\r\n\r\n"
+        assert second.data == b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 12345\r\n\r\n"
+        assert (first.content_length, second.content_length) == (5, 12345)
+
+    def test_request_kind_and_keep_alive_are_part_of_the_key(self):
+        headers = ((b"x-a", b"1"),)
+        get = encode_head(200, headers, request=req(), keep_alive=True, body_length=None)
+        head = encode_head(200, headers, request=req(method="HEAD"), keep_alive=True, body_length=None)
+        close = encode_head(200, headers, request=req(), keep_alive=False, body_length=None)
+        old = encode_head(200, headers, request=req(version="1.0"), keep_alive=True, body_length=None)
+        assert get.data == b"HTTP/1.1 200 OK\r\nx-a: 1\r\ntransfer-encoding: chunked\r\n\r\n"
+        assert head.data == b"HTTP/1.1 200 OK\r\nx-a: 1\r\n\r\n"
+        assert close.data == b"HTTP/1.1 200 OK\r\nx-a: 1\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+        assert old.data == b"HTTP/1.1 200 OK\r\nx-a: 1\r\nconnection: close\r\n\r\n"
+        assert (get.chunked, head.chunked, close.keep_alive, old.keep_alive) == (True, False, False, False)
+
+    @pytest.mark.parametrize(
+        "make",
+        [list, tuple, iter, lambda h: (pair for pair in h), lambda h: [list(pair) for pair in h]],
+        ids=["list", "tuple", "iterator", "generator", "list-of-lists"],
+    )
+    def test_any_iterable_of_pairs(self, make):
+        headers = [(b"x-a", b"1"), (b"x-b", b"2")]
+        for _ in range(2):  # uncached, then cached
+            head = encode_head(201, make(headers), request=req(), keep_alive=True, body_length=1)
+            assert head.data == b"HTTP/1.1 201 Created\r\nx-a: 1\r\nx-b: 2\r\ncontent-length: 1\r\n\r\n"
+
+    def test_a_cached_status_does_not_admit_a_float(self):
+        encode_head(200, [], request=req(), keep_alive=True, body_length=0)
+        with pytest.raises(InvalidResponse):
+            encode_head(200.0, [], request=req(), keep_alive=True, body_length=0)
+
+    def test_invalid_headers_are_rejected_every_time(self):
+        for _ in range(2):
+            with pytest.raises(InvalidResponse):
+                encode_head(200, ((b"x-a", b"a\r\nb"),), request=req(), keep_alive=True, body_length=0)
+
+
 class TestChunksAndErrorResponses:
     def test_encode_chunk(self):
         assert encode_chunk(b"hello") == b"5\r\nhello\r\n"
