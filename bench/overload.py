@@ -68,13 +68,23 @@ def get(port: int, path: bytes = b"/", timeout: float = 5.0) -> tuple[int, float
     started = time.monotonic()
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        data = b""
+        data = read_all(sock, timeout)
+    return int(data.split(b" ", 2)[1]), time.monotonic() - started
+
+
+def read_all(sock: socket.socket, timeout: float) -> bytes:
+    """Read until the server closes; what arrived if it times out."""
+    sock.settimeout(timeout)
+    data = b""
+    try:
         while True:
             chunk = sock.recv(65536)
             if not chunk:
                 break
             data += chunk
-    return int(data.split(b" ", 2)[1]), time.monotonic() - started
+    except socket.timeout:
+        pass
+    return data
 
 
 def slowloris(connections: int = 300, seconds: float = 12.0) -> None:
@@ -187,17 +197,7 @@ def recovery(limit: int = 50) -> None:
             burst.append(sock)
         answered = 0
         for sock in burst:
-            sock.settimeout(10)
-            data = b""
-            try:
-                while True:
-                    chunk = sock.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
-            except OSError:
-                pass
-            answered += data.startswith(b"HTTP/1.1 200")
+            answered += read_all(sock, 10).startswith(b"HTTP/1.1 200")
             sock.close()
         burst_end = time.monotonic()
         status, took = get(server.port)
