@@ -159,6 +159,7 @@ class AcceptGate:
         self.soft = limit - limit // 8 if (limit and shared_with_others and limit >= 8) else self.limit
         self.fd_cap = _descriptor_cap()
         self.base_fds = _open_descriptors()
+        self._recount_at = 0.0
         self.reason: str | None = None
         self._backoff = None
         self.draining = False
@@ -173,6 +174,11 @@ class AcceptGate:
         return None
 
     def opened(self, count: int) -> None:
+        if self.base_fds + count + FD_RESERVE >= self.fd_cap and self.loop.time() >= self._recount_at:
+            # Close to the descriptor limit: count again what the app holds
+            # (database pools, files), at most once a second.
+            self._recount_at = self.loop.time() + 1.0
+            self.base_fds = max(self.base_fds, _open_descriptors() - count)
         reason = self._capacity_reason(count)
         if reason is not None and self.reason is None:
             self._pause(reason, count)
