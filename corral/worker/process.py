@@ -199,7 +199,17 @@ class Worker:
         log.info("worker %d: connections closed (%d)", pid, total)
         await self._close_upgraded(max(1.0, deadline - loop.time()))
         await self.lifespan.shutdown(config.timeout_graceful)
-        log.info("worker %d: lifespan shutdown complete; exiting", pid)
+        counters = state.counters
+        log.info(
+            "worker %d: lifespan shutdown complete; exiting (served %d requests on %d connections; "
+            "503 busy: %d, bad requests: %d, timeouts: %d)",
+            pid,
+            state.requests,
+            counters["connections"],
+            counters["rejected_busy"],
+            counters["bad_requests"],
+            counters["timeouts"],
+        )
         return EXIT_OK
 
     async def _close_upgraded(self, timeout: float) -> None:

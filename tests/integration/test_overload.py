@@ -87,6 +87,8 @@ def test_concurrency_limit_answers_503_with_retry_after(server_factory):
         assert read_response(sock)[2] == b"slept\n"
         sock.close()
     assert request(server)[2] == HELLO
+    server.stop()
+    server.wait_log(r"503 busy: 1,")  # counted
 
 
 def test_concurrency_queue_waits_for_a_slot(server_factory):
