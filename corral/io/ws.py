@@ -1,0 +1,415 @@
+"""WebSocket connections: HTTP/1.1 upgrade -> frames -> the ASGI session.
+
+How a connection gets here: ``H1Connection`` parses a GET with
+``Upgrade: websocket`` and calls ``ServerState.upgrade``, which calls
+``WebSocketUpgrade`` (``state.upgrade_handler``). It validates the handshake
+(a bad one is answered over HTTP, 400 or 426, and closed), then moves the
+transport to a new ``WSConnection`` (``transport.set_protocol``): the
+H1Connection leaves ``state.connections``, the WSConnection joins
+``state.upgraded``. The ASGI session (``interfaces/asgi_ws.py``) starts at
+once; until the app accepts, the socket still speaks HTTP (101, 403, the
+app's denial response or 500), and bytes the client sends early are kept.
+
+Once accepted, ``proto.ws.Parser`` turns bytes into messages for the session
+and protocol errors into a Close frame (1002/1007/1009). Pings are answered
+here, the peer's Close is echoed here; the app sees ``websocket.disconnect``.
+
+Phases: HANDSHAKE -> OPEN -> CLOSING (our Close sent, or an HTTP answer
+being flushed) -> CLOSED (transport gone). The server closes TCP first:
+after a complete close handshake at once, after failing the connection by
+half-closing and reading until the peer goes.
+
+Flow control: the app's ``send`` waits while the transport is paused for
+writing; reading pauses while the session holds more unread messages than
+its high-water mark (``asgi_ws.RECV_HIGH_*``).
+
+No timers: the worker's tick calls ``ServerState.sweep_upgraded`` (set to
+``WebSocketUpgrade.sweep``), which pings connections silent for
+``--ws-ping-interval``, closes those whose ping goes unanswered for
+``--ws-ping-timeout`` (1011), and aborts those whose close handshake or
+lingering close has passed its deadline.
+
+Shutdown: ``going_away()`` sends 1001 and waits for the peer's Close and the
+app to finish (the worker bounds the wait); ``abort()`` cuts the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from ..proto.h1 import error_response
+from ..proto.ws import (
+    OP_PING,
+    OP_PONG,
+    HandshakeError,
+    Parser,
+    ProtocolError,
+    accept_response,
+    check_request,
+    encode_close,
+    encode_frame,
+    encode_message,
+)
+
+log = logging.getLogger("corral.error")
+
+# Longest wait for the peer's Close after ours, or for the peer to go after
+# an HTTP answer / a failed connection.
+CLOSE_TIMEOUT = 5.0
+# Bytes a client may send before the app accepts; reading pauses beyond.
+EARLY_LIMIT = 64 * 1024
+
+HANDSHAKE, OPEN, CLOSING, CLOSED = range(4)
+
+
+class WebSocketUpgrade:
+    """``state.upgrade_handler``: takes over connections that ask for a WebSocket."""
+
+    def __init__(self, state, handler) -> None:
+        self.state = state
+        self.handler = handler  # builds the ASGI session (interfaces/asgi_ws.py)
+        state.sweep_upgraded = self.sweep
+
+    def __call__(self, conn, rest: bytes) -> None:
+        state = self.state
+        queue = conn.queue
+        if conn.cycle is not None or len(queue) != 1:
+            # Requests pipelined ahead of the upgrade: answer everything over
+            # HTTP/1.1 and close, as a server without WebSocket support would.
+            log.info("%s: WebSocket upgrade pipelined behind other requests; served as HTTP", _peer(conn.client))
+            for request in queue:
+                request.keep_alive = False
+            conn.run_queue()
+            return
+        request = queue.pop()
+        transport = conn.transport
+        if state.draining:
+            self._refuse(conn, 503, "Server shutting down")
+            return
+        try:
+            if request.http_version != "1.1":
+                raise HandshakeError(400, "WebSocket upgrade needs HTTP/1.1")
+            handshake = check_request(request.headers, deflate=state.config.ws_per_message_deflate)
+        except HandshakeError as exc:
+            self._refuse(conn, exc.status, exc.detail, exc.headers)
+            return
+        ws = WSConnection(state, transport, conn, request, handshake, rest)
+        conn.upgrade = ws
+        conn.closing = True  # the H1Connection is done with this transport
+        transport.set_protocol(ws)
+        state.upgraded.add(ws)
+        state.connection_closed(conn)  # leaves state.connections
+        state.counters["websockets"] += 1
+        ws.cycle = cycle = self.handler(ws, request, handshake)
+        cycle.start()
+
+    def _refuse(self, conn, status: int, detail: str, headers: bytes = b"") -> None:
+        state = self.state
+        log.info("%s: %d %s", _peer(conn.client), status, detail)
+        state.counters["bad_requests"] += 1
+        conn.transport.write(error_response(status, detail, state.extra_headers + headers))
+        conn.close()
+
+    def sweep(self) -> None:
+        """Keepalive pings and close deadlines, once a second from the tick."""
+        state = self.state
+        if not state.upgraded:
+            return
+        now = state.now
+        config = state.config
+        interval = config.ws_ping_interval
+        timeout = config.ws_ping_timeout
+        for ws in list(state.upgraded):
+            phase = ws.phase
+            if phase == OPEN:
+                if ws.pending_error is not None:
+                    if now >= ws.deadline:
+                        ws.fail_pending()
+                elif ws.ping_sent:
+                    if timeout and now - ws.ping_sent >= timeout and not ws.reading_paused:
+                        ws.keepalive_expired()
+                elif interval and now - ws.last_seen >= interval:
+                    ws.ping(now)
+            elif phase == CLOSING:
+                if now >= ws.deadline:
+                    ws.abort()
+
+
+class WSConnection(asyncio.Protocol):
+    __slots__ = (
+        "state",
+        "loop",
+        "transport",
+        "client",
+        "server",
+        "scheme",
+        "handshake",
+        "parser",
+        "compressor",
+        "cycle",
+        "phase",
+        "early",
+        "reading_paused",
+        "write_paused",
+        "drain_waiter",
+        "last_seen",
+        "ping_sent",
+        "deadline",
+        "close_sent",
+        "pending_error",
+        "lost_waiter",
+    )
+
+    def __init__(self, state, transport, conn, request, handshake, rest: bytes) -> None:
+        self.state = state
+        self.loop = state.loop
+        self.transport = transport
+        self.client = conn.client
+        self.server = conn.server
+        self.scheme = "wss" if conn.scheme == "https" else "ws"
+        self.handshake = handshake  # until accepted
+        self.parser: Parser | None = None
+        self.compressor = None
+        self.cycle = None  # the ASGI session, set by WebSocketUpgrade
+        self.phase = HANDSHAKE
+        self.early: list[bytes] | None = [rest] if rest else None
+        self.reading_paused = False
+        self.write_paused = False
+        self.drain_waiter: asyncio.Future | None = None
+        self.last_seen = state.now
+        self.ping_sent = 0.0
+        self.deadline = 0.0
+        self.close_sent: int | None = None  # the code of the Close we sent
+        self.pending_error: ProtocolError | None = None  # fails once the app read what came before
+        self.lost_waiter: asyncio.Future | None = None
+
+    def __repr__(self) -> str:
+        return f"<WSConnection {_peer(self.client)} phase={self.phase}>"
+
+    # -- asyncio.Protocol ----------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        self.last_seen = self.state.now
+        self.ping_sent = 0.0  # the peer is alive
+        parser = self.parser
+        if parser is not None:
+            try:
+                parser.feed(data)
+            except ProtocolError as exc:
+                if self.cycle.queue:
+                    # Let the app see the messages that came before the bad
+                    # frame (and answer them) first; the session calls
+                    # fail_pending() when its queue is empty.
+                    self.pending_error = exc
+                    self.deadline = self.state.now + CLOSE_TIMEOUT
+                    self.pause_reading()
+                else:
+                    self.fail(exc.code, exc.reason)
+        elif self.phase == HANDSHAKE:
+            early = self.early
+            if early is None:
+                early = self.early = []
+            early.append(data)
+            if sum(map(len, early)) > EARLY_LIMIT:
+                self.pause_reading()
+
+    def eof_received(self):
+        if self.phase != CLOSED:
+            self._disconnected(1006, "")
+        return False  # close our side too
+
+    def connection_lost(self, exc) -> None:
+        self.phase = CLOSED
+        self.parser = None
+        state = self.state
+        state.upgraded.discard(self)
+        if state.gate is not None:
+            state.gate.closed(len(state.connections) + len(state.upgraded))
+        self._disconnected(self.close_sent or 1006, "")
+        self._wake_writer()
+        waiter = self.lost_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._wake_writer()
+
+    # -- parser sink ---------------------------------------------------------
+
+    def on_message(self, data) -> None:
+        if self.phase == OPEN:
+            self.cycle.message(data)
+        # CLOSING: our Close is sent; data until the peer's Close is dropped.
+
+    def on_ping(self, payload: bytes) -> None:
+        if self.phase == OPEN:
+            self.transport.write(encode_frame(OP_PONG, payload))
+
+    def on_pong(self, payload: bytes) -> None:
+        pass  # any input counts as liveness (data_received)
+
+    def on_close(self, code: int, reason: str) -> None:
+        if self.phase == OPEN:
+            # The peer starts the close handshake: echo its code, then close.
+            self.close_sent = code if code != 1005 else None
+            self.transport.write(encode_close(self.close_sent))
+        self.phase = CLOSING
+        self.deadline = self.state.now + CLOSE_TIMEOUT
+        self.transport.close()
+        self._disconnected(code, reason)
+
+    # -- called by the ASGI session -----------------------------------------
+
+    def accept(self, subprotocol, headers) -> None:
+        """Send the 101 (raises ValueError for a bad subprotocol or header)."""
+        handshake = self.handshake
+        data = accept_response(handshake, subprotocol, headers, self.state.extra_headers)
+        self.transport.write(data)
+        self.phase = OPEN
+        self.handshake = None
+        deflate = handshake.deflate
+        if deflate is not None:
+            self.compressor = deflate.compressor()
+        self.parser = Parser(self, max_size=self.state.config.ws_max_size, deflate=deflate)
+        early = self.early
+        if early is not None:
+            self.early = None
+            if self.reading_paused:
+                self.resume_reading()
+            self.data_received(b"".join(early))
+
+    def send_message(self, data) -> None:
+        self.transport.write(encode_message(data, self.compressor))
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Start the close handshake (app close, shutdown)."""
+        if self.phase != OPEN:
+            return
+        self.close_sent = code
+        self.transport.write(encode_close(code, reason))
+        self.phase = CLOSING
+        self.deadline = self.state.now + CLOSE_TIMEOUT
+
+    def fail(self, code: int, reason: str) -> None:
+        """Protocol error: send our Close, half-close, drain until the peer goes."""
+        log.info("%s: WebSocket closed with %d: %s", _peer(self.client), code, reason)
+        if self.phase == OPEN:
+            self.close_sent = code
+            self.transport.write(encode_close(code, reason))
+        self.phase = CLOSING
+        self.deadline = self.state.now + CLOSE_TIMEOUT
+        self._write_eof()
+        self._disconnected(code, reason)
+
+    def fail_pending(self) -> None:
+        exc = self.pending_error
+        if exc is not None:
+            self.pending_error = None
+            self.fail(exc.code, exc.reason)
+
+    def http_response(self, data: bytes, done: bool) -> None:
+        """Write (part of) an HTTP answer to the handshake; ``done`` closes."""
+        if self.phase != HANDSHAKE:
+            return
+        self.transport.write(data)
+        if done:
+            self.phase = CLOSING
+            self.handshake = None
+            self.early = None
+            self.deadline = self.state.now + CLOSE_TIMEOUT
+            if self.reading_paused:
+                self.resume_reading()
+            self._write_eof()
+
+    def keepalive_expired(self) -> None:
+        log.info("%s: WebSocket ping unanswered for %.0fs; closing", _peer(self.client), self.state.now - self.ping_sent)
+        self.state.counters["timeouts"] += 1
+        self.close_sent = 1011
+        self.transport.write(encode_close(1011, "keepalive ping timeout"))
+        self.phase = CLOSING
+        self._disconnected(1011, "keepalive ping timeout")
+        self.transport.abort()
+
+    def ping(self, now: float) -> None:
+        self.ping_sent = now or 1e-9
+        self.transport.write(b"\x89\x00")
+
+    def pause_reading(self) -> None:
+        if not self.reading_paused and self.phase != CLOSED and not self.transport.is_closing():
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.reading_paused:
+            self.reading_paused = False
+            if not self.transport.is_closing():
+                self.transport.resume_reading()
+
+    async def drain(self) -> None:
+        """Wait while the transport's write buffer is above its high-water mark."""
+        waiter = self.drain_waiter
+        if waiter is None:
+            waiter = self.drain_waiter = self.loop.create_future()
+        await waiter
+
+    def _wake_writer(self) -> None:
+        waiter = self.drain_waiter
+        if waiter is not None:
+            self.drain_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # -- shutdown ------------------------------------------------------------
+
+    async def going_away(self) -> None:
+        """Close with 1001 Going Away and wait for the peer's Close and the
+        app to finish; the caller bounds the wait."""
+        phase = self.phase
+        if phase == HANDSHAKE:
+            self.http_response(error_response(503, "Server shutting down", self.state.extra_headers), True)
+            self._disconnected(1001, "")
+        elif phase == OPEN:
+            self.close(1001, "server shutting down")
+            self._disconnected(1001, "server shutting down")
+        if self.phase != CLOSED:
+            waiter = self.lost_waiter
+            if waiter is None:
+                waiter = self.lost_waiter = self.loop.create_future()
+            await waiter
+        cycle = self.cycle
+        if cycle is not None:
+            await cycle.wait_finished()
+
+    def abort(self) -> None:
+        if self.phase != CLOSED:
+            self.transport.abort()
+
+    # -- helpers ------------------------------------------------------------
+
+    def _disconnected(self, code: int, reason: str) -> None:
+        cycle = self.cycle
+        if cycle is not None:
+            cycle.disconnected(code, reason)
+
+    def _write_eof(self) -> None:
+        transport = self.transport
+        if self.reading_paused:
+            self.resume_reading()
+        if transport.can_write_eof():
+            try:
+                transport.write_eof()
+                return
+            except (OSError, RuntimeError):
+                pass
+        transport.close()
+
+
+def _peer(client) -> str:
+    if client is None:
+        return "unix client"
+    return f"{client[0]}:{client[1]}"
