@@ -18,7 +18,6 @@ log = logging.getLogger("corral.error")
 access_log = logging.getLogger("corral.access")
 
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
-_DISCONNECT = {"type": "http.disconnect"}
 _LARGE_BODY = 64 * 1024
 
 
@@ -126,11 +125,11 @@ class HTTPCycle:
     async def receive(self):
         request = self.request
         if self.finished or self.gone:
-            return _DISCONNECT
+            return {"type": "http.disconnect"}
         if self.body_done:
             # Nothing more to read: wait for the client to go or the response to end.
             await self._wait()
-            return _DISCONNECT
+            return {"type": "http.disconnect"}
         if request.expect_continue and not self.continue_sent:
             self.continue_sent = True
             # Never once the final response has begun.
@@ -139,7 +138,7 @@ class HTTPCycle:
         while not request.body and not request.complete:
             await self._wait()
             if self.gone or self.finished:
-                return _DISCONNECT
+                return {"type": "http.disconnect"}
         body = request.body
         if not body:
             self.body_done = True
