@@ -128,7 +128,8 @@ class HTTPCycle:
             return {"type": "http.disconnect"}
         if self.body_done:
             # Nothing more to read: wait for the client to go or the response to end.
-            await self._wait()
+            if not self.conn.eof:
+                await self._wait()
             return {"type": "http.disconnect"}
         if request.expect_continue and not self.continue_sent:
             self.continue_sent = True
@@ -172,6 +173,12 @@ class HTTPCycle:
 
     def disconnected(self) -> None:
         self.gone = True
+        self._wake()
+
+    def client_eof(self) -> None:
+        """The client shut its side after a whole request: a receive() past
+        the body returns http.disconnect (the app is listening for it); the
+        response can still be sent to a client that only half-closed."""
         self._wake()
 
     # -- send --------------------------------------------------------------
