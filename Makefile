@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 4
 
-.PHONY: run test install bench clean options-table
+.PHONY: run test install bench clean options-table chromium
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,16 @@ install: $(VENV)/.installed
 run: $(VENV)/.installed
 	$(BIN)/corral examples.app:app --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
-test: $(VENV)/.installed-test
+test: $(VENV)/.installed-test chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Debian's Chromium for tests/integration/test_browser.py (skipped, with the
+# reason, when it cannot be installed).
+APT := $(shell [ "$$(id -u)" = 0 ] || echo sudo) env DEBIAN_FRONTEND=noninteractive apt-get
+chromium:
+	@[ -x /usr/bin/chromium ] || $(APT) install -y chromium \
+		|| { $(APT) update && $(APT) install -y chromium; } \
+		|| echo "chromium could not be installed; the browser test will be skipped"
 
 clean:
 	rm -rf $(VENV) .venv-bench *.egg-info .pytest_cache

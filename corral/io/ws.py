@@ -78,8 +78,7 @@ class WebSocketUpgrade:
             # Requests pipelined ahead of the upgrade: answer everything over
             # HTTP/1.1 and close, as a server without WebSocket support would.
             log.info("%s: WebSocket upgrade pipelined behind other requests; served as HTTP", _peer(conn.client))
-            for request in queue:
-                request.keep_alive = False
+            queue[-1].keep_alive = False
             conn.run_queue()
             return
         request = queue.pop()
@@ -255,9 +254,9 @@ class WSConnection(asyncio.Protocol):
 
     def on_close(self, code: int, reason: str) -> None:
         if self.phase == OPEN:
-            # The peer starts the close handshake: echo its code, then close.
+            # The peer starts the close handshake: echo its Close, then close.
             self.close_sent = code if code != 1005 else None
-            self.transport.write(encode_close(self.close_sent))
+            self.transport.write(encode_close(self.close_sent, reason))
         self.phase = CLOSING
         self.deadline = self.state.now + CLOSE_TIMEOUT
         self.transport.close()

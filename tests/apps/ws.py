@@ -43,7 +43,8 @@ async def app(scope, receive, send):
         return
     assert kind == "websocket"
     query = {k: v[0] for k, v in parse_qs(scope["query_string"].decode()).items()}
-    handler = ROUTES.get(scope["path"], echo)
+    path = scope["path"]
+    handler = scope_view if path.startswith("/scope") else ROUTES.get(path, echo)
     await handler(scope, receive, send, query)
 
 
@@ -233,3 +234,8 @@ ROUTES = {
     "/slow-accept": slow_accept,
     "/send-after-close": send_after_close,
 }
+
+
+def wsgi_app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "4")])
+    return [b"wsgi"]
