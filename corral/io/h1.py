@@ -116,12 +116,15 @@ class H1Connection(asyncio.Protocol):
         if cycle is None or self.closing:
             self.close()
             return False
+        self.eof = True
         if not cycle.request.complete:
             # The body can never arrive now: the app sees http.disconnect.
             cycle.disconnected()
-        # Otherwise the client shut its write side after a whole request
-        # (allowed): finish the response, then close.
-        self.eof = True
+        else:
+            # The client shut its write side after a whole request (allowed):
+            # finish the response, then close. An app waiting in receive()
+            # past the body (long poll) learns that the client is gone.
+            cycle.client_eof()
         self.queue.clear()
         return True
 

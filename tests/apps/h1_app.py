@@ -151,7 +151,17 @@ async def echo_100(scope, receive, send):
     await respond(send, await read_body(receive))
 
 
+async def long_poll(scope, receive, send):
+    """Reads the whole request, then waits for the client to go (or forever)."""
+    await read_body(receive)
+    say("long-poll waiting")
+    message = await receive()
+    say(f"long-poll got {message['type']}")
+    await respond(send, b"late")
+
+
 ROUTES = {
+    "/long-poll": long_poll,
     "/mutate-state": mutate_state,
     "/gated-echo": gated_echo,
     "/open-gate": open_gate,

@@ -207,6 +207,22 @@ class TestReceive:
         sock.close()
         server.wait_log(r"^saw http\.disconnect$", start=mark)
 
+    def test_client_closing_after_a_whole_request_is_seen_by_a_listening_app(self, server):
+        mark = server.mark()
+        with server.connect() as sock:
+            sock.sendall(b"GET /long-poll HTTP/1.1\r\nHost: x\r\n\r\n")
+            server.wait_log(r"^long-poll waiting$", start=mark)
+        server.wait_log(r"^long-poll got http\.disconnect$", start=mark, timeout=5)
+
+    def test_half_close_still_gets_the_response_of_an_app_that_does_not_listen(self, server):
+        with server.connect() as sock:
+            sock.sendall(b"GET /sleep?0.2 HTTP/1.1\r\nHost: x\r\n\r\n")
+            sock.shutdown(socket.SHUT_WR)
+            reader = Reader(sock)
+            response = reader.response()
+            assert reader.closed()
+        assert (response.status, response.body) == (b"HTTP/1.1 200 OK", b"slept\n")
+
     def test_receive_after_the_response_is_disconnect(self, server):
         mark = server.mark()
         with httpx.Client(base_url=server.url) as client:
