@@ -7,6 +7,11 @@ import os
 STARTED = []
 
 
+def say(text: str) -> None:
+    """One line to stderr in one write, so lines from two workers never mix."""
+    os.write(2, (text + "\n").encode())
+
+
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
         while True:
@@ -15,7 +20,7 @@ async def app(scope, receive, send):
                 scope["state"]["started"] = True
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                print("lifespan shutdown ran", flush=True, file=__import__("sys").stderr)
+                say("lifespan shutdown ran")
                 await send({"type": "lifespan.shutdown.complete"})
                 return
     path = scope["path"]
@@ -38,7 +43,7 @@ async def app(scope, receive, send):
         await _respond(send, json.dumps(view).encode(), b"application/json")
     elif path == "/sleep":
         seconds = float(scope["query_string"].decode() or "1")
-        print(f"sleep start {os.getpid()}", flush=True, file=__import__("sys").stderr)
+        say(f"sleep start {os.getpid()}")
         await asyncio.sleep(seconds)
         await _respond(send, b"slept\n")
     elif path == "/block":
@@ -69,7 +74,7 @@ async def app(scope, receive, send):
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                print("saw http.disconnect", flush=True, file=__import__("sys").stderr)
+                say("saw http.disconnect")
                 return
             body += message.get("body", b"")
     elif path == "/204":
@@ -87,7 +92,7 @@ async def app(scope, receive, send):
                 sent += len(part)
             await send({"type": "http.response.body", "body": b""})
         except OSError as exc:
-            print(f"send failed after {sent} bytes: {type(exc).__name__}", flush=True, file=__import__("sys").stderr)
+            say(f"send failed after {sent} bytes: {type(exc).__name__}")
             raise
     elif path == "/big":
         size = int(scope["query_string"].decode() or "1000000")

@@ -1,10 +1,11 @@
 """Apps with every kind of lifespan behaviour (tests/integration/test_lifespan.py)."""
 
+import os
 import sys
 
 
 def say(text: str) -> None:
-    print(text, flush=True, file=sys.stderr)
+    os.write(2, (str(text) + "\n").encode())  # one write: lines never mix
 
 
 async def _hello(send, body: bytes = b"hello") -> None:
