@@ -66,6 +66,7 @@ class H1Connection(asyncio.Protocol):
             self,
             limit_request_line=state.config.limit_request_line,
             limit_header_size=state.config.limit_header_size,
+            limit_request_body=state.config.limit_request_body,
         )
         self.queue: deque[Request] = deque()
         self.cycle = None  # the request being handled

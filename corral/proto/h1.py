@@ -119,7 +119,7 @@ def _check_transfer_coding(te: bytes) -> None:
         raise ProtocolError(501, f"Transfer-Encoding {unsupported[0].decode('latin-1')} is not supported")
 
 
-_SPECIAL_HEADERS = frozenset({b"host", b"expect", b"transfer-encoding", b"upgrade"})
+_SPECIAL_HEADERS = frozenset({b"host", b"expect", b"transfer-encoding", b"upgrade", b"content-length"})
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 
 # RFC 9110 §7.2: Host = uri-host [ ":" port ]; reg-name, IPv4 or [IPv6].
@@ -129,8 +129,12 @@ _VALID_HOST = re.compile(rb"(?:[A-Za-z0-9\-._~!$&'()*+,;=%]*|\[[0-9A-Fa-f:.vV]+\
 class RequestParser:
     """Incremental request parser; see the module docstring for the sink contract."""
 
-    def __init__(self, sink, *, limit_request_line: int = 8192, limit_header_size: int = 65536) -> None:
+    def __init__(
+        self, sink, *, limit_request_line: int = 8192, limit_header_size: int = 65536, limit_request_body: int = 0
+    ) -> None:
         self._sink = sink
+        self._limit_request_body = limit_request_body or float("inf")
+        self._body_size = 0
         self._limit_request_line = limit_request_line
         self._limit_header_size = limit_header_size
         self._parser = httptools.HttpRequestParser(self)
@@ -218,6 +222,10 @@ class RequestParser:
             self._transfer_encoding = value if te is None else te + b"," + value
         elif name == b"upgrade":
             self._upgrade = value.strip().lower()
+        elif name == b"content-length":
+            # llhttp validates it; refuse a declared body over the limit up front.
+            if value.isdigit() and int(value) > self._limit_request_body:
+                raise ProtocolError(413, "Request body too large")
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -262,12 +270,15 @@ class RequestParser:
         self._sink.on_request(request)
 
     def on_body(self, body: bytes) -> None:
+        self._body_size += len(body)
+        if self._body_size > self._limit_request_body:
+            raise ProtocolError(413, "Request body too large")
         self._sink.on_body(self._request, body)
 
     def on_message_complete(self) -> None:
         # Reset per-message state here rather than in on_message_begin (one
         # callback less per request).
-        self._head_bytes = self._header_size = 0
+        self._head_bytes = self._header_size = self._body_size = 0
         self._url = b""
         self._headers = []
         self._hosts = []
