@@ -157,42 +157,10 @@ def exchange(sock: socket.socket, data: bytes = b"", *, until_close: bool = True
 
 
 def read_response(sock: socket.socket, timeout: float = 10.0) -> tuple[bytes, dict[bytes, bytes], bytes]:
-    """Read exactly one response with a Content-Length or chunked body."""
-    sock.settimeout(timeout)
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError(f"closed before a full head: {buf!r}")
-        buf += chunk
-    head, _, rest = buf.partition(b"\r\n\r\n")
-    status_line, *lines = head.split(b"\r\n")
-    headers = {}
-    for line in lines:
-        name, _, value = line.partition(b":")
-        headers[name.strip().lower()] = value.strip()
-    if b"content-length" in headers:
-        length = int(headers[b"content-length"])
-        while len(rest) < length:
-            chunk = sock.recv(65536)
-            if not chunk:
-                raise ConnectionError("closed mid-body")
-            rest += chunk
-        return status_line, headers, rest[:length]
-    if headers.get(b"transfer-encoding") == b"chunked":
-        body = b""
-        while True:
-            while b"\r\n" not in rest:
-                rest += sock.recv(65536)
-            size_line, _, rest = rest.partition(b"\r\n")
-            size = int(size_line.split(b";")[0], 16)
-            while len(rest) < size + 2:
-                rest += sock.recv(65536)
-            body += rest[:size]
-            rest = rest[size + 2:]
-            if size == 0:
-                return status_line, headers, body
-    return status_line, headers, rest
+    """Read one response: (status line, headers, body). Bytes after it are
+    dropped: read pipelined responses with ``Reader``."""
+    response = Reader(sock, timeout).response()
+    return response.status, response.headers, response.body
 
 
 class Load:

@@ -1,6 +1,6 @@
 import httpx
 
-from support import exchange, read_response
+from support import Reader
 
 
 def test_hello_keep_alive(server_factory):
@@ -18,9 +18,8 @@ def test_pipelined_in_order(server_factory):
     server = server_factory()
     with server.connect() as sock:
         sock.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\nPOST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcGET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        first = read_response(sock)
-        second = read_response(sock)
-        third = read_response(sock)
-    assert first[2].isdigit()
-    assert second[2] == b"abc"
-    assert third[2] == b"Hello, world!"
+        reader = Reader(sock)
+        first, second, third = reader.response(), reader.response(), reader.response()
+    assert first.body.isdigit()
+    assert second.body == b"abc"
+    assert third.body == b"Hello, world!"
