@@ -137,25 +137,6 @@ class Server:
                 self.kill()
 
 
-def exchange(sock: socket.socket, data: bytes = b"", *, until_close: bool = True, timeout: float = 10.0) -> bytes:
-    """Send ``data``; read until the server closes (or ``timeout``)."""
-    if data:
-        sock.sendall(data)
-    sock.settimeout(timeout)
-    chunks = []
-    while True:
-        try:
-            chunk = sock.recv(65536)
-        except socket.timeout:
-            if until_close:
-                raise
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def read_response(sock: socket.socket, timeout: float = 10.0) -> tuple[bytes, dict[bytes, bytes], bytes]:
     """Read one response: (status line, headers, body). Bytes after it are
     dropped: read pipelined responses with ``Reader``."""
