@@ -1,6 +1,7 @@
 """Master and workers: real processes, real signals (issue 3)."""
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -232,3 +233,40 @@ def test_reuseport_mode_serves_and_reloads(server_factory):
         load.stop()
     assert load.failures == []
     assert len(load.pids) >= 3  # both slots served, before and after the reload
+
+
+def test_systemd_socket_activation():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    port = listener.getsockname()[1]
+    fd = listener.fileno()
+    # As systemd does: the socket as fd 3, LISTEN_PID = the server's own pid.
+    activate = (
+        f"import os, sys; os.dup2({fd}, 3); os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1'); "
+        "os.execv(sys.argv[1], sys.argv[1:])"
+    )
+    server = Server("basic:app", wait_ready=False, pass_fds=(fd,), prefix=[sys.executable, "-c", activate])
+    try:
+        server.wait_log(rf"serving http://127.0.0.1:{port}")
+        server.wait_log(r"master: worker \d+ ready")
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert read_response(sock)[2] == b"Hello, world!"
+    finally:
+        server.stop()
+        listener.close()
+
+
+def test_usr1_reopens_log_files(server_factory, tmp_path):
+    log_file = tmp_path / "corral.log"
+    server = server_factory("basic:app", "--log-file", str(log_file), wait_ready=False)
+    wait_until(lambda: "ready" in log_file.read_text() if log_file.exists() else False, message="ready in the log file")
+    server.port = int(re.search(r"serving http://127.0.0.1:(\d+)", log_file.read_text()).group(1))
+    rotated = tmp_path / "corral.log.1"
+    log_file.rename(rotated)
+    server.signal(signal.SIGUSR1)
+    wait_until(log_file.exists, message="the log file to be reopened")
+    get_pid(server)  # an access log line, written by the worker
+    wait_until(lambda: '"GET /pid HTTP/1.1" 200' in log_file.read_text(), message="the access line in the new file")
+    assert '"GET /pid' not in rotated.read_text()
