@@ -357,6 +357,10 @@ class Master:
                 if worker.fd >= 0:
                     os.close(worker.fd)
             self._exited(worker, status)
+            if worker.slot >= self.target and not any(w.slot == worker.slot for w in self.workers.values()):
+                # reuseport: nobody serves this slot any more; close its socket
+                # so the kernel stops queueing connections on it.
+                self.sockets.release_slot(worker.slot)
 
     def _exited(self, worker: WorkerProc, status: int) -> None:
         code = os.waitstatus_to_exitcode(status)

@@ -270,3 +270,28 @@ def test_usr1_reopens_log_files(server_factory, tmp_path):
     get_pid(server)  # an access log line, written by the worker
     wait_until(lambda: '"GET /pid HTTP/1.1" 200' in log_file.read_text(), message="the access line in the new file")
     assert '"GET /pid' not in rotated.read_text()
+
+
+def test_reuseport_ttou_closes_the_slot_socket(server_factory):
+    server = server_factory("basic:app", "--accept", "reuseport", workers=2)
+    master = server.proc.pid
+
+    def listening_sockets() -> int:
+        inodes = set()
+        for fd in os.listdir(f"/proc/{master}/fd"):
+            try:
+                link = os.readlink(f"/proc/{master}/fd/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:"):
+                inodes.add(link)
+        with open("/proc/net/tcp") as table:
+            listening = {f"socket:[{line.split()[9]}]" for line in table if line.split()[3] == "0A"}
+        return len(inodes & listening)
+
+    assert listening_sockets() == 2
+    server.signal(signal.SIGTTOU)
+    server.wait_log(r"worker count lowered")
+    wait_until(lambda: listening_sockets() == 1, message="the slot's socket to close")
+    for _ in range(20):  # every connection still lands on a served socket
+        get_pid(server)
