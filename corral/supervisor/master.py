@@ -291,6 +291,9 @@ class Master:
                 for fd in [w.fd for w in self.workers.values()] + [self._wakeup_r, self._wakeup_w]:
                     if fd >= 0:
                         os.close(fd)
+                for sock in self.sockets.all():
+                    if sock not in sockets:
+                        sock.close()  # another slot's socket: only the master keeps it
                 os.set_blocking(write_fd, False)
                 code = Worker(config, sockets, write_fd, max_requests=max_requests, slot=slot).run()
             except BaseException:
