@@ -235,3 +235,11 @@ def test_request_body_limit(server_factory):
     with server.connect() as sock:
         sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\nConnection: close\r\n\r\n0123456789")
         assert read_response(sock)[2] == b"0123456789"
+
+
+def test_backlog_is_clamped_to_somaxconn_and_logged(server_factory):
+    with open("/proc/sys/net/core/somaxconn") as handle:
+        somaxconn = int(handle.read())
+    server = server_factory("basic:app", "--backlog", str(somaxconn + 1), workers=1)
+    server.wait_log(rf"backlog {somaxconn + 1} clamped to net.core.somaxconn = {somaxconn}")
+    assert request(server)[2] == HELLO
