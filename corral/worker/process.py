@@ -75,6 +75,7 @@ class Worker:
         self.gate: AcceptGate | None = None
         self.lifespan: Lifespan | None = None
         self.stop_mode: asyncio.Future | None = None
+        self.interface = "asgi"
 
     # -- entry point -------------------------------------------------------
 
@@ -91,7 +92,7 @@ class Worker:
             log.exception("error while importing %s", config.app)
             self.report(f"error {config.app} raised {type(exc).__name__} while importing: {exc}")
             return EXIT_BOOT
-        interface = detect_interface(app, config.interface)
+        interface = self.interface = detect_interface(app, config.interface)
         if interface == "wsgi":
             app = WSGIAdapter(app)
         loop = self.loop = new_event_loop()
@@ -135,7 +136,7 @@ class Worker:
             pid=self.pid,
         )
         self.report("ready")
-        log.info("worker %d ready (%s)", self.pid, self.config.interface if self.config.interface != "auto" else "auto")
+        log.info("worker %d ready (%s, %s)", self.pid, self.interface, type(self.loop).__module__.split(".")[0])
         mode = await self.stop_mode
         if mode == "fast":
             return self._fast_shutdown()
