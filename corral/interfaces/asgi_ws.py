@@ -222,6 +222,8 @@ class WebSocketCycle:
             conn.send_message(data)
             if conn.write_paused:
                 await conn.drain()
+                if self.gone:
+                    raise ClientDisconnected("WebSocket closed while the client was not reading")
         elif kind == "websocket.accept":
             if self.phase != CONNECTING:
                 raise RuntimeError(f"ASGI: websocket.accept {_WHEN[self.phase]}")

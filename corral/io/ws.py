@@ -19,6 +19,12 @@ being flushed) -> CLOSED (transport gone). The server closes TCP first:
 after a complete close handshake at once, after failing the connection by
 half-closing and reading until the peer goes.
 
+Writes: frames are queued per connection and written in one
+``transport.write`` at the end of the event-loop pass (or at
+``FLUSH_SIZE``): an app that sends many messages without waiting (a
+broadcast) costs one syscall per connection, not one per message. Close
+frames flush at once.
+
 Flow control: the app's ``send`` waits while the transport is paused for
 writing; reading pauses while the session holds more unread messages than
 its high-water mark (``asgi_ws.RECV_HIGH_*``).
@@ -59,6 +65,9 @@ log = logging.getLogger("corral.error")
 CLOSE_TIMEOUT = 5.0
 # Bytes a client may send before the app accepts; reading pauses beyond.
 EARLY_LIMIT = 64 * 1024
+# Frames written in one pass of the event loop are coalesced into one
+# transport write (one syscall) at the end of the pass, or at this size.
+FLUSH_SIZE = 64 * 1024
 
 HANDSHAKE, OPEN, CLOSING, CLOSED = range(4)
 
@@ -69,7 +78,19 @@ class WebSocketUpgrade:
     def __init__(self, state, handler) -> None:
         self.state = state
         self.handler = handler  # builds the ASGI session (interfaces/asgi_ws.py)
+        self.dirty: list = []  # connections with frames not yet written
         state.sweep_upgraded = self.sweep
+
+    def schedule_flush(self, ws) -> None:
+        dirty = self.dirty
+        if not dirty:
+            self.state.loop.call_soon(self.flush_all)
+        dirty.append(ws)
+
+    def flush_all(self) -> None:
+        dirty, self.dirty = self.dirty, []
+        for ws in dirty:
+            ws.flush()
 
     def __call__(self, conn, rest: bytes) -> None:
         state = self.state
@@ -93,7 +114,7 @@ class WebSocketUpgrade:
         except HandshakeError as exc:
             self._refuse(conn, exc.status, exc.detail, exc.headers)
             return
-        ws = WSConnection(state, transport, conn, request, handshake, rest)
+        ws = WSConnection(state, self, transport, conn, request, handshake, rest)
         conn.upgrade = ws
         conn.closing = True  # the H1Connection is done with this transport
         transport.set_protocol(ws)
@@ -138,8 +159,11 @@ class WebSocketUpgrade:
 class WSConnection(asyncio.Protocol):
     __slots__ = (
         "state",
+        "upgrader",
         "loop",
         "transport",
+        "out",
+        "out_size",
         "client",
         "server",
         "scheme",
@@ -160,10 +184,13 @@ class WSConnection(asyncio.Protocol):
         "lost_waiter",
     )
 
-    def __init__(self, state, transport, conn, request, handshake, rest: bytes) -> None:
+    def __init__(self, state, upgrader, transport, conn, request, handshake, rest: bytes) -> None:
         self.state = state
+        self.upgrader = upgrader
         self.loop = state.loop
         self.transport = transport
+        self.out: list[bytes] | None = None  # frames not yet written (see flush)
+        self.out_size = 0
         self.client = conn.client
         self.server = conn.server
         self.scheme = "wss" if conn.scheme == "https" else "ws"
@@ -247,7 +274,7 @@ class WSConnection(asyncio.Protocol):
 
     def on_ping(self, payload: bytes) -> None:
         if self.phase == OPEN:
-            self.transport.write(encode_frame(OP_PONG, payload))
+            self.write(encode_frame(OP_PONG, payload))
 
     def on_pong(self, payload: bytes) -> None:
         pass  # any input counts as liveness (data_received)
@@ -256,7 +283,8 @@ class WSConnection(asyncio.Protocol):
         if self.phase == OPEN:
             # The peer starts the close handshake: echo its Close, then close.
             self.close_sent = code if code != 1005 else None
-            self.transport.write(encode_close(self.close_sent, reason))
+            self.write(encode_close(self.close_sent, reason))
+        self.flush()
         self.phase = CLOSING
         self.deadline = self.state.now + CLOSE_TIMEOUT
         self.transport.close()
@@ -283,14 +311,35 @@ class WSConnection(asyncio.Protocol):
             self.data_received(b"".join(early))
 
     def send_message(self, data) -> None:
-        self.transport.write(encode_message(data, self.compressor))
+        self.write(encode_message(data, self.compressor))
+
+    def write(self, frame: bytes) -> None:
+        """Queue a frame; written with the others at the end of this loop pass."""
+        out = self.out
+        if out is None:
+            self.out = [frame]
+            self.out_size = len(frame)
+            self.upgrader.schedule_flush(self)
+        else:
+            out.append(frame)
+            self.out_size += len(frame)
+        if self.out_size >= FLUSH_SIZE:
+            self.flush()
+
+    def flush(self) -> None:
+        out = self.out
+        if out is not None:
+            self.out = None
+            if self.phase != CLOSED and not self.transport.is_closing():
+                self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Start the close handshake (app close, shutdown)."""
         if self.phase != OPEN:
             return
         self.close_sent = code
-        self.transport.write(encode_close(code, reason))
+        self.write(encode_close(code, reason))
+        self.flush()
         self.phase = CLOSING
         self.deadline = self.state.now + CLOSE_TIMEOUT
 
@@ -299,7 +348,8 @@ class WSConnection(asyncio.Protocol):
         log.info("%s: WebSocket closed with %d: %s", _peer(self.client), code, reason)
         if self.phase == OPEN:
             self.close_sent = code
-            self.transport.write(encode_close(code, reason))
+            self.write(encode_close(code, reason))
+        self.flush()
         self.phase = CLOSING
         self.deadline = self.state.now + CLOSE_TIMEOUT
         self._write_eof()
@@ -329,14 +379,15 @@ class WSConnection(asyncio.Protocol):
         log.info("%s: WebSocket ping unanswered for %.0fs; closing", _peer(self.client), self.state.now - self.ping_sent)
         self.state.counters["timeouts"] += 1
         self.close_sent = 1011
-        self.transport.write(encode_close(1011, "keepalive ping timeout"))
+        self.write(encode_close(1011, "keepalive ping timeout"))
+        self.flush()
         self.phase = CLOSING
         self._disconnected(1011, "keepalive ping timeout")
         self.transport.abort()
 
     def ping(self, now: float) -> None:
         self.ping_sent = now or 1e-9
-        self.transport.write(b"\x89\x00")
+        self.write(b"\x89\x00")
 
     def pause_reading(self) -> None:
         if not self.reading_paused and self.phase != CLOSED and not self.transport.is_closing():
