@@ -382,8 +382,14 @@ class WSConnection(asyncio.Protocol):
         self.write(encode_close(1011, "keepalive ping timeout"))
         self.flush()
         self.phase = CLOSING
+        self.deadline = self.state.now + CLOSE_TIMEOUT
         self._disconnected(1011, "keepalive ping timeout")
-        self.transport.abort()
+        # No close handshake with a peer that does not answer: close now. If
+        # the Close frame is still queued behind unread data, cut instead.
+        if self.transport.get_write_buffer_size():
+            self.transport.abort()
+        else:
+            self.transport.close()
 
     def ping(self, now: float) -> None:
         self.ping_sent = now or 1e-9
