@@ -19,7 +19,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from corral.proto.ws import _py_apply_mask
-from support import Server, read_response
+from support import Reader, Server, read_response
 
 KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
 ACCEPT = b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
@@ -186,10 +186,12 @@ def test_early_data_after_the_handshake_is_kept(server):
 def test_upgrade_pipelined_behind_a_request_is_served_as_http(server):
     with server.connect() as sock:
         sock.sendall(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n" + Raw(server).request)
-        first = read_response(sock)
-        second = read_response(sock)
-        assert first[2] == b"http /first"
-        assert second[0].split()[1] == b"200" and second[2] == b"http /echo"
+        reader = Reader(sock)
+        first = reader.response()
+        second = reader.response()
+        assert first.body == b"http /first"
+        assert second.code == 200 and second.body == b"http /echo"
+        assert second.headers[b"connection"] == b"close"
 
 
 def test_wsgi_app_answers_upgrades_over_http(server_factory):
