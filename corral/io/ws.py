@@ -46,7 +46,6 @@ import logging
 
 from ..proto.h1 import error_response
 from ..proto.ws import (
-    OP_PING,
     OP_PONG,
     HandshakeError,
     Parser,

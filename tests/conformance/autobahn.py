@@ -93,7 +93,7 @@ def main(argv=None) -> int:
                 break
             except OSError:
                 if time.monotonic() > deadline or server.poll() is not None:
-                    raise SystemExit(f"corral did not start; see {log.name}")
+                    raise SystemExit(f"corral did not start; see {log.name}") from None
                 time.sleep(0.1)
         env = dict(os.environ, PYTHONUSERBASE=userbase)
         subprocess.run([wstest, "-m", "fuzzingclient", "-s", spec_path], check=True, env=env, cwd=args.workdir,

@@ -6,12 +6,10 @@ tests wait on. Raw-socket tests send exact frames and read exact frames back.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import select
 import signal
-import socket
 import time
 
 import pytest
