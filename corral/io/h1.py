@@ -22,6 +22,7 @@ import logging
 from collections import deque
 
 from ..proto.h1 import ProtocolError, Request, RequestParser, error_response
+from .transport import address, half_close, peer_name
 
 log = logging.getLogger("corral.error")
 
@@ -92,8 +93,8 @@ class H1Connection(asyncio.Protocol):
     def connection_made(self, transport) -> None:
         self.transport = transport
         self.state.connection_opened(self)
-        self.client = _address(transport.get_extra_info("peername"))
-        self.server = _address(transport.get_extra_info("sockname"))
+        self.client = address(transport.get_extra_info("peername"))
+        self.server = address(transport.get_extra_info("sockname"))
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
@@ -270,13 +271,7 @@ class H1Connection(asyncio.Protocol):
         if self.reading_paused:
             self.reading_paused = False
             transport.resume_reading()
-        if transport.can_write_eof():
-            try:
-                transport.write_eof()
-                return
-            except (OSError, RuntimeError):
-                pass
-        transport.close()
+        half_close(transport)
 
     def close_idle(self) -> None:
         """Close a keep-alive connection that sits between requests."""
@@ -305,7 +300,7 @@ class H1Connection(asyncio.Protocol):
 
     def timed_out(self, status: int, detail: str) -> None:
         """A sweep found a timeout: answer ``status`` if nothing was sent yet, close."""
-        log.info("%s: %d %s", _peer(self.client), status, detail)
+        log.info("%s: %d %s", peer_name(self.client), status, detail)
         self.state.counters["timeouts"] += 1
         cycle = self.cycle
         if cycle is not None:
@@ -333,19 +328,7 @@ class H1Connection(asyncio.Protocol):
             cycle.disconnected()  # the body the app is reading is broken
 
     def _send_error(self, exc: ProtocolError) -> None:
-        log.info("%s: %d %s", _peer(self.client), exc.status, exc.detail)
+        log.info("%s: %d %s", peer_name(self.client), exc.status, exc.detail)
         self.state.counters["bad_requests"] += 1
         self.transport.write(error_response(exc.status, exc.detail, self.state.extra_headers))
         self.close()
-
-
-def _address(info):
-    if isinstance(info, tuple) and len(info) >= 2:
-        return (info[0], info[1])
-    return None
-
-
-def _peer(client) -> str:
-    if client is None:
-        return "unix client"
-    return f"{client[0]}:{client[1]}"

@@ -56,6 +56,7 @@ from ..proto.ws import (
     encode_frame,
     encode_message,
 )
+from .transport import half_close, peer_name
 
 log = logging.getLogger("corral.error")
 
@@ -97,7 +98,7 @@ class WebSocketUpgrade:
         if conn.cycle is not None or len(queue) != 1:
             # Requests pipelined ahead of the upgrade: answer everything over
             # HTTP/1.1 and close, as a server without WebSocket support would.
-            log.info("%s: WebSocket upgrade pipelined behind other requests; served as HTTP", _peer(conn.client))
+            log.info("%s: WebSocket upgrade pipelined behind other requests; served as HTTP", peer_name(conn.client))
             queue[-1].keep_alive = False
             conn.run_queue()
             return
@@ -125,7 +126,7 @@ class WebSocketUpgrade:
 
     def _refuse(self, conn, status: int, detail: str, headers: bytes = b"") -> None:
         state = self.state
-        log.info("%s: %d %s", _peer(conn.client), status, detail)
+        log.info("%s: %d %s", peer_name(conn.client), status, detail)
         state.counters["bad_requests"] += 1
         conn.transport.write(error_response(status, detail, state.extra_headers + headers))
         conn.close()
@@ -210,7 +211,7 @@ class WSConnection(asyncio.Protocol):
         self.lost_waiter: asyncio.Future | None = None
 
     def __repr__(self) -> str:
-        return f"<WSConnection {_peer(self.client)} phase={self.phase}>"
+        return f"<WSConnection {peer_name(self.client)} phase={self.phase}>"
 
     # -- asyncio.Protocol ----------------------------------------------------
 
@@ -344,7 +345,7 @@ class WSConnection(asyncio.Protocol):
 
     def fail(self, code: int, reason: str) -> None:
         """Protocol error: send our Close, half-close, drain until the peer goes."""
-        log.info("%s: WebSocket closed with %d: %s", _peer(self.client), code, reason)
+        log.info("%s: WebSocket closed with %d: %s", peer_name(self.client), code, reason)
         if self.phase == OPEN:
             self.close_sent = code
             self.write(encode_close(code, reason))
@@ -375,7 +376,7 @@ class WSConnection(asyncio.Protocol):
             self._write_eof()
 
     def keepalive_expired(self) -> None:
-        log.info("%s: WebSocket ping unanswered for %.0fs; closing", _peer(self.client), self.state.now - self.ping_sent)
+        log.info("%s: WebSocket ping unanswered for %.0fs; closing", peer_name(self.client), self.state.now - self.ping_sent)
         self.state.counters["timeouts"] += 1
         self.close_sent = 1011
         self.write(encode_close(1011, "keepalive ping timeout"))
@@ -455,16 +456,4 @@ class WSConnection(asyncio.Protocol):
         transport = self.transport
         if self.reading_paused:
             self.resume_reading()
-        if transport.can_write_eof():
-            try:
-                transport.write_eof()
-                return
-            except (OSError, RuntimeError):
-                pass
-        transport.close()
-
-
-def _peer(client) -> str:
-    if client is None:
-        return "unix client"
-    return f"{client[0]}:{client[1]}"
+        half_close(transport)
