@@ -38,7 +38,6 @@ class ServerState:
         self.limit_concurrency = config.limit_concurrency or float("inf")
         self.waiting: deque = deque()  # connections queued for a concurrency slot
         self.gate = None  # accept gating (worker/accept.py): opened(n) / closed(n)
-        self.on_all_closed = None  # called when draining and the last connection closes
         self.on_max_requests = None  # called once when --limit-max-requests is reached
         self.max_requests = 0
         self.now = loop.time()
@@ -158,8 +157,6 @@ class ServerState:
                 pass
         if self.gate is not None:
             self.gate.closed(len(self.connections) + len(self.upgraded))
-        if self.draining and not self.connections and self.on_all_closed is not None:
-            self.on_all_closed()
 
     def request_done(self, conn) -> None:
         self.in_flight -= 1

@@ -21,6 +21,18 @@ def get_pid(server) -> int:
         return int(read_response(sock)[2])
 
 
+def reload_under(load: Load, server, reloads: int) -> None:
+    """SIGHUP the master ``reloads`` times, each once the load has made 200
+    more requests, and wait for each reload to complete."""
+    load.wait_requests(200)
+    for _ in range(reloads):
+        mark = server.mark()
+        before = load.ok
+        server.signal(signal.SIGHUP)
+        server.wait_log(r"master: reload complete", start=mark, timeout=20)
+        load.wait_requests(before + 200)
+
+
 def test_n_workers_serve(server_factory):
     server = server_factory(workers=3)
     pids = server.worker_pids()
@@ -70,13 +82,7 @@ def test_hup_under_load_loses_nothing(server_factory, keep_alive):
     old = server.worker_pids()
     load = Load(server.port, threads=4, keep_alive=keep_alive, max_seconds=30)
     try:
-        load.wait_requests(200)
-        for round_ in range(2):
-            mark = server.mark()
-            before = load.ok
-            server.signal(signal.SIGHUP)
-            server.wait_log(r"master: reload complete", start=mark, timeout=20)
-            load.wait_requests(before + 200)
+        reload_under(load, server, reloads=2)
     finally:
         load.stop()
     assert load.failures == []
@@ -223,12 +229,7 @@ def test_reuseport_mode_serves_and_reloads(server_factory):
     server = server_factory("basic:app", "--accept", "reuseport", workers=2)
     load = Load(server.port, threads=4, keep_alive=True, max_seconds=20)
     try:
-        load.wait_requests(200)
-        mark = server.mark()
-        before = load.ok
-        server.signal(signal.SIGHUP)
-        server.wait_log(r"master: reload complete", start=mark, timeout=20)
-        load.wait_requests(before + 200)
+        reload_under(load, server, reloads=1)
     finally:
         load.stop()
     assert load.failures == []
