@@ -195,7 +195,10 @@ class H1Connection(asyncio.Protocol):
         """Called by the handler when a response is complete (or failed)."""
         self.cycle = None
         state = self.state
-        state.request_done(self)
+        state.in_flight -= 1
+        state.requests += 1
+        if state.waiting or state.requests == state.max_requests:
+            state.request_done()
         if self.closing:
             return
         error = self.pending_error

@@ -158,9 +158,9 @@ class ServerState:
         if self.gate is not None:
             self.gate.closed(len(self.connections) + len(self.upgraded))
 
-    def request_done(self, conn) -> None:
-        self.in_flight -= 1
-        self.requests += 1
+    def request_done(self) -> None:
+        """After a request, when a connection waits for a slot or
+        --limit-max-requests is reached (the counts are kept by the caller)."""
         if self.waiting:
             self._next_waiting()
         if self.requests == self.max_requests and self.on_max_requests:

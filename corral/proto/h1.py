@@ -98,14 +98,21 @@ _UNSUPPORTED_VERSION_ERRORS = frozenset({"Invalid HTTP version", "Pause on PRI/U
 _DATA_AFTER_CLOSE = "Data after `Connection: close`"
 
 
-class _Discard:
-    __slots__ = ()
+class _Trailers:
+    """Where trailer fields of a chunked body go: counted against the header
+    size limit, then dropped (RFC 9112 §7.1.2: they must not join the header
+    list the app already holds)."""
 
-    def append(self, item) -> None:
-        pass
+    __slots__ = ("size", "limit")
 
+    def __init__(self, limit: int) -> None:
+        self.size = 0
+        self.limit = limit
 
-_DISCARD = _Discard()
+    def append(self, field) -> None:
+        self.size += len(field[0]) + len(field[1]) + 4
+        if self.size > self.limit:
+            raise ProtocolError(431, "Request header fields too large")
 
 
 def _check_transfer_coding(te: bytes) -> None:
@@ -121,13 +128,31 @@ def _check_transfer_coding(te: bytes) -> None:
 
 _SPECIAL_HEADERS = frozenset({b"host", b"expect", b"transfer-encoding", b"upgrade", b"content-length"})
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
+_MULTIPLE_HOSTS = object()  # stands for the Host value when there was more than one
+_NOT_CHECKED = object()  # no Host value checked yet
 
 # RFC 9110 §7.2: Host = uri-host [ ":" port ]; reg-name, IPv4 or [IPv6].
 _VALID_HOST = re.compile(rb"(?:[A-Za-z0-9\-._~!$&'()*+,;=%]*|\[[0-9A-Fa-f:.vV]+\])(?::[0-9]*)?").fullmatch
 
 
+def _other_method(method: bytes) -> str:
+    """A method outside the common ones (llhttp has checked it is a token)."""
+    if method == b"CONNECT":
+        raise ProtocolError(501, "CONNECT is not supported")
+    return method.decode("ascii")
+
+
 class RequestParser:
-    """Incremental request parser; see the module docstring for the sink contract."""
+    """Incremental request parser; see the module docstring for the sink contract.
+
+    ``in_head`` is True while a request head has begun and is not complete.
+
+    The hot path is one request head per ``feed``: per header, one lower(),
+    one rstrip() and one set lookup. The header block is measured against
+    its limit only when this head's bytes could exceed it, the Host value is
+    validated once per distinct value, and the rarer fields (Expect,
+    Transfer-Encoding, Upgrade, Content-Length) are looked at only when present.
+    """
 
     def __init__(
         self, sink, *, limit_request_line: int = 8192, limit_header_size: int = 65536, limit_request_body: int = 0
@@ -139,16 +164,19 @@ class RequestParser:
         self._limit_header_size = limit_header_size
         self._parser = httptools.HttpRequestParser(self)
         self._request: Request | None = None
-        self._in_head = False
-        self._head_bytes = 0
+        self.in_head = False
+        self._head_bytes = 0  # bytes of earlier feeds that ended inside this head
+        self._feed_bytes = 0  # bytes of the current feed
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
-        self._hosts: list[bytes] = []
-        self._header_size = 0
+        self._trailers = _Trailers(limit_header_size)
+        self._host = None  # the Host value, None, or _MULTIPLE_HOSTS
+        self._valid_host = _NOT_CHECKED  # the last Host value that passed the check
+        self._special = False  # a field of _SPECIAL_HEADERS other than Host was seen
         self._expect = False
         self._transfer_encoding: bytes | None = None
         self._upgrade: bytes | None = None
-        self._valid_host: bytes | None = None
+        self._content_length: bytes | None = None
 
     # -- public API --------------------------------------------------------
 
@@ -156,6 +184,7 @@ class RequestParser:
         """Parse ``data``. Returns None, or, after a request that upgrades the
         connection (WebSocket), the offset in ``data`` where the new protocol's
         bytes begin."""
+        self._feed_bytes = len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -180,7 +209,7 @@ class RequestParser:
                 version = self._parser.get_http_version()
                 raise ProtocolError(505, f"HTTP/{version} is not supported") from None
             raise ProtocolError(400, detail) from None
-        if self._in_head:
+        if self.in_head:
             # llhttp buffers a header until it ends: bound what one head may hold.
             self._head_bytes += len(data)
             if self._head_bytes > self._limit_request_line + self._limit_header_size:
@@ -188,58 +217,73 @@ class RequestParser:
                 raise ProtocolError(431, "Request header fields too large")
         return None
 
-    @property
-    def in_head(self) -> bool:
-        """True while a request head has begun and is not complete."""
-        return self._in_head
-
     # -- llhttp callbacks --------------------------------------------------
 
     def on_url(self, url: bytes) -> None:
-        self._in_head = True
-        url = self._url = self._url + url if self._url else url
+        self.in_head = True
+        if self._url:
+            url = self._url + url
+        self._url = url
         if len(url) > self._limit_request_line:
             raise ProtocolError(414, "Request line too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_size += len(name) + len(value) + 4
         name = name.lower()
         # RFC 9110 §5.5: a field value excludes trailing whitespace (llhttp strips only the leading).
         value = value.rstrip(b" \t")
         if name in _SPECIAL_HEADERS:
-            self._special_header(name, value)
+            if name == b"host":
+                self._host = value if self._host is None else _MULTIPLE_HOSTS
+            else:
+                self._special_header(name, value)
         self._headers.append((name, value))
 
     def _special_header(self, name: bytes, value: bytes) -> None:
-        if self._header_size > self._limit_header_size:
-            raise ProtocolError(431, "Request header fields too large")
-        if name == b"host":
-            self._hosts.append(value)
-        elif name == b"expect":
+        self._special = True
+        if name == b"expect":
             self._expect = value.lower() == b"100-continue"
         elif name == b"transfer-encoding":
             te = self._transfer_encoding
             self._transfer_encoding = value if te is None else te + b"," + value
         elif name == b"upgrade":
             self._upgrade = value.strip().lower()
-        elif name == b"content-length":
-            # llhttp validates it; refuse a declared body over the limit up front.
-            if value.isdigit() and int(value) > self._limit_request_body:
-                raise ProtocolError(413, "Request body too large")
+        else:  # content-length; llhttp validates it
+            self._content_length = value
 
     def on_headers_complete(self) -> None:
-        self._in_head = False
-        if self._header_size > self._limit_header_size:
-            raise ProtocolError(431, "Request header fields too large")
+        self.in_head = False
+        if self._head_bytes + self._feed_bytes > self._limit_header_size:
+            # This head may be over the limit: measure it.
+            if sum(len(name) + len(value) + 4 for name, value in self._headers) > self._limit_header_size:
+                raise ProtocolError(431, "Request header fields too large")
         parser = self._parser
         version = parser.get_http_version()
         if version != "1.1" and version != "1.0":
             raise ProtocolError(505, f"HTTP/{version} is not supported")
         method = parser.get_method()
-        method = _METHODS.get(method) or method.decode("ascii")
-        if method == "CONNECT":
-            raise ProtocolError(501, "CONNECT is not supported")
+        method = _METHODS.get(method) or _other_method(method)
+        if self._special:
+            self._check_special(version)
+        # RFC 9112 §3.2: 400 for a missing (1.1), repeated or invalid Host,
+        # whatever the form of the target.
+        if self._host != self._valid_host:  # else: the same Host as last time
+            self._check_host(version)
         headers = self._headers
+        target = self._url
+        if target[:1] == b"/" and b"#" not in target:  # origin-form, by far the most common
+            raw_path, _, query = target.partition(b"?")
+        else:
+            raw_path, query = self._split_target(method, target, headers)
+        request = self._request = Request(method, target, raw_path, query, version, headers, parser.should_keep_alive())
+        # Trailer fields of a chunked body are counted, then dropped.
+        self._headers = self._trailers
+        if self._special:
+            if self._expect and version == "1.1":
+                request.expect_continue = True
+            request.upgrade = self._upgrade
+        self._sink.on_request(request)
+
+    def _check_special(self, version: str) -> None:
         te = self._transfer_encoding
         if te is not None:
             if version == "1.0":
@@ -247,27 +291,10 @@ class RequestParser:
                 raise ProtocolError(400, "Transfer-Encoding in an HTTP/1.0 request")
             if te.lower() != b"chunked":
                 _check_transfer_coding(te)
-        # RFC 9112 §3.2: 400 for a missing (1.1), repeated or invalid Host,
-        # whatever the form of the target.
-        hosts = self._hosts
-        if len(hosts) != 1 or hosts[0] != self._valid_host:  # else: same Host as last time
-            if version == "1.1" or hosts:
-                self._check_host()
-        target = self._url
-        if target[:1] == b"/" and b"#" not in target:  # origin-form, by far the most common
-            raw_path, _, query = target.partition(b"?")
-        else:
-            raw_path, query = self._split_target(method, target, headers)
-        request = Request(method, target, raw_path, query, version, headers, parser.should_keep_alive())
-        # Trailer fields of a chunked body must not join the header list the
-        # app already holds (RFC 9112 §7.1.2): they are counted, then dropped.
-        self._headers = _DISCARD
-        if self._expect and version == "1.1":
-            request.expect_continue = True
-        if self._upgrade is not None:
-            request.upgrade = self._upgrade
-        self._request = request
-        self._sink.on_request(request)
+        length = self._content_length
+        if length is not None and length.isdigit() and int(length) > self._limit_request_body:
+            # Refuse a declared body over the limit before reading it.
+            raise ProtocolError(413, "Request body too large")
 
     def on_body(self, body: bytes) -> None:
         self._body_size += len(body)
@@ -278,13 +305,15 @@ class RequestParser:
     def on_message_complete(self) -> None:
         # Reset per-message state here rather than in on_message_begin (one
         # callback less per request).
-        self._head_bytes = self._header_size = self._body_size = 0
+        self._head_bytes = 0
         self._url = b""
         self._headers = []
-        self._hosts = []
-        if self._expect or self._transfer_encoding is not None or self._upgrade is not None:
-            self._expect = False
-            self._transfer_encoding = self._upgrade = None
+        self._host = None
+        if self._special:
+            self._special = self._expect = False
+            self._transfer_encoding = self._upgrade = self._content_length = None
+            self._body_size = 0
+            self._trailers.size = 0
         self._sink.on_request_complete(self._request)
 
     # -- helpers -------------------------------------------------------------
@@ -321,16 +350,17 @@ class RequestParser:
             headers.append((b"host", authority))
         return url.path or b"/", url.query or b""
 
-    def _check_host(self) -> None:
-        hosts = self._hosts
-        if not hosts:
-            raise ProtocolError(400, "Missing Host header")
-        if len(hosts) > 1:
+    def _check_host(self, version: str) -> None:
+        host = self._host
+        if host is None:
+            if version == "1.1":
+                raise ProtocolError(400, "Missing Host header")
+            return  # HTTP/1.0 may leave it out
+        if host is _MULTIPLE_HOSTS:
             raise ProtocolError(400, "Multiple Host headers")
-        if hosts[0] != self._valid_host:
-            if not _VALID_HOST(hosts[0]):
-                raise ProtocolError(400, "Invalid Host header")
-            self._valid_host = hosts[0]  # the same Host on the next request skips the regex
+        if not _VALID_HOST(host):
+            raise ProtocolError(400, "Invalid Host header")
+        self._valid_host = host  # the same Host on the next request skips the regex
 
     def _upgraded(self, data: bytes, offset: int) -> int | None:
         request = self._request

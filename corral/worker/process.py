@@ -98,7 +98,7 @@ class Worker:
         loop = self.loop = new_event_loop()
         asyncio.set_event_loop(loop)
         state = self.state = ServerState(config, loop)
-        state.handler = ASGIHandler(app, state)
+        state.handler = ASGIHandler(app, state).new_cycle
         if interface != "wsgi":  # WSGI has no WebSockets: upgrades are answered over HTTP
             state.upgrade_handler = WebSocketUpgrade(state, WebSocketHandler(app, state))
         state.max_requests = self.max_requests
