@@ -64,12 +64,23 @@ def granian_cmd(exe: str, app: str, port: int) -> list[str]:
             "--log-level", "warning", "--working-dir", REPO, app]
 
 
+def reference_cmd(mode: str):
+    def cmd(exe: str, app: str, port: int) -> list[str]:
+        return [exe, os.path.join(REPO, "bench", "reference.py"), mode, str(port), app]
+    return cmd
+
+
 # name -> (default executable, argv builder)
 SERVERS = {
     "corral": (os.path.join(REPO, ".venv", "bin", "corral"), corral_cmd),
     "uvicorn": (os.path.join(BENCH_BIN, "uvicorn"), uvicorn_cmd),
     "granian": (os.path.join(BENCH_BIN, "granian"), granian_cmd),
+    # The machine's ceiling (bench/reference.py): not servers, measuring sticks.
+    "minimal": (os.path.join(REPO, ".venv", "bin", "python"), reference_cmd("minimal")),
+    "bare": (os.path.join(REPO, ".venv", "bin", "python"), reference_cmd("bare")),
 }
+DEFAULT_SERVERS = ("corral", "uvicorn", "granian", "minimal")
+REFERENCES = ("minimal", "bare")
 
 
 class BenchError(Exception):
@@ -186,6 +197,10 @@ def summarize(runs: dict[str, list[dict]]) -> tuple[dict, dict]:
             if name != BASELINE:
                 ratios[f"{BASELINE}/{name}"] = (summary[BASELINE]["median_rps"]
                                                 / summary[name]["median_rps"])
+    # Where the ceiling is: how far the reference loops get against Granian.
+    for ref in REFERENCES:
+        if ref in summary and "granian" in summary:
+            ratios[f"{ref}/granian"] = summary[ref]["median_rps"] / summary["granian"]["median_rps"]
     return summary, ratios
 
 
@@ -203,8 +218,8 @@ def print_table(summary: dict, ratios: dict) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--servers", default=",".join(SERVERS),
-                   help="comma-separated subset of: %(default)s")
+    p.add_argument("--servers", default=",".join(DEFAULT_SERVERS),
+                   help=f"comma-separated subset of: {', '.join(SERVERS)} (default: %(default)s)")
     p.add_argument("--scenario", default="hello", choices=sorted(SCENARIOS))
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--duration", type=int, default=5, help="seconds of wrk per measurement")
