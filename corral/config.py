@@ -172,6 +172,7 @@ OPTIONS: tuple[Option, ...] = (
     _opt("workers", 1, _workers, "Number of worker processes (auto = CPU count).", "N|auto"),
     _opt("accept", "shared", _choice("shared", "reuseport"), "shared: one queue for all workers; reuseport: one SO_REUSEPORT socket per worker slot.", "shared|reuseport"),
     _opt("timeout_worker", 30.0, _seconds, "Kill and replace a worker whose loop is blocked this long (0 = off).", "SECONDS"),
+    _opt("timeout_boot", 60.0, _seconds, "Kill a worker not ready this long after it started (app import and lifespan startup); counts as a failed boot (0 = off).", "SECONDS"),
     _opt("timeout_graceful", 30.0, _seconds, "Longest wait for in-flight work on shutdown and reload.", "SECONDS"),
     _opt("limit_max_requests", 0, _int_range(0), "Recycle a worker after this many requests (0 = never).", "N"),
     _opt("max_requests_jitter", 0, _int_range(0), "Random extra requests added to --limit-max-requests per worker.", "N"),

@@ -139,6 +139,12 @@ class Master:
                 for w in self.workers.values()
                 if w.state != "booting" and w.kill_at is None
             ]
+        if self.config.timeout_boot:
+            deadlines += [
+                w.started + self.config.timeout_boot
+                for w in self.workers.values()
+                if w.state == "booting" and w.kill_at is None
+            ]
         if self.next_spawn_at > now:
             deadlines.append(self.next_spawn_at)
         timeout = max(0.0, min(deadlines) - now) if deadlines else 5.0
@@ -405,12 +411,20 @@ class Master:
     def _enforce_deadlines(self) -> None:
         now = time.monotonic()
         timeout = self.config.timeout_worker
+        boot_timeout = self.config.timeout_boot
         for worker in list(self.workers.values()):
             if worker.kill_at is not None:
                 if now >= worker.kill_at:
                     log.warning("master: worker %d did not exit in time; SIGKILL", worker.pid)
                     self._signal(worker, signal.SIGKILL)
                     worker.kill_at = now + 1.0
+            elif boot_timeout and worker.state == "booting" and now - worker.started > boot_timeout:
+                # A hung import or lifespan startup: its exit is a failed boot
+                # (backoff, or the old workers keep serving a reload).
+                worker.error = f"worker {worker.pid} not ready after {boot_timeout:g}s (--timeout-boot)"
+                log.error("master: %s; dumping its stack, then killing it", worker.error)
+                self._signal(worker, signal.SIGUSR2)
+                worker.kill_at = now + STACK_DUMP_GRACE
             elif timeout and worker.state != "booting" and now - worker.last_heartbeat > timeout:
                 log.error(
                     "master: worker %d loop blocked for %.1fs (--timeout-worker %.1f); dumping its stack, then killing it",

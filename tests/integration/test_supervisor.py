@@ -183,6 +183,29 @@ def test_boot_failure_exits_cleanly():
     )
 
 
+def test_worker_hung_in_boot_is_killed_then_corral_exits_3():
+    result = run_corral("boot_hang:app", "--timeout-boot", "0.3")
+    assert result.returncode == 3
+    lines = result.stderr.strip().splitlines()
+    assert re.fullmatch(r"corral: error: worker \d+ not ready after 0.3s \(--timeout-boot\)", lines[-1])
+    assert len(re.findall(r"not ready after 0.3s \(--timeout-boot\); dumping its stack", result.stderr)) == 5
+    assert "boot_hang.py" in result.stderr  # the stack dump shows where it hangs
+
+
+def test_reload_whose_workers_hang_in_boot_keeps_old_workers(server_factory, tmp_path):
+    app_file = tmp_path / "flip_hang.py"
+    app_file.write_text((APPS / "basic.py").read_text())
+    server = server_factory("flip_hang:app", "--app-dir", str(tmp_path), "--timeout-boot", "0.5", workers=2)
+    old = server.worker_pids()
+    app_file.write_text((APPS / "boot_hang.py").read_text())
+    mark = server.mark()
+    server.signal(signal.SIGHUP)
+    server.wait_log(r"not ready after 0.5s \(--timeout-boot\)", start=mark)
+    server.wait_log(r"reload failed; the previous workers keep serving", start=mark)
+    wait_until(lambda: server.worker_pids() == old, message="the hung workers to be gone")
+    assert get_pid(server) in old
+
+
 def test_lifespan_startup_failure_exits_nonzero():
     result = run_corral("lifespan_fail:app")
     assert result.returncode == 3
