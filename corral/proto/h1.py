@@ -126,7 +126,7 @@ def _check_transfer_coding(te: bytes) -> None:
         raise ProtocolError(501, f"Transfer-Encoding {unsupported[0].decode('latin-1')} is not supported")
 
 
-_SPECIAL_HEADERS = frozenset({b"host", b"expect", b"transfer-encoding", b"upgrade", b"content-length"})
+_SPECIAL_HEADERS = frozenset({b"host", b"connection", b"expect", b"transfer-encoding", b"upgrade", b"content-length"})
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 _MULTIPLE_HOSTS = object()  # stands for the Host value when there was more than one
 _NOT_CHECKED = object()  # no Host value checked yet
@@ -172,7 +172,8 @@ class RequestParser:
         self._trailers = _Trailers(limit_header_size)
         self._host = None  # the Host value, None, or _MULTIPLE_HOSTS
         self._valid_host = _NOT_CHECKED  # the last Host value that passed the check
-        self._special = False  # a field of _SPECIAL_HEADERS other than Host was seen
+        self._connection = False  # a Connection field was seen
+        self._special = False  # a field of _SPECIAL_HEADERS other than Host or Connection was seen
         self._expect = False
         self._transfer_encoding: bytes | None = None
         self._upgrade: bytes | None = None
@@ -234,6 +235,8 @@ class RequestParser:
         if name in _SPECIAL_HEADERS:
             if name == b"host":
                 self._host = value if self._host is None else _MULTIPLE_HOSTS
+            elif name == b"connection":
+                self._connection = True
             else:
                 self._special_header(name, value)
         self._headers.append((name, value))
@@ -257,9 +260,16 @@ class RequestParser:
             if sum(len(name) + len(value) + 4 for name, value in self._headers) > self._limit_header_size:
                 raise ProtocolError(431, "Request header fields too large")
         parser = self._parser
-        version = parser.get_http_version()
-        if version != "1.1" and version != "1.0":
-            raise ProtocolError(505, f"HTTP/{version} is not supported")
+        keep_alive = parser.should_keep_alive()
+        if keep_alive and not self._connection:
+            # Without a Connection field llhttp keeps only HTTP/1.1 alive
+            # (1.0, 0.9 and 2.0 need "keep-alive"; it refuses other versions
+            # before this point): no need to ask, which formats a string.
+            version = "1.1"
+        else:
+            version = parser.get_http_version()
+            if version != "1.1" and version != "1.0":
+                raise ProtocolError(505, f"HTTP/{version} is not supported")
         method = parser.get_method()
         method = _METHODS.get(method) or _other_method(method)
         if self._special:
@@ -274,7 +284,7 @@ class RequestParser:
             raw_path, _, query = target.partition(b"?")
         else:
             raw_path, query = self._split_target(method, target, headers)
-        request = self._request = Request(method, target, raw_path, query, version, headers, parser.should_keep_alive())
+        request = self._request = Request(method, target, raw_path, query, version, headers, keep_alive)
         # Trailer fields of a chunked body are counted, then dropped.
         self._headers = self._trailers
         if self._special:
@@ -309,6 +319,8 @@ class RequestParser:
         self._url = b""
         self._headers = []
         self._host = None
+        if self._connection:
+            self._connection = False
         if self._special:
             self._special = self._expect = False
             self._transfer_encoding = self._upgrade = self._content_length = None
@@ -396,7 +408,17 @@ class ResponsePlan:
     request kind) and cached: the head bytes up to the per-response lines,
     and the body framing. Shared between responses: never mutate one."""
 
-    __slots__ = ("prefix", "suffix", "chunked", "keep_alive", "body_allowed", "content_length", "add_length")
+    __slots__ = (
+        "prefix",
+        "suffix",
+        "chunked",
+        "keep_alive",
+        "body_allowed",
+        "content_length",
+        "add_length",
+        "_extra",
+        "_head",
+    )
 
     def __init__(self, prefix, suffix, chunked, keep_alive, body_allowed, content_length, add_length):
         self.prefix: bytes = prefix  # status line and the app's header lines
@@ -406,12 +428,19 @@ class ResponsePlan:
         self.body_allowed: bool = body_allowed
         self.content_length: int | None = content_length  # as the app declared it
         self.add_length: bool = add_length  # the sender adds "content-length: <len(body)>"
+        self._extra: bytes | None = None  # the extra lines _head was built with
+        self._head = b""  # the last head without a length line
 
     def render(self, body_length: int | None, extra: bytes) -> bytes:
-        """The whole head; ``extra`` is prebuilt lines (Date, Server)."""
+        """The whole head; ``extra`` is prebuilt lines (Date, Server), the
+        same object for a second: a head without a length line is built once
+        per ``extra``."""
         if self.add_length:
             return b"%bcontent-length: %d\r\n%b%b\r\n" % (self.prefix, body_length, self.suffix, extra)
-        return b"%b%b%b\r\n" % (self.prefix, self.suffix, extra)
+        if extra is not self._extra:
+            self._head = b"%b%b%b\r\n" % (self.prefix, self.suffix, extra)
+            self._extra = extra
+        return self._head
 
 
 class ResponseHead:

@@ -21,6 +21,7 @@ from corral.proto.h1 import (
     encode_chunk,
     encode_head,
     error_response,
+    plan_response,
 )
 
 NEXT = b"GET /next HTTP/1.1\r\nHost: next.example\r\n\r\n"
@@ -215,9 +216,43 @@ class TestRFC9112Section2_3HTTPVersion:
         assert request.headers == []
 
     @pytest.mark.parametrize(
+        "head, version, keep_alive",
+        [
+            (b"GET / HTTP/1.1\r\nHost: a\r\n", "1.1", True),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\n", "1.1", True),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n", "1.1", False),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade-Insecure, close\r\n", "1.1", False),
+            (b"GET / HTTP/1.0\r\n", "1.0", False),
+            (b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n", "1.0", True),
+            (b"GET / HTTP/1.0\r\nConnection: close\r\n", "1.0", False),
+        ],
+    )
+    def test_version_and_keep_alive(self, how, head, version, keep_alive):
+        request = only_request(parse(head + b"\r\n", how))
+        assert (request.http_version, request.keep_alive) == (version, keep_alive)
+
+    def test_versions_alternating_on_one_connection(self):
+        sink = Recorder()
+        parser = RequestParser(sink)
+        heads = [
+            b"GET /1 HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\n\r\n",
+            b"GET /2 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+            b"GET /3 HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET /4 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+        ]
+        parser.feed(b"".join(heads))
+        assert [(r.target, r.http_version, r.keep_alive) for r in sink.requests] == [
+            (b"/1", "1.1", True),
+            (b"/2", "1.0", True),
+            (b"/3", "1.1", True),
+            (b"/4", "1.0", True),
+        ]
+
+    @pytest.mark.parametrize(
         "line, version",
         [
             (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", "2.0"),
+            (b"GET / HTTP/2.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n", "2.0"),
             (b"GET / HTTP/3.0\r\nHost: a\r\n\r\n", "3.0"),
             (b"GET /\r\n\r\n", "0.9"),
             (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "2.0"),
@@ -677,6 +712,19 @@ class TestRFC9112Section4StatusLine:
             b"x-two: 3",
             b"content-length: 5",
         ]
+
+    def test_a_cached_plan_renders_each_extra_and_length_exactly(self):
+        headers = ((b"content-type", b"text/plain"), (b"content-length", b"2"))
+        plan = plan_response(200, headers, False, True, True, True)
+        assert plan is plan_response(200, list(headers), False, True, True, True)
+        base = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n"
+        for extra in (b"", b"date: one\r\n", b"date: one\r\n", b"date: two\r\n", b""):
+            assert plan.render(2, extra) == base + extra + b"\r\n"
+        added = plan_response(200, ((b"content-type", b"text/plain"),), False, True, True, True)
+        assert added.render(7, b"date: d\r\n") == (
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 7\r\ndate: d\r\n\r\n"
+        )
+        assert added.render(12, b"") == b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 12\r\n\r\n"
 
     def test_unknown_status_has_an_empty_reason(self):
         head = encode_head(599, [], request=req(), keep_alive=True, body_length=0)
