@@ -1,0 +1,154 @@
+"""The cost of one request inside a worker, without sockets or a client.
+
+A real ``H1Connection`` with the real ASGI cycle is fed the request wrk sends,
+from a loop callback as a transport would, N times; the transport's write
+does nothing. Stages: ``parser`` (RequestParser alone), ``conn`` (parser and
+connection, with a handler that answers without ASGI), ``full`` (everything
+up to the transport write).
+
+    .venv/bin/python bench/hotpath.py              # microseconds per request (noisy)
+    .venv/bin/python bench/hotpath.py --callgrind  # instructions per request (exact)
+
+``--callgrind`` runs this script under ``valgrind --tool=callgrind`` with N
+requests and with none, for each stage, and prints the difference divided by
+N: the same figure on every run, whatever else the machine is doing, so the
+one to compare before and after a change of the hot path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n"
+STAGES = ("parser", "conn", "full")
+
+
+class NullTransport:
+    def write(self, data):
+        pass
+
+    def writelines(self, parts):
+        pass
+
+    def get_extra_info(self, name, default=None):
+        return ("127.0.0.1", 40000)
+
+    def is_closing(self):
+        return False
+
+
+def build(stage: str):
+    """Return a function feeding one request to the stage, and a closer."""
+    from bench.apps import hello
+    from corral.config import Config
+    from corral.interfaces.asgi import ASGIHandler
+    from corral.io.h1 import H1Connection
+    from corral.io.state import ServerState
+    from corral.proto.h1 import RequestParser
+
+    loop = asyncio.new_event_loop()
+    try:
+        import uvloop
+
+        loop.close()
+        loop = uvloop.new_event_loop()
+    except ImportError:  # pragma: no cover
+        pass
+    asyncio.set_event_loop(loop)
+    state = ServerState(Config(app="bench.apps:hello", access_log=False), loop)
+    if stage == "parser":
+
+        class Sink:
+            def on_request(self, request):
+                pass
+
+            def on_body(self, request, chunk):
+                pass
+
+            def on_request_complete(self, request):
+                pass
+
+        return loop, state, RequestParser(Sink()).feed
+    if stage == "conn":
+
+        class Answer:
+            __slots__ = ("conn", "request", "head")
+
+            def __init__(self, conn, request):
+                self.conn, self.request, self.head = conn, request, None
+
+            def start(self):
+                self.conn.transport.write(b"")
+                self.conn.cycle_done(self, True)
+
+        state.handler = Answer
+    else:
+        state.handler = ASGIHandler(hello, state).new_cycle
+    conn = H1Connection(state)
+    conn.connection_made(NullTransport())
+    return loop, state, conn.data_received
+
+
+def run(stage: str, n: int) -> float:
+    loop, state, feed = build(stage)
+    elapsed = []
+
+    def main():
+        started = time.perf_counter()
+        for _ in range(n):
+            feed(REQUEST)
+        elapsed.append(time.perf_counter() - started)
+
+    loop.call_soon(main)
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+    if state.stepper.tasks_created:
+        raise SystemExit(f"{stage}: the hello app suspended ({state.stepper.tasks_created} tasks)")
+    state.stepper.close()
+    loop.close()
+    return elapsed[0]
+
+
+def callgrind(stage: str, n: int) -> int:
+    def collected(count: int) -> int:
+        out = subprocess.run(
+            ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+             sys.executable, os.path.abspath(__file__), "--stage", stage, "-n", str(count)],
+            capture_output=True, text=True, check=True,
+        ).stderr
+        return int(re.search(r"Collected : (\d+)", out).group(1))
+
+    return (collected(n) - collected(0)) // n
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--stage", choices=STAGES, help="one stage only (default: all)")
+    p.add_argument("-n", type=int, default=None, help="requests (default 200000, or 20000 with --callgrind)")
+    p.add_argument("--callgrind", action="store_true", help="count instructions under valgrind")
+    args = p.parse_args()
+    stages = [args.stage] if args.stage else list(STAGES)
+    if args.callgrind:
+        n = args.n or 20000
+        for stage in stages:
+            print(f"{stage:<7} {callgrind(stage, n):>8} instructions/request")
+        return 0
+    n = args.n if args.n is not None else 200000
+    for stage in stages:
+        seconds = run(stage, n)
+        if n:
+            print(f"{stage:<7} {seconds / n * 1e6:8.2f} us/request")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
