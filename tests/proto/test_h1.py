@@ -466,6 +466,24 @@ class TestRFC9112Section6MessageBody:
         sink = parse(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n", how)
         assert sink.body(sink.requests[0]) == b"x"
 
+    def test_trailer_fields_over_the_header_limit_are_431(self, how):
+        data = (
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"3\r\nabc\r\n0\r\n" + b"X-T: " + b"t" * 300 + b"\r\n\r\n"
+        )
+        error = assert_rejected(data, how, 431, head_reported=True, limit_header_size=256)
+        assert error.detail == "Request header fields too large"
+
+    def test_trailer_limit_is_per_request(self):
+        sink = Recorder()
+        parser = RequestParser(sink, limit_header_size=256)
+        one = (
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"1\r\nx\r\n0\r\nX-T: " + b"t" * 150 + b"\r\n\r\n"
+        )
+        parser.feed(one * 3)
+        assert [kind for kind in sink.kinds() if kind == "complete"] == ["complete"] * 3
+
     def test_trailer_fields_do_not_join_the_headers(self, how):
         data = (
             b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
