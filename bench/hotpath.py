@@ -25,6 +25,8 @@ import subprocess
 import sys
 import time
 
+import uvloop
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
@@ -55,14 +57,7 @@ def build(stage: str):
     from corral.io.state import ServerState
     from corral.proto.h1 import RequestParser
 
-    loop = asyncio.new_event_loop()
-    try:
-        import uvloop
-
-        loop.close()
-        loop = uvloop.new_event_loop()
-    except ImportError:  # pragma: no cover
-        pass
+    loop = uvloop.new_event_loop()  # what the worker runs on
     asyncio.set_event_loop(loop)
     state = ServerState(Config(app="bench.apps:hello", access_log=False), loop)
     if stage == "parser":

@@ -319,8 +319,7 @@ class RequestParser:
         self._url = b""
         self._headers = []
         self._host = None
-        if self._connection:
-            self._connection = False
+        self._connection = False
         if self._special:
             self._special = self._expect = False
             self._transfer_encoding = self._upgrade = self._content_length = None
@@ -406,7 +405,8 @@ def status_line(status: int) -> bytes:
 class ResponsePlan:
     """How to send a response, decided once per distinct (status, headers,
     request kind) and cached: the head bytes up to the per-response lines,
-    and the body framing. Shared between responses: never mutate one."""
+    and the body framing. Shared between responses: never change its fields
+    (``render`` keeps the last head it built, for the next response)."""
 
     __slots__ = (
         "prefix",

@@ -132,19 +132,7 @@ class Master:
 
     def _sleep(self) -> None:
         now = time.monotonic()
-        deadlines = [w.kill_at for w in self.workers.values() if w.kill_at is not None]
-        if self.config.timeout_worker:
-            deadlines += [
-                w.last_heartbeat + self.config.timeout_worker
-                for w in self.workers.values()
-                if w.state != "booting" and w.kill_at is None
-            ]
-        if self.config.timeout_boot:
-            deadlines += [
-                w.started + self.config.timeout_boot
-                for w in self.workers.values()
-                if w.state == "booting" and w.kill_at is None
-            ]
+        deadlines = [d for d in map(self._deadline, self.workers.values()) if d is not None]
         if self.next_spawn_at > now:
             deadlines.append(self.next_spawn_at)
         timeout = max(0.0, min(deadlines) - now) if deadlines else 5.0
@@ -408,33 +396,42 @@ class Master:
         self.next_spawn_at = time.monotonic() + delay
         log.info("master: next boot attempt in %.1fs (%d consecutive failures)", delay, self.boot_failures)
 
+    def _deadline(self, worker: WorkerProc) -> float | None:
+        """When the master must next act on ``worker``: its SIGKILL is due, or
+        its boot (--timeout-boot) or heartbeat (--timeout-worker) allowance ends."""
+        if worker.kill_at is not None:
+            return worker.kill_at
+        config = self.config
+        if worker.state == "booting":
+            return worker.started + config.timeout_boot if config.timeout_boot else None
+        return worker.last_heartbeat + config.timeout_worker if config.timeout_worker else None
+
     def _enforce_deadlines(self) -> None:
         now = time.monotonic()
-        timeout = self.config.timeout_worker
-        boot_timeout = self.config.timeout_boot
         for worker in list(self.workers.values()):
+            deadline = self._deadline(worker)
+            if deadline is None or now < deadline:
+                continue
             if worker.kill_at is not None:
-                if now >= worker.kill_at:
-                    log.warning("master: worker %d did not exit in time; SIGKILL", worker.pid)
-                    self._signal(worker, signal.SIGKILL)
-                    worker.kill_at = now + 1.0
-            elif boot_timeout and worker.state == "booting" and now - worker.started > boot_timeout:
+                log.warning("master: worker %d did not exit in time; SIGKILL", worker.pid)
+                self._signal(worker, signal.SIGKILL)
+                worker.kill_at = now + 1.0
+                continue
+            if worker.state == "booting":
                 # A hung import or lifespan startup: its exit is a failed boot
                 # (backoff, or the old workers keep serving a reload).
-                worker.error = f"worker {worker.pid} not ready after {boot_timeout:g}s (--timeout-boot)"
+                worker.error = f"worker {worker.pid} not ready after {self.config.timeout_boot:g}s (--timeout-boot)"
                 log.error("master: %s; dumping its stack, then killing it", worker.error)
-                self._signal(worker, signal.SIGUSR2)
-                worker.kill_at = now + STACK_DUMP_GRACE
-            elif timeout and worker.state != "booting" and now - worker.last_heartbeat > timeout:
+            else:
                 log.error(
                     "master: worker %d loop blocked for %.1fs (--timeout-worker %.1f); dumping its stack, then killing it",
                     worker.pid,
                     now - worker.last_heartbeat,
-                    timeout,
+                    self.config.timeout_worker,
                 )
-                self._signal(worker, signal.SIGUSR2)
-                worker.kill_at = now + STACK_DUMP_GRACE
                 worker.state = "draining" if worker.state == "draining" else "stuck"
+            self._signal(worker, signal.SIGUSR2)
+            worker.kill_at = now + STACK_DUMP_GRACE
 
     def _signal(self, worker: WorkerProc, signum: int) -> None:
         try:
