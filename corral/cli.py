@@ -33,13 +33,15 @@ def build_parser() -> argparse.ArgumentParser:
         default = f" (default: {_show(option.default)})"
         if option.flag:
             parser.add_argument(option.cli, action=argparse.BooleanOptionalAction, help=option.help + default)
+        elif option.many:
+            parser.add_argument(option.cli, action="append", metavar=option.metavar, help=option.help + default)
         else:
             parser.add_argument(option.cli, metavar=option.metavar, help=option.help + default)
     return parser
 
 
 def _show(value) -> str:
-    if value is None:
+    if value is None or value == ():
         return "none"
     if isinstance(value, bool):
         return "on" if value else "off"

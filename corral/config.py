@@ -116,6 +116,29 @@ def _optional_int(low: int) -> Callable[[Any], int | None]:
     return parse_optional
 
 
+def _list(value: Any) -> tuple[str, ...]:
+    """A repeatable option: a TOML list, repeated CLI flags, or a comma-separated string."""
+    if isinstance(value, str):
+        items = [part.strip() for part in value.split(",")]
+    elif isinstance(value, (list, tuple)):
+        items = []
+        for item in value:
+            items.extend(_list(item))
+    else:
+        raise ValueError("must be a string or a list of strings")
+    return tuple(item for item in items if item)
+
+
+def _bind(value: Any) -> str | None:
+    """HOST:PORT (IPv6 as [::1]:PORT), or empty for off."""
+    text = _optional_text(value)
+    if text is not None:
+        host, sep, port = text.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:9100")
+    return text
+
+
 def _choice(*choices: str) -> Callable[[Any], str]:
     def parse(value: Any) -> str:
         text = str(value).strip().lower()
@@ -135,6 +158,8 @@ class Option:
     help: str
     metavar: str | None = None
     flag: bool = False  # boolean: --name / --no-name
+    many: bool = False  # repeatable on the command line; a list in TOML
+
 
     @property
     def cli(self) -> str:
@@ -150,7 +175,7 @@ class Option:
 
 
 def _opt(name, default, parse, help, metavar=None):
-    return Option(name, default, parse, help, metavar, flag=parse is _bool)
+    return Option(name, default, parse, help, metavar, flag=parse is _bool, many=parse is _list)
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -194,6 +219,11 @@ OPTIONS: tuple[Option, ...] = (
     _opt("log_level", "info", _choice("critical", "error", "warning", "info", "debug"), "Log level.", "LEVEL"),
     _opt("log_file", None, _optional_text, "Write logs to this file (reopened on SIGUSR1) instead of stderr.", "PATH"),
     _opt("access_log", True, _bool, "Log one line per request."),
+    # observing, development
+    _opt("reload", False, _bool, "Development: restart the workers (zero-loss, like HUP) when a watched file changes."),
+    _opt("reload_dir", (), _list, "Directory to watch with --reload; repeatable (default: the current directory).", "DIR"),
+    _opt("reload_include", (), _list, "Glob of files to watch with --reload; repeatable (default: *.py).", "GLOB"),
+    _opt("reload_exclude", (), _list, "Glob of files or directories to ignore with --reload; repeatable (default: .* .py[cod] .sw.* ~*).", "GLOB"),
     # WebSocket
     _opt("ws_max_size", 16 * 1024 * 1024, _int_range(1), "Largest WebSocket message in bytes; a bigger one closes the connection with 1009.", "BYTES"),
     _opt("ws_per_message_deflate", True, _bool, "Negotiate permessage-deflate compression with WebSocket clients that offer it."),
@@ -290,7 +320,7 @@ def options_markdown() -> str:
         default = option.default
         if isinstance(default, bool):
             shown = "on" if default else "off"
-        elif default is None:
+        elif default is None or default == ():
             shown = "-"
         else:
             shown = f"`{default}`"

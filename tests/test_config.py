@@ -141,3 +141,12 @@ def test_config_object_rejects_unknown_names():
     with pytest.raises(ConfigError) as info:
         Config(prot=80)
     assert str(info.value) == "argument: unknown option 'prot'"
+
+
+def test_repeatable_options_from_every_source(tmp_path):
+    path = write(tmp_path, 'app = "m:a"\nreload-dir = ["src", "lib"]\nreload-include = "*.py"\n')
+    config = resolve({}, {"CORRAL_RELOAD_EXCLUDE": "*.tmp, build/*"}, path)
+    assert config.reload_dir == ("src", "lib")
+    assert config.reload_include == ("*.py",)
+    assert config.reload_exclude == ("*.tmp", "build/*")
+    assert resolve({"reload_dir": ["a", "b"]}, {}, path).reload_dir == ("a", "b")  # --reload-dir a --reload-dir b

@@ -9,6 +9,13 @@ from .sockets import BindError, Sockets
 
 
 def serve(config) -> int:
+    if config.reload:
+        from .reload import check
+
+        problem = check(config)
+        if problem:
+            print(f"corral: error: {problem}", file=sys.stderr)
+            return 2
     sockets = Sockets(config)
     try:
         sockets.bind()

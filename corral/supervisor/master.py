@@ -90,12 +90,24 @@ class Master:
         self.ever_ready = False
         self.reloading = False
         self.next_spawn_at = 0.0
+        self.failed_generation = -1  # a reload whose new workers did not boot
         self._wakeup_r = self._wakeup_w = -1
+        # Other descriptors the master sleeps on: fd -> callback (reload
+        # watcher, metrics endpoint).
+        self.readers: dict = {}
+        self.writers: dict = {}
+        self.watcher_pid = 0
+        self._watcher_buffer = b""
 
     # -- main loop -----------------------------------------------------------
 
     def run(self) -> int:
         self._install_signals()
+        if self.config.reload:
+            # No .pyc written while developing: an edit within the same second
+            # that keeps the file's size would otherwise load stale bytecode.
+            sys.dont_write_bytecode = True
+            self._start_watcher()
         log.info(
             "corral master %d serving %s with %d worker%s (accept: %s)",
             os.getpid(),
@@ -113,6 +125,7 @@ class Master:
             self._dispatch_signals()
             self._reap()
             self._enforce_deadlines()
+        self._stop_watcher()
         self.sockets.close()
         log.info("master %d: all workers gone, sockets closed; exit %d", os.getpid(), self.exit_code)
         if self.fatal:
@@ -136,13 +149,21 @@ class Master:
         if self.next_spawn_at > now:
             deadlines.append(self.next_spawn_at)
         timeout = max(0.0, min(deadlines) - now) if deadlines else 5.0
-        fds = [self._wakeup_r] + [w.fd for w in self.workers.values() if w.fd >= 0]
+        fds = [self._wakeup_r] + [w.fd for w in self.workers.values() if w.fd >= 0] + list(self.readers)
         try:
-            readable, _, _ = select.select(fds, [], [], min(timeout, 5.0))
+            readable, writable, _ = select.select(fds, list(self.writers), [], min(timeout, 5.0))
         except InterruptedError:
             return
+        for fd in writable:
+            callback = self.writers.get(fd)
+            if callback is not None:
+                callback()
         for fd in readable:
-            if fd == self._wakeup_r:
+            if fd in self.readers:
+                callback = self.readers.get(fd)
+                if callback is not None:
+                    callback()
+            elif fd == self._wakeup_r:
                 try:
                     while os.read(fd, 512):
                         pass
@@ -166,7 +187,7 @@ class Master:
     def handle_quit(self) -> None:
         self._stop("fast")
 
-    def handle_hup(self) -> None:
+    def handle_hup(self, why: str = "SIGHUP") -> None:
         if self.stopping:
             return
         self.generation += 1
@@ -176,7 +197,7 @@ class Master:
             if worker.state != "draining":
                 worker.retiring = True
                 count += 1
-        log.info("master: SIGHUP: reloading %d workers (generation %d), new ones first", count, self.generation)
+        log.info("master: %s: reloading %d workers (generation %d), new ones first", why, count, self.generation)
 
     def handle_ttin(self) -> None:
         self.target += 1
@@ -348,6 +369,9 @@ class Master:
                 return
             worker = self.workers.pop(pid, None)
             if worker is None:
+                if pid == self.watcher_pid:
+                    self.watcher_pid = 0
+                    log.error("master: reload watcher %d %s; --reload is off from now on", pid, _how(status))
                 continue
             if worker.fd >= 0:
                 self._read_worker(worker.fd)  # last words (an error message)
@@ -361,7 +385,7 @@ class Master:
 
     def _exited(self, worker: WorkerProc, status: int) -> None:
         code = os.waitstatus_to_exitcode(status)
-        how = f"exited with code {code}" if code >= 0 else f"was killed by {signal.Signals(-code).name}"
+        how = _how(status)
         if worker.state == "draining" and code == 0:
             log.info("master: worker %d exited (code 0)", worker.pid)
             return
@@ -375,11 +399,15 @@ class Master:
         if self.stopping:
             return
         reason = worker.error or how
+        if worker.generation == self.failed_generation:
+            log.info("master: worker %d of the failed reload exited (%s)", worker.pid, reason)
+            return
         log.error("master: worker %d failed to boot: %s", worker.pid, reason)
         if self.reloading and any(w.retiring for w in self.workers.values()):
             # New code does not boot: keep the old workers, stop the new ones.
             log.error("master: reload failed; the previous workers keep serving (%s)", reason)
             self.reloading = False
+            self.failed_generation = worker.generation
             for other in self.workers.values():
                 if other.retiring:
                     other.retiring = False
@@ -433,6 +461,49 @@ class Master:
             self._signal(worker, signal.SIGUSR2)
             worker.kill_at = now + STACK_DUMP_GRACE
 
+    # -- --reload ------------------------------------------------------------
+
+    def _start_watcher(self) -> None:
+        from .reload import start_watcher
+
+        def close_in_child() -> None:
+            os.close(self._wakeup_r)
+            os.close(self._wakeup_w)
+            for sock in self.sockets.all():
+                sock.close()
+
+        self.watcher_pid, fd = start_watcher(self.config, close_in_child)
+        self.readers[fd] = lambda: self._read_watcher(fd)
+
+    def _read_watcher(self, fd: int) -> None:
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            del self.readers[fd]
+            os.close(fd)
+            return
+        self._watcher_buffer += data
+        *lines, self._watcher_buffer = self._watcher_buffer.split(b"\n")
+        for line in lines:
+            kind, _, paths = line.decode("utf-8", "replace").partition(" ")
+            if kind == "changed":
+                names = paths.split(",")
+                shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+                self.handle_hup(f"--reload: {shown} changed")
+
+    def _stop_watcher(self) -> None:
+        if self.watcher_pid:
+            try:
+                os.kill(self.watcher_pid, signal.SIGTERM)
+                os.waitpid(self.watcher_pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+            self.watcher_pid = 0
+
     def _signal(self, worker: WorkerProc, signum: int) -> None:
         try:
             os.kill(worker.pid, signum)
@@ -441,3 +512,8 @@ class Master:
         except OSError as exc:  # pragma: no cover
             if exc.errno != errno.ESRCH:
                 raise
+
+
+def _how(status: int) -> str:
+    code = os.waitstatus_to_exitcode(status)
+    return f"exited with code {code}" if code >= 0 else f"was killed by {signal.Signals(-code).name}"
