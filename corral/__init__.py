@@ -14,7 +14,7 @@ def run(app: str, **options) -> int:
     from .supervisor import serve
 
     config = Config(app=app, **options)
-    logs.setup(config.log_level, config.log_file)
+    logs.setup(config.log_level, config.log_file, config.log_format)
     return serve(config)
 
 

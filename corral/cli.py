@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"corral: error: {exc}", file=sys.stderr)
         return 2
-    logs.setup(config.log_level, config.log_file)
+    logs.setup(config.log_level, config.log_file, config.log_format)
     from .supervisor import serve
 
     return serve(config)

@@ -219,6 +219,7 @@ OPTIONS: tuple[Option, ...] = (
     _opt("log_level", "info", _choice("critical", "error", "warning", "info", "debug"), "Log level.", "LEVEL"),
     _opt("log_file", None, _optional_text, "Write logs to this file (reopened on SIGUSR1) instead of stderr.", "PATH"),
     _opt("access_log", True, _bool, "Log one line per request."),
+    _opt("log_format", "text", _choice("text", "json"), "Format of corral's own log lines: text, or one JSON object per line (time, level, pid, event, message).", "text|json"),
     # observing, development
     _opt("reload", False, _bool, "Development: restart the workers (zero-loss, like HUP) when a watched file changes."),
     _opt("reload_dir", (), _list, "Directory to watch with --reload; repeatable (default: the current directory).", "DIR"),

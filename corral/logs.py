@@ -1,29 +1,98 @@
 """Logging set-up shared by the master and the workers.
 
 Logs go to stderr, or to ``--log-file`` which SIGUSR1 reopens (for logrotate).
+
+``--log-format text`` (default) writes ``TIME [PID] [LEVEL] message``;
+``--log-format json`` writes one JSON object per line: ``time`` (UTC,
+RFC 3339), ``level``, ``pid`` (the process that logged: a worker's own pid),
+``event`` (a stable dotted name such as ``master.worker_ready``), ``message``
+and, after an exception, ``exc`` (the traceback). The event comes from
+``extra={"event": ...}`` when a call gives one, else from the message's
+format string (its words before the first parenthesis, comma or semicolon,
+placeholders dropped), so it does not change with the values logged.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import sys
+import time
 
 FORMAT = "%(asctime)s [%(process)d] [%(levelname)s] %(message)s"
 ACCESS_FORMAT = "%(asctime)s [%(process)d] %(message)s"
 
 _handlers: list[logging.Handler] = []
 
+# Events whose format string says too little on its own.
+EVENTS = {
+    "corral master %d serving %s with %d worker%s (accept: %s)": "master.serving",
+    "%s: %d %s": "http.error_response",
+    "master: worker %d %s %s": "master.worker_exited",
+    "master: %s; dumping its stack, then killing it": "master.worker_stuck",
+    "master %d: all workers gone, sockets closed; exit %d": "master.exit",
+}
+NAMESPACES = {"master", "worker", "asgi", "websocket", "lifespan", "reload", "uvloop", "backlog"}
+_PLACEHOLDER = re.compile(r"%(?:\([^)]*\))?[-#0 +]*\d*(?:\.\d+)?[diouxXeEfFgGcrsa]")
+_CUT = re.compile(r"[(;,]| -> ")
+_cache: dict[str, str] = {}
 
-def setup(level: str = "info", log_file: str | None = None) -> None:
+
+def event_name(template: object) -> str:
+    """A stable event name for a log call's format string."""
+    if not isinstance(template, str):
+        return "server.message"
+    name = _cache.get(template)
+    if name is not None:
+        return name
+    name = EVENTS.get(template)
+    if name is None:
+        text = _CUT.split(_PLACEHOLDER.sub(" ", template), 1)[0]
+        words = [w.lower() for w in re.findall(r"[A-Za-z][A-Za-z0-9]+", text)][:6]  # no units (%.1fs)
+        namespace = "server"
+        if words and words[0] in NAMESPACES:
+            namespace = words.pop(0)
+        name = namespace + "." + ("_".join(words) or "message")
+    if len(_cache) < 4096:
+        _cache[template] = name
+    return name
+
+
+class JSONFormatter(logging.Formatter):
+    def __init__(self, access: bool = False) -> None:
+        super().__init__()
+        self.access = access
+
+    def format(self, record: logging.LogRecord) -> str:
+        seconds = int(record.created)
+        entry = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + ".%03dZ" % record.msecs,
+            "level": record.levelname.lower(),
+            "pid": record.process,
+            "event": getattr(record, "event", None) or ("http.access" if self.access else event_name(record.msg)),
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            entry["exc"] = record.exc_text
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def setup(level: str = "info", log_file: str | None = None, fmt: str = "text") -> None:
     for handler in _handlers:
         for name in ("corral.error", "corral.access"):
             logging.getLogger(name).removeHandler(handler)
         handler.close()
     _handlers.clear()
-    for name, fmt in (("corral.error", FORMAT), ("corral.access", ACCESS_FORMAT)):
+    for name, text_format in (("corral.error", FORMAT), ("corral.access", ACCESS_FORMAT)):
         logger = logging.getLogger(name)
         handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(fmt))
+        if fmt == "json":
+            handler.setFormatter(JSONFormatter(access=name == "corral.access"))
+        else:
+            handler.setFormatter(logging.Formatter(text_format))
         logger.addHandler(handler)
         logger.setLevel(level.upper())
         logger.propagate = False
