@@ -195,6 +195,7 @@ OPTIONS: tuple[Option, ...] = (
     _opt("backlog", 2048, _int_range(1), "Listen backlog (clamped to net.core.somaxconn).", "N"),
     # processes
     _opt("workers", 1, _workers, "Number of worker processes (auto = CPU count).", "N|auto"),
+    _opt("threads", 1, _int_range(1, 1024), "WSGI: threads per worker; 1 runs the app on the worker's event loop, one request at a time (see WSGI).", "N"),
     _opt("accept", "shared", _choice("shared", "reuseport"), "shared: one queue for all workers; reuseport: one SO_REUSEPORT socket per worker slot.", "shared|reuseport"),
     _opt("timeout_worker", 30.0, _seconds, "Kill and replace a worker whose loop is blocked this long (0 = off).", "SECONDS"),
     _opt("timeout_boot", 60.0, _seconds, "Kill a worker not ready this long after it started (app import and lifespan startup); counts as a failed boot (0 = off).", "SECONDS"),

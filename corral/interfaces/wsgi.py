@@ -1,121 +1,728 @@
-"""WSGI (PEP 3333) apps, run in a thread pool behind an ASGI adapter.
+"""WSGI (PEP 3333) natively: one ``WSGICycle`` per request, no coroutine, no Task.
 
-``WSGIAdapter`` makes a WSGI callable look like an ASGI app, so the HTTP
-machinery (framing, keep-alive, limits) is the one the ASGI path uses. The
-request body is read in full before the app is called (``wsgi.input`` is an
-in-memory file); the response iterable is consumed in the worker thread and
-each piece is written through ASGI ``send``, which waits while the client is
-slow to read. A response given as a one-item list goes out in one write with
-Content-Length.
+The connection (``io/h1.py``) asks ``WSGIHandler.new_cycle(conn, request)``
+for a cycle and calls ``cycle.start()``, exactly as for ASGI.
+
+Request body: the cycle collects it as it arrives (``body_arrived``) while
+the connection's flow control keeps reading; up to ``SPOOL_MEMORY`` bytes stay
+in memory, beyond that the body goes to a temporary file. The app is called
+once the body is complete, so ``wsgi.input`` never blocks, is a real file
+object (``read``, ``read(n)``, ``readline(n)``, ``readlines``, iteration, EOF
+at the end) and ``wsgi.input_terminated`` is true; a chunked body gets its
+de-chunked length as ``CONTENT_LENGTH``. Header names with an underscore are
+dropped (they would spoof dashed ones: ``Content_Length``, ``X_Forwarded_For``).
+
+Running the app, ``--threads``:
+
+* ``1`` (default): on the loop's thread, one request at a time per worker
+  (gunicorn's sync worker). A response given as a list goes out in one
+  ``transport.write``. An iterable is iterated while the transport takes
+  more, and resumed from ``resume_writing`` when a slow client pauses it.
+* ``N > 1``: a pool of N threads; one hand-off to a thread per request and
+  one back for a response given as a list. Streamed pieces are batched per
+  loop pass; the app's thread waits while ``STREAM_HIGH_WATER`` bytes are
+  queued or the transport is paused.
+
+A failure before the head is written answers 500; after it, the connection
+closes without the chunked terminator (a client never takes a cut body as
+whole). ``close()`` of the app's iterable is called in every case.
 """
 
 from __future__ import annotations
 
-import asyncio
 import io
+import logging
+import queue
 import sys
-from concurrent.futures import ThreadPoolExecutor
+import tempfile
+import threading
+from functools import partial
 
-WSGI_THREADS = 16
+from ..proto.h1 import CONTINUE, LAST_CHUNK, InvalidResponse, encode_chunk, error_response, plan_response
+
+log = logging.getLogger("corral.error")
+access_log = logging.getLogger("corral.access")
+
+# Request body bytes kept in memory; a longer body is spooled to a temporary file.
+SPOOL_MEMORY = 1024 * 1024
+# --threads > 1: response bytes queued for the loop before the app's thread waits.
+STREAM_HIGH_WATER = 256 * 1024
+_LARGE_BODY = 64 * 1024
+_KEY_CACHE_SIZE = 1024
+_END = object()
+
+# Cycle phases.
+_BODY = 0  # collecting the request body
+_RUNNING = 1  # the app runs, or its iterable is being sent
+_DONE = 2  # cycle_done was called
 
 
-class WSGIAdapter:
-    def __init__(self, app, threads: int = WSGI_THREADS) -> None:
+class ClientDisconnected(OSError):
+    """Raised by ``write()`` (and ends iteration) once the client has gone."""
+
+
+class FileWrapper:
+    """``wsgi.file_wrapper``: a file-like object sent in blocks of ``blksize``."""
+
+    def __init__(self, filelike, blksize: int = 64 * 1024) -> None:
+        self.filelike = filelike
+        self.blksize = blksize
+        if hasattr(filelike, "close"):
+            self.close = filelike.close
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> bytes:
+        data = self.filelike.read(self.blksize)
+        if data:
+            return data
+        raise StopIteration
+
+
+class ErrorStream:
+    """``wsgi.errors``: text written by the app goes to the error log, a line
+    per record (a partial line waits for its end or ``flush``)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._partial = ""
+
+    def write(self, text: str) -> None:
+        if not isinstance(text, str):
+            raise TypeError(f"wsgi.errors.write() takes str, not {type(text).__name__}")
+        with self._lock:
+            text = self._partial + text
+            *lines, self._partial = text.split("\n")
+        for line in lines:
+            log.error("wsgi.errors: %s", line)
+
+    def writelines(self, lines) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        with self._lock:
+            rest, self._partial = self._partial, ""
+        if rest:
+            log.error("wsgi.errors: %s", rest)
+
+
+class _Pool:
+    """N threads taking callables from one queue (started on first use, after the fork)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self.threads: list[threading.Thread] = []
+
+    def submit(self, job) -> None:
+        if not self.threads:
+            for index in range(self.size):
+                thread = threading.Thread(target=self._work, name=f"corral-wsgi-{index}", daemon=True)
+                thread.start()
+                self.threads.append(thread)
+        self.jobs.put(job)
+
+    def _work(self) -> None:
+        get = self.jobs.get
+        while True:
+            job = get()
+            if job is None:
+                return
+            job()
+
+    def stop(self) -> None:
+        for _ in self.threads:
+            self.jobs.put(None)
+
+
+def _environ_key(name: bytes) -> str:
+    """The environ key of a request header ("" for a name that must be dropped)."""
+    if b"_" in name:
+        return ""  # would collide with a dashed name once dashes become underscores
+    key = name.decode("latin-1").upper().replace("-", "_")
+    if key == "CONTENT_TYPE" or key == "CONTENT_LENGTH":
+        return key
+    return "HTTP_" + key
+
+
+class WSGIHandler:
+    """What every request of a worker shares: the app, the base environ, the pool.
+
+    ``new_cycle(conn, request)`` is the connection's ``state.handler``."""
+
+    def __init__(self, app, state) -> None:
         self.app = app
-        self.executor = ThreadPoolExecutor(threads, thread_name_prefix="corral-wsgi")
+        self.state = state
+        config = state.config
+        self.threads = threads = getattr(config, "threads", 1)
+        self.pool = _Pool(threads) if threads > 1 else None
+        self.access_log = config.access_log and access_log.isEnabledFor(logging.INFO)
+        self.errors = ErrorStream()
+        self.base = {
+            "SCRIPT_NAME": config.root_path.rstrip("/").encode("utf-8").decode("latin-1"),
+            "SERVER_SOFTWARE": "corral",
+            "wsgi.version": (1, 0),
+            "wsgi.errors": self.errors,
+            "wsgi.multithread": threads > 1,
+            # Other processes may run the app at once (TTIN, a reload's overlap).
+            "wsgi.multiprocess": True,
+            "wsgi.run_once": False,
+            "wsgi.input_terminated": True,
+            "wsgi.file_wrapper": FileWrapper,
+        }
+        self.keys: dict[bytes, str] = {}
+        self.running: set = set()  # cycles whose app runs in a pool thread
+        self.new_cycle = partial(WSGICycle, self)
 
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            return  # no lifespan for WSGI
-        body = bytearray()
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-        environ = build_environ(scope, bytes(body))
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self.executor, self._run, environ, send, loop)
+    def key(self, name: bytes) -> str:
+        key = _environ_key(name)
+        if len(self.keys) < _KEY_CACHE_SIZE:
+            self.keys[name] = key
+        return key
 
-    def _run(self, environ, send, loop) -> None:
-        def call(message) -> None:
-            asyncio.run_coroutine_threadsafe(send(message), loop).result()
+    def longest_running(self, now: float) -> tuple[float, object]:
+        """(seconds, cycle) of the request running longest in a pool thread."""
+        oldest = None
+        for cycle in list(self.running):
+            if oldest is None or cycle.since < oldest.since:
+                oldest = cycle
+        if oldest is None:
+            return 0.0, None
+        return now - oldest.since, oldest
 
-        response: dict = {}
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.stop()
 
-        def start_response(status, headers, exc_info=None):
-            if exc_info is not None and response.get("sent"):
-                raise exc_info[1].with_traceback(exc_info[2])
-            code = int(status.split(" ", 1)[0])
-            response["start"] = {
-                "type": "http.response.start",
-                "status": code,
-                "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers],
-            }
-            return write
 
-        def write(data: bytes) -> None:
-            flush()
-            call({"type": "http.response.body", "body": data, "more_body": True})
+class WSGICycle:
+    __slots__ = (
+        "handler",
+        "conn",
+        "request",
+        "phase",
+        "gone",
+        "parts",
+        "size",
+        "spool",
+        "status",
+        "headers",
+        "head",
+        "committed",
+        "keep_alive",
+        "bytes_sent",
+        "result",
+        "iterator",
+        "since",
+        "cond",
+        "queued",
+        "final",
+        "flush_pending",
+        "blocked",
+    )
 
-        def flush() -> None:
-            if not response.get("sent"):
-                if "start" not in response:
-                    raise RuntimeError("WSGI app wrote a body before calling start_response")
-                response["sent"] = True
-                call(response["start"])
+    def __init__(self, handler, conn, request) -> None:
+        self.handler = handler
+        self.conn = conn
+        self.request = request
+        self.phase = _BODY
+        self.gone = False  # the client went away (or the response was given up)
+        self.parts = None  # request body pieces, while in memory
+        self.size = 0
+        self.spool = None  # temporary file, once the body is larger than SPOOL_MEMORY
+        self.status = None  # int, from start_response
+        self.headers = None  # tuple of (bytes, bytes), from start_response
+        self.head = None  # ResponsePlan once the head is written
+        self.committed = False  # the head is on its way: start_response may no longer change it
+        self.keep_alive = False
+        self.bytes_sent = 0
+        self.result = None
+        self.iterator = None
+        self.since = 0.0  # --threads > 1: when the app's thread took it
 
-        result = self.app(environ, start_response)
+    # -- the connection's side ---------------------------------------------
+
+    def start(self) -> None:
+        request = self.request
+        if request.complete:
+            body = request.body
+            if body:
+                self._take_body()
+            self._run()
+            return
+        if request.expect_continue and not request.body:
+            self.conn.transport.write(CONTINUE)  # the body is always read
+        self._take_body()
+
+    def body_arrived(self) -> None:
+        if self.phase != _BODY or self.gone:
+            return
+        self._take_body()
+        if self.request.complete:
+            # Not from inside the parser's callback: on the next loop pass.
+            self.conn.loop.call_soon(self._run)
+
+    def disconnected(self) -> None:
+        if self.gone:
+            return
+        self.gone = True
+        phase = self.phase
+        if phase == _BODY:
+            self._discard_body()
+            self.conn.loop.call_soon(self._end, False)
+        elif phase == _RUNNING and self.handler.pool is not None:
+            cond = self.cond
+            with cond:
+                cond.notify_all()
+        # Inline and paused on a slow client: the drain waiter wakes _resume.
+
+    def client_eof(self) -> None:
+        """The client shut its side after a whole request: the response is still sent."""
+
+    # -- request body --------------------------------------------------------
+
+    def _take_body(self) -> None:
+        request = self.request
+        body = request.body
+        if not body:
+            return
+        size = self.size + request.buffered
+        spool = self.spool
+        if spool is None and size > SPOOL_MEMORY:
+            spool = self.spool = tempfile.TemporaryFile(prefix="corral-body-")
+            if self.parts:
+                spool.writelines(self.parts)
+            self.parts = None
+        if spool is not None:
+            spool.writelines(body)
+        elif self.parts is None:
+            self.parts = body[:]
+        else:
+            self.parts += body
+        self.size = size
+        body.clear()
+        request.buffered = 0
+        self.conn.body_consumed()
+
+    def _input(self):
+        spool = self.spool
+        if spool is not None:
+            spool.seek(0)
+            return spool
+        parts = self.parts
+        if not parts:
+            return io.BytesIO()
+        return io.BytesIO(parts[0] if len(parts) == 1 else b"".join(parts))
+
+    def _discard_body(self) -> None:
+        self.parts = None
+        if self.spool is not None:
+            self.spool.close()
+            self.spool = None
+
+    # -- environ -----------------------------------------------------------
+
+    def environ(self) -> dict:
+        handler = self.handler
+        request = self.request
+        conn = self.conn
+        environ = handler.base.copy()
+        raw_path = request.raw_path
+        path = request.path
+        if b"%" in raw_path:  # PEP 3333: the decoded bytes, as latin-1
+            path = path.encode("utf-8", "surrogateescape").decode("latin-1")
+        environ["REQUEST_METHOD"] = request.method
+        environ["PATH_INFO"] = path
+        environ["QUERY_STRING"] = request.query_string.decode("latin-1")
+        environ["SERVER_PROTOCOL"] = "HTTP/" + request.http_version
+        environ["wsgi.url_scheme"] = conn.scheme
+        environ["wsgi.input"] = self._input()
+        server = conn.server
+        if server is not None:
+            environ["SERVER_NAME"] = server[0]
+            environ["SERVER_PORT"] = str(server[1])
+        client = conn.client
+        if client is not None:
+            environ["REMOTE_ADDR"] = client[0]
+            environ["REMOTE_PORT"] = str(client[1])
+        keys = handler.keys
+        for name, value in request.headers:
+            key = keys.get(name)
+            if key is None:
+                key = handler.key(name)
+            if not key:
+                log.debug("dropped request header %r (underscore in the name)", name)
+                continue
+            text = value.decode("latin-1")
+            if key in environ:
+                text = environ[key] + ("; " if key == "HTTP_COOKIE" else ",") + text
+            environ[key] = text
+        if self.size and "CONTENT_LENGTH" not in environ:
+            environ["CONTENT_LENGTH"] = str(self.size)  # a chunked body, read whole
+        if server is None:  # UNIX socket: the name the client used
+            host = environ.get("HTTP_HOST") or "localhost"
+            name, sep, port = host.rpartition(":")
+            if sep and port.isdigit():
+                environ["SERVER_NAME"], environ["SERVER_PORT"] = name, port
+            else:
+                environ["SERVER_NAME"] = host
+                environ["SERVER_PORT"] = "443" if conn.scheme == "https" else "80"
+        return environ
+
+    # -- start_response and write ------------------------------------------
+
+    def start_response(self, status, headers, exc_info=None):
+        if exc_info is not None:
+            try:
+                if self.committed:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None
+        elif self.status is not None:
+            raise RuntimeError("WSGI: start_response called a second time without exc_info (PEP 3333)")
+        if type(status) is not str or len(status) < 3 or not status[:3].isdigit() or status[3:4] not in ("", " "):
+            raise TypeError(f"WSGI: status must be a str such as '200 OK', got {status!r}")
+        code = int(status[:3])
+        if code < 200:
+            raise ValueError(f"WSGI: status {status!r}: informational (1xx) responses cannot be sent")
         try:
-            if isinstance(result, (list, tuple)) and len(result) <= 1 and not response.get("sent"):
-                flush()
-                call({"type": "http.response.body", "body": result[0] if result else b""})
+            encoded = tuple([(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers])
+        except (AttributeError, UnicodeEncodeError, ValueError, TypeError):
+            raise TypeError(f"WSGI: headers must be a list of (str, str) in latin-1, got {headers!r}") from None
+        self.status = code
+        self.headers = encoded
+        return self.write
+
+    def write(self, data) -> None:
+        """The ``write()`` callable start_response returns (legacy; prefer an iterable)."""
+        if self.status is None:
+            raise RuntimeError("WSGI: write() called before start_response")
+        if type(data) is not bytes:
+            data = _check_bytes(data)
+        if self.gone:
+            raise ClientDisconnected("client disconnected")
+        if not data:
+            return
+        self.committed = True
+        if self.handler.pool is None:
+            self._out(data, False)
+        else:
+            self._queue(data, False)
+
+    # -- running the app ---------------------------------------------------
+
+    def _run(self) -> None:
+        if self.gone or self.phase != _BODY:
+            return
+        self.phase = _RUNNING
+        handler = self.handler
+        if handler.pool is None:
+            self._run_inline()
+        else:
+            self.since = handler.state.now
+            self.cond = threading.Condition(threading.Lock())
+            self.queued = []
+            self.final = False
+            self.flush_pending = False
+            self.blocked = False
+            handler.running.add(self)
+            handler.pool.submit(self._run_in_thread)
+
+    def _call(self):
+        """Call the app; returns its iterable or a bytes body given whole (list/tuple)."""
+        result = self.result = self.handler.app(self.environ(), self.start_response)
+        kind = type(result)
+        if (kind is list or kind is tuple) and not self.committed:
+            if len(result) == 1:
+                body = result[0]
+            else:
+                body = b"".join(result)
+            if type(body) is not bytes:
+                body = _check_bytes(body)
+            return body
+        return None
+
+    def _run_inline(self) -> None:
+        try:
+            body = self._call()
+            if body is not None:
+                self._close_result()
+                if self.status is None:
+                    raise RuntimeError("WSGI: the app returned without calling start_response")
+                self.committed = True
+                self._out(body, True)
                 return
-            for chunk in result:
+            self.iterator = iter(self.result)
+        except BaseException as exc:
+            self._failed(exc)
+            return
+        self._pump()
+
+    def _pump(self, _waiter=None) -> None:
+        """Inline: send the iterable's pieces while the transport takes them."""
+        conn = self.conn
+        iterator = self.iterator
+        try:
+            while True:
+                if self.gone:
+                    self._close_result()
+                    self._end(False)
+                    return
+                if conn.write_paused:
+                    waiter = conn.drain_waiter
+                    if waiter is None:
+                        waiter = conn.drain_waiter = conn.loop.create_future()
+                    waiter.add_done_callback(self._pump)
+                    return
+                chunk = next(iterator, _END)
+                if chunk is _END:
+                    break
+                if type(chunk) is not bytes:
+                    chunk = _check_bytes(chunk)
                 if chunk:
-                    write(chunk)
-            flush()
-            call({"type": "http.response.body", "body": b""})
-        finally:
-            close = getattr(result, "close", None)
-            if close is not None:
+                    if self.status is None:
+                        raise RuntimeError("WSGI: the app yielded a body before calling start_response")
+                    self.committed = True
+                    self._out(chunk, False)
+            self._close_result()
+            if self.status is None:
+                raise RuntimeError("WSGI: the app returned without calling start_response")
+            self.committed = True
+            self._out(b"", True)
+        except BaseException as exc:
+            self._failed(exc)
+
+    def _run_in_thread(self) -> None:
+        """A pool thread: call the app, iterate, hand the outcome back to the loop."""
+        loop = self.conn.loop
+        try:
+            body = self._call()
+            if body is not None:
+                self._close_result()
+                if self.status is None:
+                    raise RuntimeError("WSGI: the app returned without calling start_response")
+                self.committed = True
+                loop.call_soon_threadsafe(self._out, body, True)
+                return
+            for chunk in self.result:
+                if type(chunk) is not bytes:
+                    chunk = _check_bytes(chunk)
+                if self.gone:
+                    raise ClientDisconnected("client disconnected")
+                if chunk:
+                    if self.status is None:
+                        raise RuntimeError("WSGI: the app yielded a body before calling start_response")
+                    self.committed = True
+                    self._queue(chunk, False)
+            self._close_result()
+            if self.status is None:
+                raise RuntimeError("WSGI: the app returned without calling start_response")
+            self.committed = True
+            self._queue(b"", True)
+        except BaseException as exc:
+            self._close_result()
+            self._log_failure(exc)
+            loop.call_soon_threadsafe(self._after_failure)
+
+    def _close_result(self) -> None:
+        result = self.result
+        if result is None:
+            return
+        self.result = None
+        close = getattr(result, "close", None)
+        if close is not None:
+            try:
                 close()
+            except Exception:
+                log.exception("WSGI: close() of the response iterable raised (%s %s)", self.request.method, self.request.path)
+
+    # -- thread mode: batches of pieces for the loop -------------------------
+
+    def _queue(self, data: bytes, final: bool) -> None:
+        cond = self.cond
+        with cond:
+            while (self.blocked or sum(map(len, self.queued)) > STREAM_HIGH_WATER) and not self.gone:
+                cond.wait()
+            if self.gone:
+                raise ClientDisconnected("client disconnected")
+            self.queued.append(data)
+            if final:
+                self.final = True
+            if self.flush_pending:
+                return
+            self.flush_pending = True
+        self.conn.loop.call_soon_threadsafe(self._flush)
+
+    def _flush(self) -> None:
+        cond = self.cond
+        with cond:
+            queued = self.queued
+            self.queued = []
+            final = self.final
+            self.flush_pending = False
+        if self.phase == _DONE:
+            return
+        self._out(queued[0] if len(queued) == 1 else b"".join(queued), final)
+        if final or self.phase == _DONE:
+            return
+        conn = self.conn
+        with cond:
+            if conn.write_paused and not self.gone:
+                self.blocked = True
+            else:
+                cond.notify()
+                return
+        waiter = conn.drain_waiter
+        if waiter is None:
+            waiter = conn.drain_waiter = conn.loop.create_future()
+        waiter.add_done_callback(self._unblock)
+
+    def _unblock(self, _waiter=None) -> None:
+        cond = self.cond
+        with cond:
+            self.blocked = False
+            cond.notify_all()
+
+    def _after_failure(self) -> None:
+        """Loop side of an app failure in a thread (already logged)."""
+        if self.phase == _DONE:
+            return
+        self._give_up()
+
+    # -- writing (loop thread) -----------------------------------------------
+
+    def _out(self, data: bytes, final: bool) -> None:
+        """Write ``data`` (the head first, once); ``final`` ends the response."""
+        if self.phase == _DONE:
+            return
+        if self.gone:
+            self._end(False)
+            return
+        transport = self.conn.transport
+        plan = self.head
+        if plan is None:
+            request = self.request
+            state = self.handler.state
+            head_request = request.method == "HEAD"
+            try:
+                plan = plan_response(
+                    self.status,
+                    self.headers,
+                    head_request,
+                    request.http_version == "1.1",
+                    request.keep_alive and not state.draining,
+                    final and (not head_request or len(data) > 0),
+                )
+            except InvalidResponse as exc:
+                error = RuntimeError(f"WSGI: invalid response from start_response: {exc}")
+                if self.handler.pool is None:
+                    raise error from None  # into the app (write) or the runner: a 500
+                # A thread's response: answer 500 here, and stop the thread's app.
+                self._log_failure(error)
+                self._give_up()
+                self.gone = True
+                with self.cond:
+                    self.cond.notify_all()
+                return
+            self.head = plan
+            self.keep_alive = plan.keep_alive
+            prefix = plan.render(len(data), state.extra_headers)
+        else:
+            prefix = None
+        if not plan.body_allowed:
+            data = b""
+        elif plan.chunked:
+            if data:
+                data = encode_chunk(data)
+            if final:
+                data += LAST_CHUNK
+        elif plan.content_length is not None:
+            data = self._bounded(data, plan.content_length, final)
+        if prefix is not None:
+            if len(data) < _LARGE_BODY:
+                transport.write(prefix + data)
+            else:
+                transport.writelines((prefix, data))
+        elif data:
+            transport.write(data)
+        if final:
+            self._end(self.keep_alive)
+
+    def _bounded(self, data: bytes, content_length: int, final: bool) -> bytes:
+        """A declared Content-Length: never send more; close when short."""
+        sent = self.bytes_sent
+        total = sent + len(data)
+        if total > content_length:
+            if sent <= content_length and self.keep_alive:
+                log.error(
+                    "WSGI app gave more body than its Content-Length (%d) for %s %s; truncated, closing the connection",
+                    content_length, self.request.method, self.request.path,
+                )
+            self.keep_alive = False
+            data = data[: max(0, content_length - sent)]
+            total = content_length
+        self.bytes_sent = total
+        if final and total < content_length:
+            self.keep_alive = False
+            log.error(
+                "WSGI app sent %d of %d body bytes (Content-Length) for %s %s; closing the connection",
+                total, content_length, self.request.method, self.request.path,
+            )
+        return data
+
+    # -- endings -----------------------------------------------------------
+
+    def _log_failure(self, exc: BaseException) -> None:
+        request = self.request
+        if self.gone and isinstance(exc, OSError):
+            log.debug("client went away during %s %s", request.method, request.path)
+        else:
+            log.error("Exception in WSGI application (%s %s)", request.method, request.path, exc_info=exc)
+
+    def _failed(self, exc: BaseException) -> None:
+        """Inline: the app (or its iterable) raised."""
+        self._close_result()
+        self._log_failure(exc)
+        self._give_up()
+        if not isinstance(exc, Exception):
+            raise exc
+
+    def _give_up(self) -> None:
+        if self.head is None and not self.gone:
+            self.conn.transport.write(error_response(500, "", self.handler.state.extra_headers))
+            self.status = 500
+        self._end(False)
+
+    def _end(self, keep_alive: bool) -> None:
+        if self.phase == _DONE:
+            return
+        self.phase = _DONE
+        self._discard_body()
+        handler = self.handler
+        if handler.pool is not None:
+            handler.running.discard(self)
+        self.conn.cycle_done(self, keep_alive)
+        if handler.access_log and not self.gone:
+            self._log_access()
+
+    def _log_access(self) -> None:
+        request = self.request
+        client = self.conn.client
+        access_log.info(
+            '%s - "%s %s HTTP/%s" %d',
+            f"{client[0]}:{client[1]}" if client else "-",
+            request.method,
+            request.target.decode("latin-1"),
+            request.http_version,
+            self.status,
+        )
 
 
-def build_environ(scope, body: bytes) -> dict:
-    server = scope.get("server") or ("localhost", 80)
-    client = scope.get("client")
-    root_path = scope.get("root_path", "")
-    path = scope["path"]
-    if root_path and path.startswith(root_path):
-        path = path[len(root_path):]  # ASGI path includes root_path; PATH_INFO does not
-    environ = {
-        "REQUEST_METHOD": scope["method"],
-        "SCRIPT_NAME": root_path.encode("utf-8").decode("latin-1"),
-        "PATH_INFO": path.encode("utf-8", "surrogateescape").decode("latin-1"),
-        "QUERY_STRING": scope["query_string"].decode("latin-1"),
-        "SERVER_NAME": str(server[0]),
-        "SERVER_PORT": str(server[1]) if server[1] is not None else "",
-        "SERVER_PROTOCOL": "HTTP/" + scope["http_version"],
-        "wsgi.version": (1, 0),
-        "wsgi.url_scheme": scope.get("scheme", "http"),
-        "wsgi.input": io.BytesIO(body),
-        "wsgi.errors": sys.stderr,
-        "wsgi.multithread": True,
-        "wsgi.multiprocess": True,
-        "wsgi.run_once": False,
-    }
-    if client:
-        environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = client[0], str(client[1])
-    for name, value in scope["headers"]:
-        key = name.decode("latin-1").upper().replace("-", "_")
-        if key == "CONTENT_TYPE" or key == "CONTENT_LENGTH":
-            environ[key] = value.decode("latin-1")
-            continue
-        key = "HTTP_" + key
-        text = value.decode("latin-1")
-        environ[key] = environ[key] + "," + text if key in environ else text
-    environ.setdefault("CONTENT_LENGTH", str(len(body)) if body else "")
-    return environ
+def _check_bytes(data) -> bytes:
+    if isinstance(data, (bytearray, memoryview)):
+        return bytes(data)
+    if isinstance(data, bytes):
+        return bytes(data)
+    raise TypeError(f"WSGI: the response body must be bytes, got {type(data).__name__}")

@@ -35,7 +35,7 @@ from .. import logs
 from ..interfaces.asgi import ASGIHandler
 from ..interfaces.asgi_ws import WebSocketHandler
 from ..interfaces.lifespan import Lifespan, LifespanFailure
-from ..interfaces.wsgi import WSGIAdapter
+from ..interfaces.wsgi import WSGIHandler
 from ..io.h1 import H1Connection
 from ..io.state import ServerState
 from ..io.ws import WebSocketUpgrade
@@ -47,6 +47,7 @@ log = logging.getLogger("corral.error")
 EXIT_OK = 0
 EXIT_CONFIG = 2  # the app cannot be imported: no point retrying
 EXIT_BOOT = 3  # lifespan startup failed or the app raised at import
+EXIT_STUCK = 4  # a WSGI request ran past --timeout-worker in an app thread
 # A keep-alive connection idle this long while draining is closed.
 DRAIN_IDLE_GRACE = 0.5
 DRAIN_POLL = 0.05
@@ -76,6 +77,7 @@ class Worker:
         self.lifespan: Lifespan | None = None
         self.stop_mode: asyncio.Future | None = None
         self.interface = "asgi"
+        self.wsgi: WSGIHandler | None = None
 
     # -- entry point -------------------------------------------------------
 
@@ -93,12 +95,14 @@ class Worker:
             self.report(f"error {config.app} raised {type(exc).__name__} while importing: {exc}")
             return EXIT_BOOT
         interface = self.interface = detect_interface(app, config.interface)
-        if interface == "wsgi":
-            app = WSGIAdapter(app)
         loop = self.loop = new_event_loop()
         asyncio.set_event_loop(loop)
         state = self.state = ServerState(config, loop)
-        state.handler = ASGIHandler(app, state).new_cycle
+        if interface == "wsgi":
+            self.wsgi = WSGIHandler(app, state)
+            state.handler = self.wsgi.new_cycle
+        else:
+            state.handler = ASGIHandler(app, state).new_cycle
         if interface != "wsgi":  # WSGI has no WebSockets: upgrades are answered over HTTP
             state.upgrade_handler = WebSocketUpgrade(state, WebSocketHandler(app, state))
         state.max_requests = self.max_requests
@@ -246,8 +250,27 @@ class Worker:
     def _tick(self) -> None:
         state = self.state
         state.tick()
+        if self.wsgi is not None and self.wsgi.pool is not None and self.config.timeout_worker:
+            self._check_wsgi_threads()
         self.report(f"hb {state.in_flight} {len(state.connections) + len(state.upgraded)} {state.requests}")
         self._schedule_tick()
+
+    def _check_wsgi_threads(self) -> None:
+        """--threads > 1: the loop runs on while an app thread blocks, so a
+        request running past --timeout-worker is caught here, the gunicorn
+        way: every thread's stack is dumped and the worker is replaced."""
+        age, cycle = self.wsgi.longest_running(self.state.now)
+        if age < self.config.timeout_worker:
+            return
+        request = cycle.request
+        log.error(
+            "worker %d: WSGI request %s %s running for %.1fs (--timeout-worker %.1f); dumping stacks, exiting",
+            self.pid, request.method, request.path, age, self.config.timeout_worker,
+        )
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        for handler in logging.getLogger("corral.error").handlers:
+            handler.flush()
+        os._exit(EXIT_STUCK)
 
     def report(self, message: str) -> None:
         if self.channel_fd is None:

@@ -165,10 +165,10 @@ class TestWSGI:
             "SERVER_PORT": str(wsgi.port),
             "wsgi.url_scheme": "http",
             "wsgi.version": [1, 0],
-            "wsgi.multithread": True,
+            "wsgi.multithread": False,
             "wsgi.multiprocess": True,
             "wsgi.run_once": False,
-            "in_main_thread": False,
+            "in_main_thread": True,  # --threads 1: on the loop's thread
         }
 
     def test_request_body(self, wsgi):
