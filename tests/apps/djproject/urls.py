@@ -1,0 +1,12 @@
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("form/", views.form, name="form"),
+    path("stream/", views.stream, name="stream"),
+    path("upload/", views.upload, name="upload"),
+    path("json/", views.json_api, name="json"),
+    path("error/", views.error, name="error"),
+]
