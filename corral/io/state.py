@@ -33,6 +33,7 @@ class ServerState:
         self.upgraded: set = set()
         self.counters: Counter = Counter()
         self.draining = False
+        self.refusing = False  # fast shutdown: every request gets 503 at once
         self.in_flight = 0  # requests being handled
         self.requests = 0  # requests answered
         self.limit_concurrency = config.limit_concurrency or float("inf")
@@ -112,7 +113,7 @@ class ServerState:
 
     def admit(self, conn) -> bool:
         """Over --limit-concurrency: queue ``conn`` for a slot, or answer 503."""
-        if self.config.limit_concurrency_queue > 0:
+        if self.config.limit_concurrency_queue > 0 and not self.refusing:
             if not conn.waiting_since:
                 conn.waiting_since = self.now or 1e-9
                 self.waiting.append(conn)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import mmap
 import os
 import random
 import select
@@ -24,7 +25,7 @@ import sys
 import time
 from collections import deque
 
-from ..worker.process import EXIT_BOOT, EXIT_CONFIG, Worker
+from ..worker.process import EXIT_BOOT, EXIT_CONFIG, PHASE_STOPPING, Worker
 
 log = logging.getLogger("corral.error")
 
@@ -98,6 +99,8 @@ class Master:
         self.writers: dict = {}
         self.watcher_pid = 0
         self._watcher_buffer = b""
+        self.phase = mmap.mmap(-1, 1)  # shared with every worker (worker/process.py PHASE_*)
+        self.released = False  # the sockets refuse new connections (stopping)
 
     # -- main loop -----------------------------------------------------------
 
@@ -227,6 +230,15 @@ class Master:
             else:
                 return
         self.stopping = mode
+        if not self.released:
+            # Stop taking connections at once, not when the master exits: the
+            # workers answer the queued ones, then the last close releases the port.
+            self.released = True
+            if self.sockets.refuse_new():
+                self.phase[0] = PHASE_STOPPING
+                log.info("master: new connections are refused; the workers answer the queued ones")
+            else:
+                log.info("master: inherited sockets stay open for their owner (new connections queue there)")
         now = time.monotonic()
         signum = signal.SIGTERM if mode == "graceful" else signal.SIGQUIT
         wait = self.config.timeout_graceful + KILL_GRACE if mode == "graceful" else FAST_TIMEOUT
@@ -310,7 +322,7 @@ class Master:
                     if sock not in sockets:
                         sock.close()  # another slot's socket: only the master keeps it
                 os.set_blocking(write_fd, False)
-                code = Worker(config, sockets, write_fd, max_requests=max_requests, slot=slot).run()
+                code = Worker(config, sockets, write_fd, max_requests=max_requests, slot=slot, phase=self.phase).run()
             except BaseException:
                 log.exception("worker crashed")
             finally:

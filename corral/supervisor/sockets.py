@@ -6,18 +6,31 @@ activation (``LISTEN_FDS``/``LISTEN_PID``, which wins over the rest).
 With ``--accept reuseport`` the master makes one SO_REUSEPORT socket per
 worker slot and keeps them all open, so a worker that exits never takes its
 socket's queue with it.
+
+Stopping releases the port at once (``refuse_new``): a TCP socket corral
+created gets a socket filter that drops every packet, so no new connection
+can complete its handshake and join the accept queue; a UNIX socket file is
+unlinked. The workers then accept what is already queued and close their
+copies; the last close releases the port, and new connections are refused.
+Inherited sockets (``--fd``, systemd) belong to their owner and are left
+as they are: their queue keeps filling for the owner's next server.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import socket
 import stat
+import struct
 
 log = logging.getLogger("corral.error")
 
 SD_LISTEN_FDS_START = 3
+SO_ATTACH_FILTER = getattr(socket, "SO_ATTACH_FILTER", 26)
+# Classic BPF, one instruction: BPF_RET | BPF_K with 0 = keep 0 bytes (drop).
+_DROP_ALL = ctypes.create_string_buffer(struct.pack("HBBI", 0x06, 0, 0, 0))
 
 
 class BindError(Exception):
@@ -106,6 +119,19 @@ def _inherited(fd: int) -> socket.socket:
     return sock
 
 
+def drop_new_connections(sock: socket.socket) -> bool:
+    """Attach a drop-all filter to a TCP listener: SYNs and handshake-completing
+    ACKs are dropped, so nothing new joins its accept queue (already queued
+    connections stay). Returns False where the kernel refuses it."""
+    program = struct.pack("HP", 1, ctypes.addressof(_DROP_ALL))  # struct sock_fprog
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, program)
+    except OSError as exc:
+        log.warning("cannot stop new connections on %s before closing it: %s", sock.getsockname(), exc.strerror)
+        return False
+    return True
+
+
 class Sockets:
     """What the master listens on; ``for_slot(i)`` is what worker slot i serves."""
 
@@ -116,17 +142,22 @@ class Sockets:
         self.shared: list[socket.socket] = []
         self.per_slot: dict[int, socket.socket] = {}
         self.uds_path: str | None = None
+        self.uds_inode = 0
+        self.owned = True  # False for --fd and systemd sockets: their owner's
 
     def bind(self) -> None:
         config = self.config
         inherited = systemd_sockets()
         if inherited:
             self.shared = inherited
+            self.owned = False
         elif config.fd is not None:
             self.shared = [_inherited(config.fd)]
+            self.owned = False
         elif config.uds:
             self.shared = [_unix(config.uds, config.uds_mode, self.backlog)]
             self.uds_path = config.uds
+            self.uds_inode = os.stat(config.uds).st_ino
         elif self.reuseport:
             first = _tcp(config.host, config.port, self.backlog, reuseport=True)
             self.per_slot[0] = first
@@ -169,12 +200,33 @@ class Sockets:
                 break
         return ", ".join(names)
 
+    def refuse_new(self) -> bool:
+        """Stopping: let no new connection join the queues of the sockets
+        corral created (see the module docstring), then close the master's
+        copies; the workers accept what is queued and close theirs.
+        Returns False for inherited sockets, which are left untouched."""
+        if not self.owned:
+            return False
+        self._unlink_uds()
+        for sock in self.all():
+            if sock.family != socket.AF_UNIX:
+                drop_new_connections(sock)
+        for sock in self.all():
+            sock.close()
+        return True
+
+    def _unlink_uds(self) -> None:
+        """Remove our socket file, unless another server has bound that path since."""
+        path, self.uds_path = self.uds_path, None
+        if path:
+            try:
+                if os.stat(path).st_ino == self.uds_inode:
+                    os.unlink(path)
+            except OSError:
+                pass
+
     def close(self) -> None:
         for sock in self.all():
             sock.close()
         self.shared, self.per_slot = [], {}
-        if self.uds_path:
-            try:
-                os.unlink(self.uds_path)
-            except OSError:
-                pass
+        self._unlink_uds()

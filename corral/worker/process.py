@@ -14,6 +14,13 @@ Signals: TERM = graceful shutdown, QUIT = fast shutdown, USR1 = reopen logs,
 USR2 = dump stacks (faulthandler, used by the master on a blocked loop).
 INT, HUP, TTIN, TTOU are the master's; the worker ignores them.
 
+The master also shares one byte with its workers, the *phase* (``PHASE_*``).
+When it stops (rather than retiring one worker), it sets ``PHASE_STOPPING``
+and makes the sockets refuse new connections before sending TERM or QUIT:
+then each worker also accepts what is left in the kernel's queue (answered
+with ``Connection: close``; 503 on QUIT) before closing its copy of the
+sockets, so queued connections are served and the port is released.
+
 Graceful shutdown, in order, each step logged: stop accepting; let requests
 in flight finish (bounded by --timeout-graceful) while every keep-alive
 connection gets its next response with ``Connection: close`` and idle ones
@@ -51,6 +58,12 @@ EXIT_STUCK = 4  # a WSGI request ran past --timeout-worker in an app thread
 # A keep-alive connection idle this long while draining is closed.
 DRAIN_IDLE_GRACE = 0.5
 DRAIN_POLL = 0.05
+# Fast shutdown: how long connections taken from the queue get for their 503.
+FAST_QUEUE_GRACE = 1.0
+
+# The shared phase byte (set by the master, read by workers on TERM/QUIT).
+PHASE_SERVING = 0
+PHASE_STOPPING = 2  # the master stops: take the queued connections, release the port
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -63,7 +76,8 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 
 class Worker:
-    def __init__(self, config, sockets, channel_fd: int | None, *, max_requests: int = 0, slot: int = 0) -> None:
+    def __init__(self, config, sockets, channel_fd: int | None, *, max_requests: int = 0, slot: int = 0,
+                 phase=None) -> None:
         self.config = config
         self.sockets = sockets
         self.channel_fd = channel_fd
@@ -78,6 +92,8 @@ class Worker:
         self.stop_mode: asyncio.Future | None = None
         self.interface = "asgi"
         self.wsgi: WSGIHandler | None = None
+        self.phase = phase  # shared with the master (mmap), or None
+        self.take_queue = False  # at stop: accept what the kernel queued, then close the sockets
 
     # -- entry point -------------------------------------------------------
 
@@ -120,7 +136,7 @@ class Worker:
         self.stop_mode = loop.create_future()
         self._schedule_tick()
         for signum, mode in ((signal.SIGTERM, "graceful"), (signal.SIGQUIT, "fast")):
-            loop.add_signal_handler(signum, self.stop, mode)
+            loop.add_signal_handler(signum, self._stop_signal, mode)
         loop.add_signal_handler(signal.SIGUSR1, logs.reopen)
         try:
             await self.lifespan.startup()
@@ -143,11 +159,16 @@ class Worker:
         log.info("worker %d ready (%s, %s)", self.pid, self.interface, type(self.loop).__module__.split(".")[0])
         mode = await self.stop_mode
         if mode == "fast":
-            return self._fast_shutdown()
+            return await self._fast_shutdown()
         return await self._graceful_shutdown()
 
     def _connection(self):
         return H1Connection(self.state)
+
+    def _stop_signal(self, mode: str) -> None:
+        if self.phase is not None and self.phase[0] == PHASE_STOPPING:
+            self.take_queue = True
+        self.stop(mode)
 
     def stop(self, mode: str = "graceful") -> None:
         if self.stop_mode is not None and not self.stop_mode.done():
@@ -165,11 +186,40 @@ class Worker:
         for listener in self.listeners:
             listener.stop()
 
+    async def _take_queued(self) -> int:
+        """The master stops and no new connection can join the queue: accept
+        the ones already there (served like any other during the drain), then
+        close this worker's copies of the sockets so the port is released."""
+        count = 0
+        if self.take_queue:
+            tasks = []
+            for sock in self.sockets:
+                sock.setblocking(False)
+                while True:
+                    try:
+                        conn, _ = sock.accept()
+                    except (BlockingIOError, InterruptedError):
+                        break
+                    except ConnectionAbortedError:
+                        continue
+                    except OSError as exc:
+                        log.warning("worker %d: accepting queued connections: %s", self.pid, exc)
+                        break
+                    conn.setblocking(False)
+                    tasks.append(self.loop.connect_accepted_socket(self._connection, conn))
+            if tasks:
+                results = await asyncio.gather(*tasks, return_exceptions=True)
+                count = sum(1 for r in results if not isinstance(r, BaseException))
+        for sock in self.sockets:
+            sock.close()
+        return count
+
     async def _graceful_shutdown(self) -> int:
         loop, state, config = self.loop, self.state, self.config
         pid = self.pid
         self._stop_accepting()
         state.draining = True
+        queued = await self._take_queued()
         # Idle times were taken with the once-a-second clock: give every idle
         # keep-alive connection the whole grace from now, so none is closed
         # while its client is about to send.
@@ -179,10 +229,11 @@ class Worker:
                 conn.idle_since = state.now
         total = len(state.connections)
         log.info(
-            "worker %d: stopped accepting; draining %d requests in flight on %d connections",
+            "worker %d: stopped accepting; draining %d requests in flight on %d connections (%d taken from the queue)",
             pid,
             state.in_flight,
             total,
+            queued,
         )
         deadline = loop.time() + config.timeout_graceful
         while state.connections and loop.time() < deadline:
@@ -232,13 +283,23 @@ class Worker:
             conn.abort()
         log.info("worker %d: websockets closed (%d, %d cut at the deadline)", self.pid, len(upgraded), len(pending))
 
-    def _fast_shutdown(self) -> int:
+    async def _fast_shutdown(self) -> int:
+        state = self.state
         self._stop_accepting()
-        conns = list(self.state.connections) + list(self.state.upgraded)
+        conns = list(state.connections) + list(state.upgraded)
         count = len(conns)
         for conn in conns:
             conn.abort()
-        log.info("worker %d: fast shutdown, %d connections aborted", self.pid, count)
+        # Connections still queued are not reset: each request gets a 503.
+        state.draining = state.refusing = True
+        state.limit_concurrency = 0
+        queued = await self._take_queued()
+        deadline = self.loop.time() + FAST_QUEUE_GRACE
+        while state.connections and self.loop.time() < deadline:
+            await asyncio.sleep(DRAIN_POLL)
+        for conn in list(state.connections):
+            conn.abort()
+        log.info("worker %d: fast shutdown, %d connections aborted, %d queued ones answered 503", self.pid, count, queued)
         return EXIT_OK
 
     # -- clock, heartbeat, master channel ----------------------------------
