@@ -17,6 +17,8 @@ try:  # Python 3.11+
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
+from .proto.forwarded import TrustedPeers
+
 
 class ConfigError(Exception):
     """A bad option value; the CLI prints it on one line and exits 2."""
@@ -150,6 +152,13 @@ def _choice(*choices: str) -> Callable[[Any], str]:
     return parse
 
 
+def _peers(value: Any) -> str:
+    """A comma-separated list of IPs, CIDR networks or *."""
+    if isinstance(value, (list, tuple)):  # TOML may give a list
+        value = ",".join(str(item) for item in value)
+    return TrustedPeers(_text(value)).text
+
+
 @dataclass(frozen=True)
 class Option:
     name: str  # attribute name; CLI flag is --name-with-dashes
@@ -216,6 +225,12 @@ OPTIONS: tuple[Option, ...] = (
     _opt("limit_request_body", 0, _int_range(0), "Largest request body in bytes, declared or chunked (413 beyond; 0 = no limit).", "BYTES"),
     _opt("server_header", True, _bool, "Send a Server header."),
     _opt("date_header", True, _bool, "Send a Date header."),
+    # behind a proxy
+    _opt("proxy_headers", True, _bool, "Take the client address and scheme from Forwarded / X-Forwarded-For / X-Forwarded-Proto sent by a trusted peer."),
+    _opt("forwarded_allow_ips", "127.0.0.1,::1", _peers, "Peers trusted with forwarding headers: IPs, CIDR networks or * (also FORWARDED_ALLOW_IPS); UNIX socket peers always are.", "LIST"),
+    _opt("forwarded_host", False, _bool, "Also take the Host from X-Forwarded-Host / Forwarded host= sent by a trusted peer."),
+    _opt("proxy_protocol", "off", _choice("off", "v1", "v2", "auto"), "PROXY protocol header required from --proxy-allow-from peers (auto: v1, v2 or none); a header from another peer closes the connection.", "off|v1|v2|auto"),
+    _opt("proxy_allow_from", "127.0.0.1,::1", _peers, "Peers allowed to send a PROXY protocol header: IPs, CIDR networks or *; UNIX socket peers always are.", "LIST"),
     # logging
     _opt("log_level", "info", _choice("critical", "error", "warning", "info", "debug"), "Log level.", "LEVEL"),
     _opt("log_file", None, _optional_text, "Write logs to this file (reopened on SIGUSR1) instead of stderr.", "PATH"),
@@ -289,7 +304,10 @@ def load_file(path: str) -> dict[str, Any]:
 
 
 def from_env(environ: Mapping[str, str]) -> dict[str, str]:
-    return {o.name: environ[o.env] for o in OPTIONS if o.env in environ}
+    values = {o.name: environ[o.env] for o in OPTIONS if o.env in environ}
+    if "forwarded_allow_ips" not in values and "FORWARDED_ALLOW_IPS" in environ:
+        values["forwarded_allow_ips"] = environ["FORWARDED_ALLOW_IPS"]  # as uvicorn and gunicorn read it
+    return values
 
 
 def resolve(cli: Mapping[str, Any], environ: Mapping[str, str], config_file: str | None) -> Config:

@@ -150,3 +150,22 @@ def test_repeatable_options_from_every_source(tmp_path):
     assert config.reload_include == ("*.py",)
     assert config.reload_exclude == ("*.tmp", "build/*")
     assert resolve({"reload_dir": ["a", "b"]}, {}, path).reload_dir == ("a", "b")  # --reload-dir a --reload-dir b
+
+
+def test_forwarded_allow_ips_from_uvicorns_variable_below_corrals():
+    assert resolve({"app": "m:a"}, {}, None).forwarded_allow_ips == "127.0.0.1,::1"
+    env = {"FORWARDED_ALLOW_IPS": "10.0.0.0/8, 192.0.2.1"}
+    assert resolve({"app": "m:a"}, env, None).forwarded_allow_ips == "10.0.0.0/8,192.0.2.1"
+    env["CORRAL_FORWARDED_ALLOW_IPS"] = "*"
+    assert resolve({"app": "m:a"}, env, None).forwarded_allow_ips == "*"
+    assert resolve({"app": "m:a", "forwarded_allow_ips": "::1"}, env, None).forwarded_allow_ips == "::1"
+
+
+def test_trusted_peer_lists_are_checked(tmp_path):
+    with pytest.raises(ConfigError, match=r"--proxy-allow-from: 'proxy.local' is not an IP address"):
+        resolve({"app": "m:a", "proxy_allow_from": "10.0.0.1,proxy.local"}, {}, None)
+    with pytest.raises(ConfigError, match=r"FORWARDED_ALLOW_IPS: '10.0.0.0/40' is not an IP address"):
+        resolve({"app": "m:a"}, {"FORWARDED_ALLOW_IPS": "10.0.0.0/40"}, None)
+    path = write(tmp_path, 'app = "m:a"\nforwarded-allow-ips = ["10.0.0.0/8", "::1"]\nproxy-protocol = "v2"\n')
+    config = resolve({}, {}, path)
+    assert (config.forwarded_allow_ips, config.proxy_protocol) == ("10.0.0.0/8,::1", "v2")

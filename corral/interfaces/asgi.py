@@ -71,7 +71,7 @@ class HTTPCycle:
         else:
             path = request.path
             raw_path = request.raw_path
-        self.scope = {
+        self.scope = scope = {
             "type": "http",
             "asgi": ASGI_VERSION,
             "http_version": request.http_version,
@@ -86,6 +86,8 @@ class HTTPCycle:
             "headers": request.headers,
             "state": handler.state.lifespan_state.copy(),
         }
+        if request.forwarded:  # proto.forwarded.Identity from a trusted proxy
+            scope["client"], scope["scheme"] = request.forwarded[:2]
         self.status = None  # set by http.response.start
         self.headers = None
         self.head = None  # ResponsePlan once the head is written
@@ -317,7 +319,7 @@ class HTTPCycle:
 
     def _log_access(self) -> None:
         request = self.request
-        client = self.conn.client
+        client = self.scope["client"]  # as the app saw it (behind a proxy: the real client)
         access_log.info(
             '%s - "%s %s HTTP/%s" %d',
             f"{client[0]}:{client[1]}" if client else "-",

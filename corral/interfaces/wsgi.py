@@ -337,13 +337,15 @@ class WSGICycle:
         environ["PATH_INFO"] = path
         environ["QUERY_STRING"] = request.query_string.decode("latin-1")
         environ["SERVER_PROTOCOL"] = "HTTP/" + request.http_version
-        environ["wsgi.url_scheme"] = conn.scheme
+        client, scheme = conn.client, conn.scheme
+        if request.forwarded:  # proto.forwarded.Identity from a trusted proxy
+            client, scheme = request.forwarded[:2]
+        environ["wsgi.url_scheme"] = scheme
         environ["wsgi.input"] = self._input()
         server = conn.server
         if server is not None:
             environ["SERVER_NAME"] = server[0]
             environ["SERVER_PORT"] = str(server[1])
-        client = conn.client
         if client is not None:
             environ["REMOTE_ADDR"] = client[0]
             environ["REMOTE_PORT"] = str(client[1])
@@ -368,7 +370,7 @@ class WSGICycle:
                 environ["SERVER_NAME"], environ["SERVER_PORT"] = name, port
             else:
                 environ["SERVER_NAME"] = host
-                environ["SERVER_PORT"] = "443" if conn.scheme == "https" else "80"
+                environ["SERVER_PORT"] = "443" if scheme == "https" else "80"
         return environ
 
     # -- start_response and write ------------------------------------------
@@ -709,7 +711,8 @@ class WSGICycle:
 
     def _log_access(self) -> None:
         request = self.request
-        client = self.conn.client
+        # As the app saw it (behind a proxy: the real client).
+        client = request.forwarded.client if request.forwarded else self.conn.client
         access_log.info(
             '%s - "%s %s HTTP/%s" %d',
             f"{client[0]}:{client[1]}" if client else "-",

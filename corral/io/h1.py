@@ -153,9 +153,23 @@ class H1Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self.head_since = 0.0
         self.body_since = self.state.now
+        if request.forwarded:
+            self._forwarded(request)
         self.queue.append(request)
         if len(self.queue) > PIPELINE_HIGH_WATER:
             self.pause_reading()
+
+    def _forwarded(self, request: Request) -> None:
+        """A request with forwarding fields: who it is from, if the peer is trusted."""
+        forwarding = self.state.forwarding
+        identity = None if forwarding is None else forwarding.resolve(request.headers, self.client, self.scheme)
+        request.forwarded = identity
+        if identity is not None and identity.host is not None:  # --forwarded-host
+            headers = request.headers
+            for index, (name, _) in enumerate(headers):
+                if name == b"host":
+                    headers[index] = (b"host", identity.host)
+                    break
 
     def on_body(self, request: Request, chunk: bytes) -> None:
         self.body_since = self.state.now

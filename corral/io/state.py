@@ -13,6 +13,7 @@ import time
 from collections import Counter, deque
 from email.utils import formatdate
 
+from ..proto.forwarded import Forwarding, TrustedPeers
 from .h1 import LINGER_SECONDS
 from .stepper import Stepper
 
@@ -43,6 +44,10 @@ class ServerState:
         self.max_requests = 0
         self.now = loop.time()
         self.extra_headers = b""
+        # Forwarding fields of trusted peers (--proxy-headers), or None.
+        self.forwarding = (
+            Forwarding(TrustedPeers(config.forwarded_allow_ips), config.forwarded_host) if config.proxy_headers else None
+        )
         self._date_second = -1
         self.refresh()
 

@@ -191,9 +191,10 @@ class WSConnection(asyncio.Protocol):
         self.transport = transport
         self.out: list[bytes] | None = None  # frames not yet written (see flush)
         self.out_size = 0
-        self.client = conn.client
+        identity = request.forwarded  # proto.forwarded.Identity from a trusted proxy
+        self.client = identity.client if identity else conn.client
         self.server = conn.server
-        self.scheme = "wss" if conn.scheme == "https" else "ws"
+        self.scheme = "wss" if (identity.scheme if identity else conn.scheme) == "https" else "ws"
         self.handshake = handshake  # until accepted
         self.parser: Parser | None = None
         self.compressor = None

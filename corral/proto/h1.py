@@ -65,6 +65,7 @@ class Request:
         "keep_alive",
         "expect_continue",
         "upgrade",
+        "forwarded",
         "body",
         "buffered",
         "complete",
@@ -85,6 +86,9 @@ class Request:
         self.keep_alive: bool = keep_alive
         self.expect_continue = False
         self.upgrade: bytes | None = None  # lower-cased Upgrade token, e.g. b"websocket"
+        # True when a forwarding field is present; io/ replaces it with the
+        # resolved proto.forwarded.Identity, or None when not to be believed.
+        self.forwarded = False
         self.body: list[bytes] = []
         self.buffered = 0
         self.complete = False
@@ -126,7 +130,11 @@ def _check_transfer_coding(te: bytes) -> None:
         raise ProtocolError(501, f"Transfer-Encoding {unsupported[0].decode('latin-1')} is not supported")
 
 
-_SPECIAL_HEADERS = frozenset({b"host", b"connection", b"expect", b"transfer-encoding", b"upgrade", b"content-length"})
+_SPECIAL_HEADERS = frozenset({
+    b"host", b"connection", b"expect", b"transfer-encoding", b"upgrade", b"content-length",
+    # forwarding fields: flagged here (request.forwarded), read by proto/forwarded.py
+    b"forwarded", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host",
+})
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 _MULTIPLE_HOSTS = object()  # stands for the Host value when there was more than one
 _NOT_CHECKED = object()  # no Host value checked yet
@@ -178,6 +186,7 @@ class RequestParser:
         self._transfer_encoding: bytes | None = None
         self._upgrade: bytes | None = None
         self._content_length: bytes | None = None
+        self._forwarded = False
 
     # -- public API --------------------------------------------------------
 
@@ -250,8 +259,10 @@ class RequestParser:
             self._transfer_encoding = value if te is None else te + b"," + value
         elif name == b"upgrade":
             self._upgrade = value.strip().lower()
-        else:  # content-length; llhttp validates it
+        elif name == b"content-length":  # llhttp validates it
             self._content_length = value
+        else:  # a forwarding field
+            self._forwarded = True
 
     def on_headers_complete(self) -> None:
         self.in_head = False
@@ -291,6 +302,7 @@ class RequestParser:
             if self._expect and version == "1.1":
                 request.expect_continue = True
             request.upgrade = self._upgrade
+            request.forwarded = self._forwarded
         self._sink.on_request(request)
 
     def _check_special(self, version: str) -> None:
@@ -323,6 +335,7 @@ class RequestParser:
         if self._special:
             self._special = self._expect = False
             self._transfer_encoding = self._upgrade = self._content_length = None
+            self._forwarded = False
             self._body_size = 0
             self._trailers.size = 0
         self._sink.on_request_complete(self._request)
