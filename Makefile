@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 4
 
-.PHONY: run test install bench clean options-table chromium
+.PHONY: run test install bench clean options-table test-packages
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,16 +23,19 @@ install: $(VENV)/.installed
 run: $(VENV)/.installed
 	$(BIN)/corral examples.app:app --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
-test: $(VENV)/.installed-test chromium
+test: $(VENV)/.installed-test test-packages
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# Debian's Chromium for tests/integration/test_browser.py (skipped, with the
-# reason, when it cannot be installed).
+# The Debian packages tests use, as PACKAGE:EXECUTABLE: each missing one is
+# installed; where that fails the build goes on and the tests that need it
+# are skipped with the reason. chromium: tests/integration/test_browser.py;
+# haproxy: tests/integration/test_proxy_*.py.
+TEST_PACKAGES := chromium:/usr/bin/chromium haproxy:/usr/sbin/haproxy
 APT := $(shell [ "$$(id -u)" = 0 ] || echo sudo) env DEBIAN_FRONTEND=noninteractive apt-get
-chromium:
-	@[ -x /usr/bin/chromium ] || $(APT) install -y chromium \
-		|| { $(APT) update && $(APT) install -y chromium; } \
-		|| echo "chromium could not be installed; the browser test will be skipped"
+test-packages:
+	@for entry in $(TEST_PACKAGES); do package=$${entry%%:*}; [ -x "$${entry#*:}" ] \
+		|| $(APT) install -y $$package || { $(APT) update && $(APT) install -y $$package; } \
+		|| echo "$$package could not be installed; the tests that need it will be skipped"; done
 
 clean:
 	rm -rf $(VENV) .venv-bench *.egg-info .pytest_cache
