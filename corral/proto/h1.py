@@ -143,6 +143,36 @@ _NOT_CHECKED = object()  # no Host value checked yet
 _VALID_HOST = re.compile(rb"(?:[A-Za-z0-9\-._~!$&'()*+,;=%]*|\[[0-9A-Fa-f:.vV]+\])(?::[0-9]*)?").fullmatch
 
 
+# RFC 9110 §5.6.2 token, then SP: an extension method (RFC 9110 §9.1).
+_EXTENSION_METHOD = re.compile(rb"(?:\r\n)*([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ").match
+# The methods llhttp parses in an HTTP/1.x request (CONNECT is refused later).
+_LLHTTP_METHODS = frozenset(
+    b"DELETE GET HEAD POST PUT CONNECT OPTIONS TRACE COPY LOCK MKCOL MOVE PROPFIND PROPPATCH SEARCH UNLOCK BIND "
+    b"REBIND UNBIND ACL REPORT MKACTIVITY CHECKOUT MERGE M-SEARCH NOTIFY SUBSCRIBE UNSUBSCRIBE PATCH PURGE "
+    b"MKCALENDAR LINK UNLINK SOURCE QUERY PRI".split()
+)
+_RTSP_METHOD = "Invalid method for HTTP/x.x request"  # an RTSP method on an HTTP request line
+
+
+def _invalid_method(data: bytes) -> ProtocolError:
+    """llhttp knows a fixed list of methods. A well-formed method it does
+    not know is 501 (RFC 9110 §9.1), anything else 400. llhttp does not say
+    where it stopped: a method is recognised when its request starts the feed
+    (as clients send it); after other requests in the same feed it is 400."""
+    match = _EXTENSION_METHOD(data)
+    if match and match[1] not in _LLHTTP_METHODS:
+        return ProtocolError(501, f"Method {match[1].decode('ascii')} is not implemented")
+    return ProtocolError(400, "Invalid method")
+
+
+def _other_version(version: str) -> str:
+    """RFC 9110 §2.5: a higher minor version of HTTP/1 is served as HTTP/1.1;
+    other major versions (0.9, 2.0, 3.0, ...) are 505."""
+    if version[:2] == "1." and version != "1.0":
+        return "1.1"
+    raise ProtocolError(505, f"HTTP/{version} is not supported")
+
+
 def _other_method(method: bytes) -> str:
     """A method outside the common ones (llhttp has checked it is a token)."""
     if method == b"CONNECT":
@@ -170,7 +200,7 @@ class RequestParser:
         self._body_size = 0
         self._limit_request_line = limit_request_line
         self._limit_header_size = limit_header_size
-        self._parser = httptools.HttpRequestParser(self)
+        self._parser = self._new_parser()
         self._request: Request | None = None
         self.in_head = False
         self._head_bytes = 0  # bytes of earlier feeds that ended inside this head
@@ -187,6 +217,17 @@ class RequestParser:
         self._upgrade: bytes | None = None
         self._content_length: bytes | None = None
         self._forwarded = False
+        # The framing line(s) to replay into a fresh llhttp parser after an
+        # Upgrade that is not taken (llhttp skips such a request's body).
+        self._replay: bytes | None = None
+        self._replaying = False
+
+    def _new_parser(self):
+        parser = httptools.HttpRequestParser(self)
+        # HTTP/1.2 and up are served as HTTP/1.1 (RFC 9110 §2.5);
+        # on_headers_complete still answers 505 to other major versions.
+        parser.set_dangerous_leniencies(lenient_version=True)
+        return parser
 
     # -- public API --------------------------------------------------------
 
@@ -198,14 +239,16 @@ class RequestParser:
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
-            return self._upgraded(data, exc.args[0] if exc.args else len(data))
+            offset = exc.args[0] if exc.args else len(data)
+            if self._replay is None:
+                return self._upgraded(data, offset)
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
             if isinstance(cause, ProtocolError):
                 raise cause from None
             raise
         except httptools.HttpParserInvalidMethodError:
-            raise ProtocolError(400, "Invalid method") from None
+            raise _invalid_method(data) from None
         except httptools.HttpParserInvalidURLError:
             raise ProtocolError(400, "Invalid request target") from None
         except httptools.HttpParserError as exc:
@@ -214,18 +257,44 @@ class RequestParser:
                 # RFC 9112 §9.6: after a request that closes the connection
                 # nothing more is processed; it is not an error either.
                 return None
+            if detail == _RTSP_METHOD:
+                raise ProtocolError(501, "Method not implemented") from None
             if detail in _UNSUPPORTED_VERSION_ERRORS:
                 # A well-formed version line we do not speak (HTTP/2.0 preface, HTTP/3.0, ...).
                 version = self._parser.get_http_version()
                 raise ProtocolError(505, f"HTTP/{version} is not supported") from None
             raise ProtocolError(400, detail) from None
-        if self.in_head:
-            # llhttp buffers a header until it ends: bound what one head may hold.
-            self._head_bytes += len(data)
-            if self._head_bytes > self._limit_request_line + self._limit_header_size:
-                # A long request line is caught by on_url as llhttp streams it.
-                raise ProtocolError(431, "Request header fields too large")
-        return None
+        else:
+            if self.in_head:
+                # llhttp buffers a header until it ends: bound what one head may
+                # hold. Only this head's bytes count, not the requests and bodies
+                # before it in the same feed.
+                if self._head_bytes:  # the head began in an earlier feed: all of data is in it
+                    self._head_bytes += len(data)
+                else:
+                    self._head_bytes = self._head_size_so_far(data)
+                if self._head_bytes > self._limit_request_line + self._limit_header_size:
+                    # A long request line is caught by on_url as llhttp streams it.
+                    raise ProtocolError(431, "Request header fields too large")
+                version = self._parser.get_http_version()
+                if version[0] == "0" and (version == "0.9" or data[-1:] == b"\n"):
+                    # A request line that ended without a version (HTTP/0.9): no
+                    # header block follows, so answer now rather than at the
+                    # header timeout. (llhttp sets 0.9 one byte after its LF.)
+                    raise ProtocolError(505, f"HTTP/{'0.9' if version == '0.0' else version} is not supported")
+            return None
+        # An Upgrade we do not take: the request goes on as HTTP/1.1 (resumed
+        # outside the except clause, which would chain a later error to it).
+        return self._resume(data, offset)
+
+    def _head_size_so_far(self, data: bytes) -> int:
+        """The bytes of the unfinished head that began in this feed: its
+        request target, its complete fields (as stored, the way
+        on_headers_complete measures them) and its unfinished last line."""
+        size = len(data) - data.rfind(b"\n") - 1 + len(self._url)
+        for name, value in self._headers:
+            size += len(name) + len(value) + 4
+        return max(1, min(size, len(data)))
 
     # -- llhttp callbacks --------------------------------------------------
 
@@ -280,11 +349,11 @@ class RequestParser:
         else:
             version = parser.get_http_version()
             if version != "1.1" and version != "1.0":
-                raise ProtocolError(505, f"HTTP/{version} is not supported")
+                version = _other_version(version)
         method = parser.get_method()
         method = _METHODS.get(method) or _other_method(method)
-        if self._special:
-            self._check_special(version)
+        if self._special and self._check_special(version):
+            return  # the replayed framing of a request already reported
         # RFC 9112 §3.2: 400 for a missing (1.1), repeated or invalid Host,
         # whatever the form of the target.
         if self._host != self._valid_host:  # else: the same Host as last time
@@ -301,11 +370,44 @@ class RequestParser:
         if self._special:
             if self._expect and version == "1.1":
                 request.expect_continue = True
-            request.upgrade = self._upgrade
             request.forwarded = self._forwarded
+            upgrade = self._upgrade
+            if upgrade is not None and parser.should_upgrade():
+                if upgrade == b"websocket" and method == "GET":
+                    request.upgrade = upgrade  # taken, or refused, by the I/O layer
+                else:
+                    # Not taken (h2c, websocket on a POST, ...): ignored, the
+                    # body is read as HTTP/1.1 (RFC 9110 §7.8).
+                    self._replay = self._replay_framing(keep_alive)
         self._sink.on_request(request)
 
-    def _check_special(self, version: str) -> None:
+    def _replay_framing(self, keep_alive: bool) -> bytes:
+        if self._transfer_encoding is not None:
+            framing = b"transfer-encoding: chunked\r\n"
+        else:
+            framing = b"content-length: %d\r\n" % int(self._content_length or b"0")
+        if not keep_alive:
+            framing += b"connection: close\r\n"
+        return framing
+
+    def _resume(self, data: bytes, offset: int) -> int | None:
+        """After a request whose Upgrade is not taken: a fresh llhttp parser
+        reads its body (from the replayed framing) and what follows."""
+        framing = self._replay
+        self._replay = None
+        self._reset()
+        self._parser = self._new_parser()
+        self._replaying = True
+        self._parser.feed_data(b"PUT / HTTP/1.1\r\n" + framing + b"\r\n")
+        rest = self.feed(data[offset:])
+        return None if rest is None else offset + rest
+
+    def _check_special(self, version: str) -> bool:
+        """Checks of the rarer fields; True for a replayed head (``_resume``)."""
+        if self._replaying:
+            self._replaying = False
+            self._headers = self._trailers
+            return True
         te = self._transfer_encoding
         if te is not None:
             if version == "1.0":
@@ -317,6 +419,7 @@ class RequestParser:
         if length is not None and length.isdigit() and int(length) > self._limit_request_body:
             # Refuse a declared body over the limit before reading it.
             raise ProtocolError(413, "Request body too large")
+        return False
 
     def on_body(self, body: bytes) -> None:
         self._body_size += len(body)
@@ -333,6 +436,8 @@ class RequestParser:
         self._host = None
         self._connection = False
         if self._special:
+            if self._replay is not None:
+                return  # llhttp skipped the body; _resume reads it
             self._special = self._expect = False
             self._transfer_encoding = self._upgrade = self._content_length = None
             self._forwarded = False
@@ -340,14 +445,24 @@ class RequestParser:
             self._trailers.size = 0
         self._sink.on_request_complete(self._request)
 
+    def _reset(self) -> None:
+        self._head_bytes = 0
+        self._url = b""
+        self._headers = []
+        self._host = None
+        self._connection = False
+        self._special = self._expect = False
+        self._transfer_encoding = self._upgrade = self._content_length = None
+        self._forwarded = False
+        self._body_size = 0
+        self._trailers.size = 0
+
     # -- helpers -------------------------------------------------------------
 
     def _split_target(self, method: str, target: bytes, headers) -> tuple[bytes, bytes]:
-        if target[:1] == b"/":  # origin-form, by far the most common
-            if b"#" in target:  # a fragment is not part of the path or the query
-                target = target.partition(b"#")[0]
-            raw_path, _, query = target.partition(b"?")
-            return raw_path, query
+        if b"#" in target:
+            # RFC 9112 §3.2: no request-target form has a fragment.
+            raise ProtocolError(400, "Invalid request target: a fragment is not allowed")
         if target == b"*":
             if method != "OPTIONS":
                 raise ProtocolError(400, "Asterisk-form is only valid for OPTIONS")
@@ -390,10 +505,8 @@ class RequestParser:
         request = self._request
         if request is not None and request.upgrade == b"websocket" and request.method == "GET":
             return offset
-        if request is not None and request.method == "CONNECT":
-            raise ProtocolError(501, "CONNECT is not supported")
-        # Another protocol (h2c, ...): serve the request over HTTP/1.1 and
-        # close afterwards; llhttp cannot resume the stream after an upgrade.
+        # CONNECT is refused in on_headers_complete; anything else that makes
+        # llhttp stop is served over HTTP/1.1, then the connection closes.
         if request is not None:
             request.keep_alive = False
             request.upgrade = None
@@ -456,6 +569,21 @@ class ResponsePlan:
         return self._head
 
 
+class _AppOwnedPlan(ResponsePlan):
+    """A plan whose app set Date or Server: our lines of those names are
+    left out of ``extra`` (once per distinct ``extra``, as heads are)."""
+
+    __slots__ = ("drop", "_extra_in", "_extra_out")
+
+    def render(self, body_length: int | None, extra: bytes) -> bytes:
+        if extra is not self._extra_in:
+            self._extra_in = extra
+            self._extra_out = b"".join(
+                line + b"\r\n" for line in extra.split(b"\r\n")[:-1] if not line.lower().startswith(self.drop)
+            )
+        return ResponsePlan.render(self, body_length, self._extra_out)
+
+
 class ResponseHead:
     """``encode_head``'s answer: the head bytes and the plan they came from."""
 
@@ -476,6 +604,11 @@ class InvalidResponse(ValueError):
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
 _checked_names: set[bytes] = set()
 _NO_BODY_STATUSES = frozenset({204, 304})
+# Hop-by-hop fields (RFC 9110 §7.6.1) the server owns on its connection;
+# Connection and Transfer-Encoding are handled apart. Upgrade stays (426).
+_HOP_BY_HOP = frozenset({b"keep-alive", b"proxy-connection", b"te"})
+# Fields corral adds itself (``extra``): the app's own value replaces ours.
+_OURS = frozenset({b"date", b"server"})
 _plans: dict = {}
 _PLAN_CACHE_SIZE = 1024
 
@@ -519,22 +652,33 @@ def _plan(status, headers, head_request, http11, keep_alive, one_piece) -> Respo
     parts = [status_line(status)]
     content_length = None
     chunked = False
+    framing = None  # the app's framing field seen first
+    ours = None  # names of _OURS the app set
     count = 0
     for name, value in headers:
         _check_name(name)
         if type(value) is not bytes:
             raise InvalidResponse(f"header value for {name!r} must be bytes")
         lname = name.lower()
-        if lname == b"content-length":
+        if lname == b"content-length" or lname == b"transfer-encoding":
+            # Two framings (or two lengths) would let a client read this
+            # response differently from us: refuse before anything is sent.
+            if framing is not None:
+                raise InvalidResponse(f"{framing.decode()} and {lname.decode()} both set: one body framing only")
+            framing = lname
+            if lname == b"transfer-encoding":
+                # We frame the body ourselves; drop the app's framing header.
+                chunked = True
+                continue
             if not value.isdigit():
                 raise InvalidResponse(f"invalid content-length {value!r}")
             if status == 204:
                 continue  # RFC 9110 §8.6: never on a 204
             content_length = int(value)
-        elif lname == b"transfer-encoding":
-            # We frame the body ourselves; drop the app's framing header.
-            chunked = True
+        elif lname in _HOP_BY_HOP:
             continue
+        elif lname in _OURS:
+            ours = lname if ours is None else ours + b" " + lname
         elif lname == b"connection":
             # Hop-by-hop: the server owns it. The app may ask for a close.
             if b"close" in value.lower():
@@ -568,7 +712,12 @@ def _plan(status, headers, head_request, http11, keep_alive, one_piece) -> Respo
         suffix += b"connection: close\r\n"
     elif not http11:
         suffix += b"connection: keep-alive\r\n"
-    return ResponsePlan(b"".join(parts), suffix, chunked, keep_alive, body_allowed, content_length, add_length)
+    plan = ResponsePlan if ours is None else _AppOwnedPlan
+    plan = plan(b"".join(parts), suffix, chunked, keep_alive, body_allowed, content_length, add_length)
+    if ours is not None:
+        plan.drop = tuple(name + b":" for name in ours.split())
+        plan._extra_in = plan._extra_out = None
+    return plan
 
 
 def encode_head(

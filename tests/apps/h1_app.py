@@ -161,7 +161,22 @@ async def long_poll(scope, receive, send):
     await respond(send, b"late")
 
 
+async def two_lengths(scope, receive, send):
+    # Conflicting framing from the app (issue 9 finding b).
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", b"10"), (b"content-length", b"3")]})
+    await send({"type": "http.response.body", "body": b"abc"})
+
+
+async def own_headers(scope, receive, send):
+    # Fields corral sets or manages itself (issue 9 findings h and i).
+    await respond(send, b"own", headers=[(b"date", b"Tue, 01 Jan 2030 00:00:00 GMT"), (b"server", b"app/1.0"),
+                                          (b"keep-alive", b"timeout=99")])
+
+
 ROUTES = {
+    "/two-lengths": two_lengths,
+    "/own-headers": own_headers,
     "/long-poll": long_poll,
     "/mutate-state": mutate_state,
     "/gated-echo": gated_echo,

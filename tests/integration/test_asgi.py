@@ -172,6 +172,49 @@ class TestAppErrors:
         assert_500(response)
         server.wait_log(r"response body longer than its Content-Length", start=mark)
 
+    @pytest.mark.parametrize(
+        "upgrade",
+        [b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n",
+         b"Connection: Upgrade\r\nUpgrade: websocket\r\n"],
+        ids=["h2c", "websocket-on-post"],
+    )
+    def test_an_upgrade_not_taken_keeps_the_body_and_the_connection(self, server, upgrade):
+        # Issue 9 finding c: what curl --http2 sends on cleartext. The app got
+        # an empty body, and a body in a later segment was parsed as a request.
+        sock, reader = send(server, b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n" + upgrade + b"\r\n")
+        with sock:
+            sock.sendall(b"hello world")
+            response = reader.response()
+            assert (response.status, response.body) == (b"HTTP/1.1 200 OK", b"hello world")
+            assert b"connection" not in response.headers
+            sock.sendall(b"GET /scope HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert reader.response().headers[b"x-route"] == b"scope"
+
+    def test_two_content_lengths_from_the_app_are_500_and_close(self, server):
+        # Issue 9 finding b: both lines were sent, framed by the last; a
+        # client using the first ate 7 bytes of the pipelined response.
+        mark = server.mark()
+        sock, reader = send(server, b"GET /two-lengths HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        with sock:
+            response = reader.response()
+            rest = reader.until_close()
+        assert_500(response)
+        assert rest == b""
+        server.wait_log(r"invalid http\.response\.start: content-length and content-length both set", start=mark)
+
+    def test_the_apps_date_and_server_replace_ours_and_hop_by_hop_fields_are_dropped(self, server):
+        # Issue 9 findings h (date and server were sent twice) and i (the
+        # app's Keep-Alive went out while corral manages the connection).
+        sock, reader = send(server, b"GET /own-headers HTTP/1.1\r\nHost: x\r\n\r\n")
+        with sock:
+            response = reader.response()
+        lines = [line.lower() for line in response.head.split(b"\r\n")[1:]]
+        assert [line for line in lines if line.startswith((b"date:", b"server:", b"keep-alive:"))] == [
+            b"date: tue, 01 jan 2030 00:00:00 gmt",
+            b"server: app/1.0",
+        ]
+        assert response.body == b"own"
+
     @pytest.mark.parametrize("path, sent", [("/short-body", b"abc"), ("/short-body-streamed", b"abcdef")])
     def test_body_shorter_than_content_length_closes(self, server, path, sent):
         sock, reader = send(server, b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path.encode())

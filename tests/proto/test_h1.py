@@ -193,6 +193,19 @@ class TestRFC9112Section3RequestLine:
             request = only_request(parse(method.encode() + b" / HTTP/1.1\r\nHost: a\r\n\r\n", how))
             assert request.method == method
 
+    @pytest.mark.parametrize("method", [b"FOO", b"X-CUSTOM!", b"GETX", b"get", b"DESCRIBE", b"BREW"])
+    def test_an_extension_method_is_501(self, method):
+        # Issue 9 finding f: a valid method token llhttp does not know was
+        # 400 "Invalid method"; RFC 9110 §9.1 says 501. (llhttp cannot pass
+        # it on: its method table is fixed.)
+        for how in ("whole", "pipelined"):
+            error = assert_rejected(method + b" / HTTP/1.1\r\nHost: a\r\n\r\n", how, 501)
+            assert "not implemented" in error.detail
+
+    @pytest.mark.parametrize("line", [b"\x01GET / HTTP/1.1", b"G(T / HTTP/1.1", b"GET\t/ HTTP/1.1"])
+    def test_a_malformed_method_is_still_400(self, how, line):
+        assert_rejected(line + b"\r\nHost: a\r\n\r\n", how, 400)
+
     def test_request_line_over_the_limit_is_414(self, how):
         target = b"/" + b"a" * 199
         assert_rejected(b"GET " + target + b" HTTP/1.1\r\nHost: a\r\n\r\n", how, 414, limit_request_line=100)
@@ -262,6 +275,26 @@ class TestRFC9112Section2_3HTTPVersion:
         error = assert_rejected(line, how, 505)
         assert error.detail == f"HTTP/{version} is not supported"
 
+    @pytest.mark.parametrize("data", [b"GET /\r\n", b"GET /index.html\r\n", b"GET /\r\nX", b"\r\nGET /x?y=1\r\n"])
+    def test_http_0_9_is_505_without_waiting_for_more(self, data):
+        # Issue 9 loss 8: an HTTP/0.9 request ("GET /" CRLF) has no header
+        # block; llhttp waited for one and the client for the header timeout.
+        for how in ("whole", "bytewise"):
+            error = assert_rejected(data, how, 505)
+            assert error.detail == "HTTP/0.9 is not supported"
+
+    @pytest.mark.parametrize("minor", [b"2", b"9"])
+    @pytest.mark.parametrize("connection", [b"", b"Connection: keep-alive\r\n", b"Connection: close\r\n"])
+    def test_a_higher_minor_version_is_served_as_http_1_1(self, how, minor, connection):
+        # Issue 9 finding g: RFC 9110 §2.5; was 505.
+        request = only_request(parse(b"GET / HTTP/1." + minor + b"\r\nHost: a\r\n" + connection + b"\r\n", how))
+        assert request.http_version == "1.1"
+        assert request.keep_alive is (connection != b"Connection: close\r\n")
+
+    @pytest.mark.parametrize("version", [b"2.0", b"3.0", b"0.0", b"0.5"])
+    def test_other_major_versions_stay_505(self, how, version):
+        assert_rejected(b"GET / HTTP/" + version + b"\r\nHost: a\r\n\r\n", how, 505)
+
 
 class TestRFC9112Section3_2RequestTarget:
     def test_origin_form_query_and_percent_decoding(self, how):
@@ -277,11 +310,13 @@ class TestRFC9112Section3_2RequestTarget:
         assert request.path.encode("utf-8", "surrogateescape") == b"/a\xff"
         assert request.raw_path == b"/a%FF"
 
-    def test_fragment_is_not_part_of_path_or_query(self, how):
-        request = only_request(parse(b"GET /a?x=1#frag HTTP/1.1\r\nHost: a\r\n\r\n", how))
-        assert (request.raw_path, request.query_string) == (b"/a", b"x=1")
-        request = only_request(parse(b"GET /b#frag?no HTTP/1.1\r\nHost: a\r\n\r\n", how))
-        assert (request.raw_path, request.query_string) == (b"/b", b"")
+    @pytest.mark.parametrize(
+        "target", [b"/scope#frag", b"/a?x=1#frag", b"/b#frag?no", b"/#", b"http://h.example/x#f"]
+    )
+    def test_a_fragment_in_the_target_is_400(self, how, target):
+        # Issue 9 finding j: RFC 9112 §3.2 has no fragment in any target form (h11 agrees).
+        error = assert_rejected(b"GET " + target + b" HTTP/1.1\r\nHost: h.example\r\n\r\n", how, 400)
+        assert "fragment" in error.detail
 
     def test_absolute_form_authority_replaces_host(self, how):
         # RFC 9112 §3.2.2: the authority of the target wins over Host.
@@ -425,6 +460,30 @@ class TestRFC9112Section5FieldSyntax:
                 parser.feed(b"a" * 100)
         assert info.value.status == 431
         assert sink.events == []
+
+    def test_the_limit_counts_only_the_unfinished_heads_bytes(self):
+        # Issue 9 finding d: every byte of a feed that ended inside a head
+        # counted against it, so many pipelined requests (or a body) before a
+        # head split across two feeds made it 431.
+        limits = dict(limit_request_line=100, limit_header_size=256)
+        one = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+        post = b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 1000\r\n\r\n" + b"x" * 1000
+        for before in (one * 100, post, one * 10 + post + one * 10):
+            sink = Recorder()
+            parser = RequestParser(sink, **limits)
+            parser.feed(before + b"GET /last HTTP/1.1\r\nHost: a\r\n")
+            parser.feed(b"\r\n")
+            assert sink.requests[-1].target == b"/last"
+            assert sink.kinds()[-2:] == ["request", "complete"]
+
+    @pytest.mark.parametrize("unfinished", [b"X-A: " + b"a" * 400, b"X-A: b\r\n" * 60, b"X-" + b"a" * 400])
+    def test_an_unfinished_head_after_other_requests_is_still_bounded(self, unfinished):
+        sink = Recorder()
+        parser = RequestParser(sink, limit_request_line=100, limit_header_size=256)
+        with pytest.raises(ProtocolError) as info:
+            parser.feed(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n" * 3 + b"GET /b HTTP/1.1\r\nHost: a\r\n" + unfinished)
+        assert info.value.status == 431
+        assert len(sink.requests) == 3
 
 
 class TestRFC9112Section6MessageBody:
@@ -697,14 +756,68 @@ class TestRFC9110Section7_8Upgrade:
         assert parser.feed(head) == len(head)
         assert sink.requests[0].upgrade == b"websocket"
 
-    def test_other_upgrades_are_served_as_http_then_closed(self):
+    H2C = b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n"
+
+    def test_an_upgrade_not_taken_is_ignored_and_the_connection_kept(self, how):
+        request = only_request(parse(b"GET / HTTP/1.1\r\nHost: a\r\n" + self.H2C + b"\r\n", how))
+        assert (request.keep_alive, request.upgrade) == (True, None)
+
+    @pytest.mark.parametrize(
+        "fields",
+        [
+            H2C,  # what curl --http2 sends on cleartext
+            b"Connection: Upgrade\r\nUpgrade: websocket\r\n",  # a WebSocket upgrade on a POST
+            b"Connection: upgrade\r\nUpgrade: TLS/1.2\r\n",
+        ],
+    )
+    @pytest.mark.parametrize(
+        "framing, body, wire",
+        [
+            (b"Content-Length: 11\r\n", b"hello world", b"hello world"),
+            (b"Transfer-Encoding: chunked\r\n", b"hello world", b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"),
+            (b"Content-Length: 0\r\n", b"", b""),
+        ],
+    )
+    def test_the_body_of_a_request_whose_upgrade_is_not_taken_is_delivered(self, how, fields, framing, body, wire):
+        # Issue 9 finding c: llhttp skips the body of an upgrade request; it
+        # reached the app empty, and a body in a later segment became a new request.
+        head = b"POST /echo HTTP/1.1\r\nHost: a\r\n" + framing + fields + b"\r\n"
+        sink = parse(head + wire, how)
+        request = only_request(sink)
+        assert (request.method, request.target, request.upgrade, request.keep_alive) == ("POST", b"/echo", None, True)
+        assert sink.body(request) == body
+
+    def test_the_body_may_come_in_a_later_feed(self):
         sink = Recorder()
         parser = RequestParser(sink)
-        data = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: x\r\n\r\n"
-        assert parser.feed(data) is None
-        request = only_request(sink)
+        assert parser.feed(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n" + self.H2C + b"\r\n") is None
+        assert sink.kinds() == ["request"]
+        assert parser.feed(b"hello world" + NEXT) is None
+        assert sink.kinds() == ["request", "body", "complete", "request", "complete"]
+        assert sink.body(sink.requests[0]) == b"hello world"
+        assert sink.requests[1].target == b"/next"
+
+    def test_a_closing_upgrade_request_still_ends_the_connection(self, how):
+        head = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nConnection: Upgrade, close\r\nUpgrade: h2c\r\n\r\n"
+        request = only_request(parse(head + b"hi", how))  # pipelined: NEXT must not be reported
         assert request.keep_alive is False
-        assert request.upgrade is None
+
+    def test_limits_still_apply_to_the_body(self, how):
+        head = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n" + self.H2C + b"\r\n"
+        error, sink = reject(head + b"10\r\n" + b"x" * 16 + b"\r\n0\r\n\r\n", how, limit_request_body=8)
+        assert error.status == 413
+        assert sink.kinds()[0] == "request" and "complete" not in sink.kinds()
+
+    def test_websocket_upgrade_then_an_ignored_one_on_a_later_request(self):
+        # After an ignored upgrade the parser is a fresh one: a WebSocket
+        # upgrade that follows still returns its offset in the caller's data.
+        sink = Recorder()
+        parser = RequestParser(sink)
+        first = b"GET /a HTTP/1.1\r\nHost: a\r\n" + self.H2C + b"\r\n"
+        ws = b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+        data = first + ws + b"\x81\x00"
+        assert parser.feed(data) == len(first + ws)
+        assert [(r.target, r.upgrade) for r in sink.requests] == [(b"/a", None), (b"/ws", b"websocket")]
 
 
 # -- responses -------------------------------------------------------------
@@ -792,6 +905,56 @@ class TestRFC9112Section6ResponseFraming:
         head = encode_head(200, [(b"transfer-encoding", b"chunked")], request=req(), keep_alive=True, body_length=3)
         assert head.data == b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\n"
         assert head.chunked is False
+
+    @pytest.mark.parametrize(
+        "headers",
+        [
+            [(b"content-length", b"10"), (b"content-length", b"3")],
+            [(b"Content-Length", b"3"), (b"content-length", b"3")],
+            [(b"content-length", b"3"), (b"transfer-encoding", b"chunked")],
+            [(b"transfer-encoding", b"chunked"), (b"Content-Length", b"3")],
+            [(b"transfer-encoding", b"gzip"), (b"transfer-encoding", b"chunked")],
+        ],
+    )
+    @pytest.mark.parametrize("body_length", [3, None])
+    def test_two_framing_fields_from_the_app_are_refused(self, headers, body_length):
+        # Issue 9 finding b: both lines went on the wire and a client using
+        # the first length read into the next response. The ASGI layer turns
+        # InvalidResponse into a 500 before anything is sent, and closes.
+        with pytest.raises(InvalidResponse, match="one body framing only"):
+            encode_head(200, headers, request=req(), keep_alive=True, body_length=body_length)
+
+    @pytest.mark.parametrize(
+        "name", [b"keep-alive", b"Keep-Alive", b"proxy-connection", b"TE"]
+    )
+    def test_hop_by_hop_fields_from_the_app_are_dropped(self, name):
+        # Issue 9 finding i: the server manages the connection, not the app.
+        head = encode_head(200, [(name, b"timeout=99"), (b"x-a", b"1")], request=req(), keep_alive=True, body_length=2)
+        assert head.data == b"HTTP/1.1 200 OK\r\nx-a: 1\r\ncontent-length: 2\r\n\r\n"
+
+    def test_upgrade_from_the_app_is_kept_for_426(self):
+        head = encode_head(426, [(b"upgrade", b"h2c")], request=req(), keep_alive=True, body_length=0)
+        assert b"upgrade: h2c\r\n" in head.data
+
+    EXTRA = b"date: Thu, 01 Jan 1970 00:00:00 GMT\r\nserver: corral\r\n"
+
+    @pytest.mark.parametrize("body_length", [2, None])
+    @pytest.mark.parametrize(
+        "headers, kept",
+        [
+            ([(b"Date", b"Fri, 02 Jan 1970 00:00:00 GMT")], b"server: corral\r\n"),
+            ([(b"server", b"app/1.0")], b"date: Thu, 01 Jan 1970 00:00:00 GMT\r\n"),
+            ([(b"SERVER", b"app/1.0"), (b"date", b"d")], b""),
+        ],
+    )
+    def test_the_apps_date_and_server_replace_ours(self, headers, kept, body_length):
+        # Issue 9 finding h: each was sent twice.
+        lines = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
+        framing = b"content-length: 2\r\n" if body_length else b"transfer-encoding: chunked\r\n"
+        for extra in (self.EXTRA, self.EXTRA, self.EXTRA.replace(b"Thu", b"Wed"), self.EXTRA):
+            head = encode_head(200, headers, request=req(), keep_alive=True, body_length=body_length, extra=extra)
+            expected_extra = kept.replace(b"Thu", b"Wed") if b"Wed" in extra else kept
+            assert head.data == b"HTTP/1.1 200 OK\r\n" + lines + framing + expected_extra + b"\r\n"
 
     def test_streaming_on_http_1_0_is_close_delimited(self):
         request = req(version="1.0", keep_alive=True)
