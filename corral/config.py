@@ -183,6 +183,15 @@ class Option:
         return getattr(self.parse, "choices", None)
 
 
+def _health_path(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    text = str(value)
+    if not text.startswith("/") or any(c in text for c in "?# \t") or not text.isascii():
+        raise ValueError("must be a path starting with / (no query, no spaces)")
+    return text
+
+
 def _opt(name, default, parse, help, metavar=None):
     return Option(name, default, parse, help, metavar, flag=parse is _bool, many=parse is _list)
 
@@ -209,6 +218,8 @@ OPTIONS: tuple[Option, ...] = (
     _opt("timeout_worker", 30.0, _seconds, "Kill and replace a worker whose loop is blocked this long (0 = off).", "SECONDS"),
     _opt("timeout_boot", 60.0, _seconds, "Kill a worker not ready this long after it started (app import and lifespan startup); counts as a failed boot (0 = off).", "SECONDS"),
     _opt("timeout_graceful", 30.0, _seconds, "Longest wait for in-flight work on shutdown and reload.", "SECONDS"),
+    _opt("shutdown_delay", 0.0, _seconds, "On TERM, keep accepting and serving this long, every response with Connection: close and --health-path answering 503, before the graceful shutdown (for load balancers that still route after TERM; a second TERM skips it).", "SECONDS"),
+    _opt("health_path", None, _health_path, "Answer this path with 200 (503 while stopping) without calling the app; for readiness probes and load balancer health checks.", "PATH"),
     _opt("limit_max_requests", 0, _int_range(0), "Recycle a worker after this many requests (0 = never).", "N"),
     _opt("max_requests_jitter", 0, _int_range(0), "Random extra requests added to --limit-max-requests per worker.", "N"),
     # HTTP

@@ -79,6 +79,8 @@ def test_uds_mode_is_octal():
         ({"timeout_keep_alive": "-1"}, "--timeout-keep-alive: must be a number of seconds >= 0 (got '-1')"),
         ({"limit_header_size": "10"}, "--limit-header-size: must be an integer >= 256 (got '10')"),
         ({"uds_mode": "999"}, "--uds-mode: must be an octal file mode such as 660 (got '999')"),
+        ({"health_path": "healthz"}, "--health-path: must be a path starting with / (no query, no spaces) (got 'healthz')"),
+        ({"health_path": "/h?x=1"}, "--health-path: must be a path starting with / (no query, no spaces) (got '/h?x=1')"),
         ({"app": "nocolon"}, "application: must be MODULE:ATTR, e.g. myproject.asgi:app (got 'nocolon')"),
         ({"app": "module:"}, "application: must be MODULE:ATTR, e.g. myproject.asgi:app (got 'module:')"),
     ],

@@ -25,7 +25,7 @@ import sys
 import time
 from collections import deque
 
-from ..worker.process import EXIT_BOOT, EXIT_CONFIG, PHASE_STOPPING, Worker
+from ..worker.process import EXIT_BOOT, EXIT_CONFIG, PHASE_LAME_DUCK, PHASE_STOPPING, Worker
 
 log = logging.getLogger("corral.error")
 
@@ -101,6 +101,7 @@ class Master:
         self._watcher_buffer = b""
         self.phase = mmap.mmap(-1, 1)  # shared with every worker (worker/process.py PHASE_*)
         self.released = False  # the sockets refuse new connections (stopping)
+        self.lame_duck_until: float | None = None  # --shutdown-delay running
 
     # -- main loop -----------------------------------------------------------
 
@@ -128,6 +129,9 @@ class Master:
             self._dispatch_signals()
             self._reap()
             self._enforce_deadlines()
+            if self.lame_duck_until is not None and not self.stopping and time.monotonic() >= self.lame_duck_until:
+                log.info("master: shutdown delay over")
+                self._stop("graceful")
         self._stop_watcher()
         self.sockets.close()
         log.info("master %d: all workers gone, sockets closed; exit %d", os.getpid(), self.exit_code)
@@ -151,6 +155,8 @@ class Master:
         deadlines = [d for d in map(self._deadline, self.workers.values()) if d is not None]
         if self.next_spawn_at > now:
             deadlines.append(self.next_spawn_at)
+        if self.lame_duck_until is not None and not self.stopping:
+            deadlines.append(self.lame_duck_until)
         timeout = max(0.0, min(deadlines) - now) if deadlines else 5.0
         fds = [self._wakeup_r] + [w.fd for w in self.workers.values() if w.fd >= 0] + list(self.readers)
         try:
@@ -183,15 +189,19 @@ class Master:
     # -- signal handlers -----------------------------------------------------
 
     def handle_term(self) -> None:
-        self._stop("graceful")
+        if self.config.shutdown_delay > 0 and not self.stopping and self.lame_duck_until is None:
+            self._lame_duck()
+        else:
+            self._stop("graceful")  # a second TERM skips the rest of the delay
 
-    handle_int = handle_term
+    def handle_int(self) -> None:
+        self._stop("graceful")  # interactive: no shutdown delay
 
     def handle_quit(self) -> None:
         self._stop("fast")
 
     def handle_hup(self, why: str = "SIGHUP") -> None:
-        if self.stopping:
+        if self.stopping or self.lame_duck_until is not None:
             return
         self.generation += 1
         self.reloading = True
@@ -222,6 +232,20 @@ class Master:
 
     def handle_chld(self) -> None:
         pass  # reaping happens every pass
+
+    def _lame_duck(self) -> None:
+        """--shutdown-delay: keep serving while load balancers stop routing here."""
+        delay = self.config.shutdown_delay
+        self.lame_duck_until = time.monotonic() + delay
+        self.phase[0] = PHASE_LAME_DUCK
+        log.info(
+            "master: SIGTERM: shutdown delay %.1fs: serving on, responses with Connection: close, "
+            "health checks 503; then the graceful shutdown (a second TERM skips the delay)",
+            delay,
+        )
+        for worker in self.workers.values():
+            if worker.state != "draining":
+                self._signal(worker, signal.SIGWINCH)  # booting ones read the phase once ready
 
     def _stop(self, mode: str) -> None:
         if self.stopping == "fast" or (self.stopping == mode):

@@ -11,7 +11,8 @@ pipe, one line per message (``channel``):
 * ``error MESSAGE`` before exiting on a boot failure.
 
 Signals: TERM = graceful shutdown, QUIT = fast shutdown, USR1 = reopen logs,
-USR2 = dump stacks (faulthandler, used by the master on a blocked loop).
+USR2 = dump stacks (faulthandler, used by the master on a blocked loop),
+WINCH = the master changed the shared phase (``--shutdown-delay`` begins).
 INT, HUP, TTIN, TTOU are the master's; the worker ignores them.
 
 The master also shares one byte with its workers, the *phase* (``PHASE_*``).
@@ -44,6 +45,7 @@ from ..interfaces.asgi_ws import WebSocketHandler
 from ..interfaces.lifespan import Lifespan, LifespanFailure
 from ..interfaces.wsgi import WSGIHandler
 from ..io.h1 import H1Connection
+from ..io.health import HealthCheck
 from ..io.state import ServerState
 from ..io.ws import WebSocketUpgrade
 from ..loader import AppLoadError, detect_interface, import_app
@@ -63,6 +65,7 @@ FAST_QUEUE_GRACE = 1.0
 
 # The shared phase byte (set by the master, read by workers on TERM/QUIT).
 PHASE_SERVING = 0
+PHASE_LAME_DUCK = 1  # --shutdown-delay: serve on, every response with Connection: close
 PHASE_STOPPING = 2  # the master stops: take the queued connections, release the port
 
 
@@ -121,6 +124,8 @@ class Worker:
             state.handler = ASGIHandler(app, state).new_cycle
         if interface != "wsgi":  # WSGI has no WebSockets: upgrades are answered over HTTP
             state.upgrade_handler = WebSocketUpgrade(state, WebSocketHandler(app, state))
+        if config.health_path:
+            state.handler = HealthCheck(config.health_path, state.handler, config.access_log)
         state.max_requests = self.max_requests
         state.on_max_requests = lambda: self.report("recycle")
         lifespan_mode = "off" if interface == "wsgi" else config.lifespan
@@ -138,6 +143,7 @@ class Worker:
         for signum, mode in ((signal.SIGTERM, "graceful"), (signal.SIGQUIT, "fast")):
             loop.add_signal_handler(signum, self._stop_signal, mode)
         loop.add_signal_handler(signal.SIGUSR1, logs.reopen)
+        loop.add_signal_handler(signal.SIGWINCH, self._phase_changed)
         try:
             await self.lifespan.startup()
         except LifespanFailure as exc:
@@ -156,6 +162,7 @@ class Worker:
             pid=self.pid,
         )
         self.report("ready")
+        self._phase_changed()
         log.info("worker %d ready (%s, %s)", self.pid, self.interface, type(self.loop).__module__.split(".")[0])
         mode = await self.stop_mode
         if mode == "fast":
@@ -164,6 +171,14 @@ class Worker:
 
     def _connection(self):
         return H1Connection(self.state)
+
+    def _phase_changed(self) -> None:
+        """SIGWINCH from the master: the shared phase changed (shutdown delay)."""
+        if self.phase is not None and self.phase[0] == PHASE_LAME_DUCK and not self.state.draining:
+            # Still accepting and serving; responses carry Connection: close
+            # and --health-path answers 503, so load balancers move away.
+            self.state.draining = True
+            log.info("worker %d: shutdown delay: serving on, every response with Connection: close", self.pid)
 
     def _stop_signal(self, mode: str) -> None:
         if self.phase is not None and self.phase[0] == PHASE_STOPPING:

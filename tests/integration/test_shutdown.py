@@ -174,3 +174,80 @@ def test_hup_keeps_the_port(server_factory):
         sock.sendall(REQUEST)
         assert read_response(sock)[0] == b"HTTP/1.1 200 OK"
     assert not any("refused" in line for line in server.lines[mark:])
+
+
+# -- --shutdown-delay and --health-path --------------------------------------
+
+
+def get(sock, path, version="1.1", method="GET"):
+    sock.sendall(f"{method} {path} HTTP/{version}\r\nHost: x\r\n\r\n".encode())
+    return Reader(sock).response(method)
+
+
+def served_requests(server) -> int:
+    return sum(int(m.group(1)) for m in server.wait_log(r"exiting \(served (\d+) requests", count=server.workers))
+
+
+def test_health_path_is_answered_without_the_app(server_factory):
+    server = server_factory("basic:app", "--health-path", "/healthz", "--log-level", "debug", workers=1)
+    with server.connect() as sock:
+        response = get(sock, "/healthz")
+        assert (response.code, response.body) == (200, b"ok\n")
+        assert b"connection" not in response.headers  # keep-alive
+        assert response.headers[b"cache-control"] == b"no-store"
+        assert get(sock, "/healthz", method="HEAD").headers[b"content-length"] == b"3"
+        assert get(sock, "/healthz?full=1").code == 200  # the query does not matter
+        assert get(sock, "/healthzz").body == b"Hello, world!"  # only the exact path; the rest is the app's
+        assert get(sock, "/pid").code == 200
+    with server.connect() as sock:
+        response = get(sock, "/healthz", version="1.0")
+        assert response.code == 200 and response.headers[b"connection"] == b"close"
+    server.wait_log(r'"GET /healthz HTTP/1.1" 200 \(health\)')
+    server.stop()
+    assert served_requests(server) == 2  # /healthzz and /pid: health checks are not the app's requests
+
+
+def test_health_path_with_wsgi_app(server_factory):
+    server = server_factory("wsgi_app:app", "--health-path", "/healthz", workers=1)
+    with server.connect() as sock:
+        assert get(sock, "/healthz").body == b"ok\n"
+    assert not any("/healthz" in line for line in server.lines)  # access-logged at debug level only
+
+
+def test_shutdown_delay_serves_with_close_then_refuses(server_factory):
+    server = server_factory("basic:app", "--shutdown-delay", "2", "--health-path", "/healthz", workers=2)
+    connect = lambda timeout=10: socket.create_connection(("127.0.0.1", server.port), timeout=timeout)  # noqa: E731
+    kept = server.connect()
+    assert b"connection" not in get(kept, "/pid").headers
+    mark = server.mark()
+    server.signal(signal.SIGTERM)
+    server.wait_log(r"master: SIGTERM: shutdown delay 2.0s", start=mark)
+    server.wait_log(r"shutdown delay: serving on", count=2, start=mark)
+    # Lame duck: new connections are still accepted and served, each answer closes.
+    with connect() as sock:
+        response = get(sock, "/pid")
+        assert response.code == 200 and response.headers[b"connection"] == b"close"
+    with connect() as sock:
+        response = get(sock, "/healthz")
+        assert (response.code, response.body) == (503, b"stopping\n")
+        assert response.headers[b"connection"] == b"close"
+    response = get(kept, "/pid")  # a keep-alive connection's next answer closes it
+    assert response.code == 200 and response.headers[b"connection"] == b"close"
+    assert Reader(kept).closed()
+    kept.close()
+    assert not any("shutdown delay over" in line for line in server.lines[mark:]), "the delay ran out too early"
+    server.wait_log(r"master: shutdown delay over", start=mark)
+    wait_refused(server, connect, mark)
+    assert server.proc.wait(20) == 0
+    assert served_requests(server) == 3
+
+
+def test_second_term_skips_the_shutdown_delay(server_factory):
+    server = server_factory("basic:app", "--shutdown-delay", "60", workers=1)
+    mark = server.mark()
+    server.signal(signal.SIGTERM)
+    server.wait_log(r"shutdown delay: serving on", start=mark)
+    server.signal(signal.SIGTERM)
+    assert server.proc.wait(20) == 0  # far less than the 60 s delay
+    assert not any("shutdown delay over" in line for line in server.lines[mark:])
+    server.wait_log(r"master: graceful shutdown", start=mark)

@@ -1,0 +1,78 @@
+"""``--health-path``: answered by the connection itself, without calling the app.
+
+``HealthCheck`` wraps the worker's request handler only when the option is
+set (so the normal request path pays nothing when it is off, and one call
+and one comparison when it is on). A request for the path gets ``200 ok``
+while the worker serves and ``503 stopping`` during the shutdown delay and
+the drain (the worker's ``state.draining``). No Task, no app call; it is not
+counted as a request of the app and is access-logged only at debug level.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ..proto.h1 import plan_response
+
+access_log = logging.getLogger("corral.access")
+
+_HEADERS = ((b"content-type", b"text/plain; charset=utf-8"), (b"cache-control", b"no-store"))
+
+
+class HealthCheck:
+    __slots__ = ("path", "handler", "log")
+
+    def __init__(self, path: str, handler, access: bool) -> None:
+        self.path = path.encode("latin-1")
+        self.handler = handler  # the app's (ASGI or WSGI) cycle factory
+        self.log = access and access_log.isEnabledFor(logging.DEBUG)
+
+    def __call__(self, conn, request):
+        if request.raw_path == self.path:
+            return HealthCycle(self, conn, request)
+        return self.handler(conn, request)
+
+
+class HealthCycle:
+    """The cycle interface ``io/h1.py`` drives (start, request, head, and the
+    notifications), for a response written at once."""
+
+    __slots__ = ("check", "conn", "request", "head")
+
+    def __init__(self, check: HealthCheck, conn, request) -> None:
+        self.check = check
+        self.conn = conn
+        self.request = request
+        self.head = None
+
+    def start(self) -> None:
+        conn = self.conn
+        state = conn.state
+        request = self.request
+        status, body = (503, b"stopping\n") if state.draining else (200, b"ok\n")
+        keep_alive = request.keep_alive and request.complete and not state.draining
+        plan = plan_response(status, _HEADERS, request.method == "HEAD", request.http_version == "1.1", keep_alive, True)
+        self.head = plan
+        head = plan.render(len(body), state.extra_headers)
+        conn.transport.write(head + body if plan.body_allowed else head)
+        if self.check.log:
+            client = conn.client
+            access_log.debug(
+                '%s - "%s %s HTTP/%s" %d (health)',
+                f"{client[0]}:{client[1]}" if client else "-",
+                request.method,
+                request.target.decode("latin-1"),
+                request.http_version,
+                status,
+            )
+        state.requests -= 1  # not a request of the app: cycle_done counts it back
+        conn.cycle_done(self, plan.keep_alive)
+
+    def disconnected(self) -> None:
+        pass
+
+    def client_eof(self) -> None:
+        pass
+
+    def body_arrived(self) -> None:
+        pass
