@@ -192,6 +192,12 @@ def _health_path(value: Any) -> str | None:
     return text
 
 
+def _access_log_format(value: str) -> str:
+    from .io.access import check_format
+
+    return check_format(str(value))
+
+
 def _opt(name, default, parse, help, metavar=None):
     return Option(name, default, parse, help, metavar, flag=parse is _bool, many=parse is _list)
 
@@ -247,6 +253,7 @@ OPTIONS: tuple[Option, ...] = (
     _opt("log_file", None, _optional_text, "Write logs to this file (reopened on SIGUSR1) instead of stderr.", "PATH"),
     _opt("access_log", True, _bool, "Log one line per request."),
     _opt("log_format", "text", _choice("text", "json"), "Format of corral's own log lines: text, or one JSON object per line (time, level, pid, event, message).", "text|json"),
+    _opt("access_log_format", "default", _access_log_format, "Access log line: default, common, combined (Apache/nginx, plus the request time), json (one object per line), or a template of gunicorn atoms (see Access log).", "FORMAT"),
     # observing, development
     _opt("reload", False, _bool, "Development: restart the workers (zero-loss, like HUP) when a watched file changes."),
     _opt("reload_dir", (), _list, "Directory to watch with --reload; repeatable (default: the current directory).", "DIR"),

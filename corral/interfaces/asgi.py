@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import logging
 from functools import partial
+from time import perf_counter
 from urllib.parse import quote
 
 from ..proto.h1 import CONTINUE, LAST_CHUNK, InvalidResponse, encode_chunk, error_response, plan_response
 
 log = logging.getLogger("corral.error")
-access_log = logging.getLogger("corral.access")
 
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
 _LARGE_BODY = 64 * 1024
@@ -38,7 +38,7 @@ class ASGIHandler:
         # ASGI: path and raw_path include root_path (as SCRIPT_NAME + PATH_INFO
         # in WSGI); a proxy in front stripped the prefix from the request.
         self.raw_root_path = quote(config.root_path).encode("ascii")
-        self.access_log = config.access_log and access_log.isEnabledFor(logging.INFO)
+        self.access = state.access  # io/access.py, None when off
         self.new_cycle = partial(HTTPCycle, self)
 
 
@@ -58,6 +58,7 @@ class HTTPCycle:
         "continue_sent",
         "bytes_sent",
         "keep_alive",
+        "started",
     )
 
     def __init__(self, handler, conn, request) -> None:
@@ -96,8 +97,9 @@ class HTTPCycle:
         self.gone = False  # client disconnected
         self.waiter = None
         self.continue_sent = False
-        self.bytes_sent = 0
+        self.bytes_sent = 0  # response body bytes
         self.keep_alive = False
+        self.started = perf_counter() if handler.access is not None else 0.0
 
     def start(self) -> None:
         """Run the app for this request (stepped without a Task until it waits)."""
@@ -107,8 +109,9 @@ class HTTPCycle:
     def app_returned(self) -> None:
         if self.finished:
             self.conn.cycle_done(self, self.keep_alive)
-            if self.handler.access_log:
-                self._log_access()
+            access = self.handler.access
+            if access is not None:
+                access.record(self.request, self.scope["client"], self.status, self.bytes_sent, self.started)
         elif self.status is None:
             if not self.gone:
                 log.error("ASGI app returned without starting a response: %s %s", self.request.method, self.request.path)
@@ -242,6 +245,7 @@ class HTTPCycle:
         if not plan.body_allowed:
             body = b""
         elif plan.chunked:
+            self.bytes_sent = len(body)
             if body:
                 body = encode_chunk(body)
             if not more:
@@ -253,6 +257,8 @@ class HTTPCycle:
                     raise RuntimeError("ASGI: response body longer than its Content-Length")
                 if not more:
                     self._short_body(plan.content_length)
+        else:
+            self.bytes_sent = len(body)
         self.head = plan
         if not more:
             self.finished = True
@@ -271,8 +277,8 @@ class HTTPCycle:
         plan = self.head
         transport = self.conn.transport
         if plan.body_allowed and body:
+            self.bytes_sent += len(body)
             if plan.content_length is not None:
-                self.bytes_sent += len(body)
                 if self.bytes_sent > plan.content_length:
                     raise RuntimeError("ASGI: response body longer than its Content-Length")
             elif plan.chunked:
@@ -309,6 +315,9 @@ class HTTPCycle:
         else:
             self.finished = True
             self.conn.cycle_done(self, False)
+            access = self.handler.access
+            if access is not None and self.status is not None:
+                access.record(self.request, self.scope["client"], self.status, self.bytes_sent, self.started)
 
     def _answer_500(self) -> None:
         conn = self.conn
@@ -316,15 +325,6 @@ class HTTPCycle:
         if not self.gone:
             conn.transport.write(error_response(500, "", self.handler.state.extra_headers))
         conn.cycle_done(self, False)
-
-    def _log_access(self) -> None:
-        request = self.request
-        client = self.scope["client"]  # as the app saw it (behind a proxy: the real client)
-        access_log.info(
-            '%s - "%s %s HTTP/%s" %d',
-            f"{client[0]}:{client[1]}" if client else "-",
-            request.method,
-            request.target.decode("latin-1"),
-            request.http_version,
-            self.status,
-        )
+        access = self.handler.access
+        if access is not None and not self.gone:
+            access.record(self.request, self.scope["client"], 500, 0, self.started)

@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from time import perf_counter
 
 from ..proto.h1 import LAST_CHUNK, InvalidResponse, encode_chunk, encode_head, error_response
 from ..proto.ws import valid_close_code
 
 log = logging.getLogger("corral.error")
-access_log = logging.getLogger("corral.access")
 
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
 _CONNECT = {"type": "websocket.connect"}
@@ -58,7 +58,7 @@ class WebSocketHandler:
         self.state = state
         config = state.config
         self.root_path = config.root_path
-        self.access_log = config.access_log and access_log.isEnabledFor(logging.INFO)
+        self.access = state.access  # io/access.py, None when off
 
     def __call__(self, conn, request, handshake):
         scope = {
@@ -350,18 +350,9 @@ class WebSocketCycle:
         self._log_access(500)
 
     def _log_access(self, status: int) -> None:
-        if not self.handler.access_log:
-            return
-        request = self.request
-        client = self.conn.client
-        access_log.info(
-            '%s - "%s %s HTTP/%s" %d',
-            f"{client[0]}:{client[1]}" if client else "-",
-            request.method,
-            request.target.decode("latin-1"),
-            request.http_version,
-            status,
-        )
+        access = self.handler.access
+        if access is not None:
+            access.record(self.request, self.scope["client"], status, 0, perf_counter())
 
 
 _WHEN = {

@@ -37,11 +37,11 @@ import sys
 import tempfile
 import threading
 from functools import partial
+from time import perf_counter
 
 from ..proto.h1 import CONTINUE, LAST_CHUNK, InvalidResponse, encode_chunk, error_response, plan_response
 
 log = logging.getLogger("corral.error")
-access_log = logging.getLogger("corral.access")
 
 # Request body bytes kept in memory; a longer body is spooled to a temporary file.
 SPOOL_MEMORY = 1024 * 1024
@@ -158,7 +158,7 @@ class WSGIHandler:
         config = state.config
         self.threads = threads = getattr(config, "threads", 1)
         self.pool = _Pool(threads) if threads > 1 else None
-        self.access_log = config.access_log and access_log.isEnabledFor(logging.INFO)
+        self.access = state.access  # io/access.py, None when off
         self.errors = ErrorStream()
         self.base = {
             "SCRIPT_NAME": config.root_path.rstrip("/").encode("utf-8").decode("latin-1"),
@@ -221,6 +221,7 @@ class WSGICycle:
         "final",
         "flush_pending",
         "blocked",
+        "started",
     )
 
     def __init__(self, handler, conn, request) -> None:
@@ -241,6 +242,7 @@ class WSGICycle:
         self.result = None
         self.iterator = None
         self.since = 0.0  # --threads > 1: when the app's thread took it
+        self.started = perf_counter() if handler.access is not None else 0.0
 
     # -- the connection's side ---------------------------------------------
 
@@ -637,11 +639,14 @@ class WSGICycle:
             data = b""
         elif plan.chunked:
             if data:
+                self.bytes_sent += len(data)
                 data = encode_chunk(data)
             if final:
                 data += LAST_CHUNK
         elif plan.content_length is not None:
             data = self._bounded(data, plan.content_length, final)
+        else:
+            self.bytes_sent += len(data)
         if prefix is not None:
             if len(data) < _LARGE_BODY:
                 transport.write(prefix + data)
@@ -706,21 +711,12 @@ class WSGICycle:
         if handler.pool is not None:
             handler.running.discard(self)
         self.conn.cycle_done(self, keep_alive)
-        if handler.access_log and not self.gone:
-            self._log_access()
-
-    def _log_access(self) -> None:
-        request = self.request
-        # As the app saw it (behind a proxy: the real client).
-        client = request.forwarded.client if request.forwarded else self.conn.client
-        access_log.info(
-            '%s - "%s %s HTTP/%s" %d',
-            f"{client[0]}:{client[1]}" if client else "-",
-            request.method,
-            request.target.decode("latin-1"),
-            request.http_version,
-            self.status,
-        )
+        access = handler.access
+        if access is not None and not self.gone:
+            request = self.request
+            # As the app saw it (behind a proxy: the real client).
+            client = request.forwarded.client if request.forwarded else self.conn.client
+            access.record(request, client, self.status, self.bytes_sent, self.started)
 
 
 def _check_bytes(data) -> bytes:

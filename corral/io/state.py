@@ -14,6 +14,7 @@ from collections import Counter, deque
 from email.utils import formatdate
 
 from ..proto.forwarded import Forwarding, TrustedPeers
+from .access import AccessLog
 from .h1 import LINGER_SECONDS
 from .stepper import Stepper
 
@@ -48,6 +49,11 @@ class ServerState:
         self.forwarding = (
             Forwarding(TrustedPeers(config.forwarded_allow_ips), config.forwarded_host) if config.proxy_headers else None
         )
+        # The access log (io/access.py), None when off: ``access.record(...)``
+        # is the one entry point of every request handler.
+        self.access = None
+        if config.access_log and logging.getLogger("corral.access").isEnabledFor(logging.INFO):
+            self.access = AccessLog(loop, config.access_log_format, config.log_file, config.log_format)
         self._date_second = -1
         self.refresh()
 

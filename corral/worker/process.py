@@ -133,6 +133,8 @@ class Worker:
         try:
             return loop.run_until_complete(self._main())
         finally:
+            if state.access is not None:
+                state.access.close()  # the last lines, whatever the exit
             state.stepper.close()
             loop.close()
 
@@ -142,7 +144,7 @@ class Worker:
         self._schedule_tick()
         for signum, mode in ((signal.SIGTERM, "graceful"), (signal.SIGQUIT, "fast")):
             loop.add_signal_handler(signum, self._stop_signal, mode)
-        loop.add_signal_handler(signal.SIGUSR1, logs.reopen)
+        loop.add_signal_handler(signal.SIGUSR1, self._reopen_logs)
         loop.add_signal_handler(signal.SIGWINCH, self._phase_changed)
         try:
             await self.lifespan.startup()
@@ -161,6 +163,8 @@ class Worker:
             shared_with_others=self.config.workers > 1 and exclusive,
             pid=self.pid,
         )
+        if self.state.access is not None:
+            self.state.access.start_watchdog()
         self.report("ready")
         self._phase_changed()
         log.info("worker %d ready (%s, %s)", self.pid, self.interface, type(self.loop).__module__.split(".")[0])
@@ -168,6 +172,11 @@ class Worker:
         if mode == "fast":
             return await self._fast_shutdown()
         return await self._graceful_shutdown()
+
+    def _reopen_logs(self) -> None:
+        if self.state.access is not None:
+            self.state.access.reopen()
+        logs.reopen()
 
     def _connection(self):
         return H1Connection(self.state)
