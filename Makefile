@@ -29,7 +29,7 @@ test: $(VENV)/.installed-test test-packages
 # The Debian packages tests use, as PACKAGE:EXECUTABLE: each missing one is
 # installed; where that fails the build goes on and the tests that need it
 # are skipped with the reason. chromium: tests/integration/test_browser.py;
-# haproxy: tests/integration/test_proxy_*.py.
+# haproxy: tests/integration/test_proxy_*.py, test_rolling_restart.py.
 TEST_PACKAGES := chromium:/usr/bin/chromium haproxy:/usr/sbin/haproxy
 APT := $(shell [ "$$(id -u)" = 0 ] || echo sudo) env DEBIAN_FRONTEND=noninteractive apt-get
 test-packages:
