@@ -14,7 +14,7 @@ import re
 import signal
 import socket
 
-from proxies import Haproxy, free_port, needs_haproxy
+from proxies import Haproxy, needs_haproxy
 from support import ROOT, Load, Server, wait_until
 
 RECIPE = ROOT / "deploy" / "haproxy.cfg"
@@ -58,14 +58,15 @@ def server_states(proxy: Haproxy) -> dict[str, str]:
     return {name: row["status"].split()[0] for name, row in server_stats(proxy).items()}
 
 
-def start(port: int) -> Server:
+def start(port: int = 0) -> Server:
+    """An instance on ``port`` (0: a free one, picked by the kernel at bind)."""
     return Server("basic:app", "--port", str(port), "--health-path", "/healthz", workers=2)
 
 
 @needs_haproxy
 def test_rolling_restart_behind_haproxy_loses_nothing():
-    ports = {"app1": free_port(), "app2": free_port()}
-    servers = {name: start(port) for name, port in ports.items()}
+    servers = {"app1": start(), "app2": start()}
+    ports = {name: server.port for name, server in servers.items()}
     proxy = Haproxy(haproxy_config(ports["app1"], ports["app2"]))
     load = None
     try:
