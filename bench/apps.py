@@ -24,3 +24,54 @@ async def hello(scope, receive, send):
         return
     await send({"type": "http.response.start", "status": 200, "headers": HELLO_HEADERS})
     await send({"type": "http.response.body", "body": HELLO_BODY})
+
+
+BIG_BODY = b"x" * (100 * 1024)
+BIG_HEADERS = [
+    (b"content-type", b"application/octet-stream"),
+    (b"content-length", str(len(BIG_BODY)).encode()),
+]
+
+
+async def big(scope, receive, send):
+    """GET 100 KB: one body message of 102400 bytes."""
+    if scope["type"] == "lifespan":
+        await _lifespan(receive, send)
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": BIG_HEADERS})
+    await send({"type": "http.response.body", "body": BIG_BODY})
+
+
+async def echo(scope, receive, send):
+    """POST echo: reads the whole body, answers it with its Content-Length."""
+    if scope["type"] == "lifespan":
+        await _lifespan(receive, send)
+        return
+    body = b""
+    more = True
+    while more:
+        message = await receive()
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+    await send({"type": "http.response.start", "status": 200, "headers": [
+        (b"content-type", b"application/octet-stream"),
+        (b"content-length", str(len(body)).encode()),
+    ]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _fastapi_app():
+    try:
+        from fastapi import FastAPI
+    except ImportError:  # the scenario is skipped where FastAPI is not installed
+        return None
+    api = FastAPI()
+
+    @api.get("/items/{item_id}")
+    async def item(item_id: int, q: str | None = None):
+        return {"item_id": item_id, "q": q, "name": "widget", "price": 9.99, "tags": ["a", "b"]}
+
+    return api
+
+
+fastapi_json = _fastapi_app()

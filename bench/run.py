@@ -37,35 +37,73 @@ BASELINE = "corral"
 @dataclass(frozen=True)
 class Scenario:
     app: str  # MODULE:ATTR, importable from REPO
+    title: str = ""
     path: str = "/"
     wrk_args: tuple[str, ...] = ("-t1", "-c64")
-    expect_body: bytes = b"Hello, world!"
+    expect_body: bytes = b"Hello, world!"  # what a GET of ``path`` answers
+    workers: int = 1
+    # True: every server with its own default logging (corral's and uvicorn's
+    # access logs are on by default, Granian's is off); False: access logs off.
+    defaults: bool = False
+    references: bool = False  # the reference loops (bench/reference.py) can serve it
 
+
+# What a browser sends with a GET: 11 fields besides Host.
+BROWSER_HEADERS = (
+    "User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+    "Accept: text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8",
+    "Accept-Language: en-US,en;q=0.9,de;q=0.8",
+    "Accept-Encoding: gzip, deflate, br, zstd",
+    "Cookie: session=6f1c2a9e4b7d4e0f9a3b8c1d2e5f6a7b; theme=dark; _ga=GA1.1.123456789.1700000000",
+    "Referer: https://www.example.com/products/list?page=2",
+    "Sec-Fetch-Dest: document",
+    "Sec-Fetch-Mode: navigate",
+    "Sec-Fetch-Site: same-origin",
+    "Sec-Fetch-User: ?1",
+    "Upgrade-Insecure-Requests: 1",
+)
+_BROWSER_ARGS = tuple(arg for header in BROWSER_HEADERS for arg in ("-H", header))
+_CLOSE_ARGS = ("-t1", "-c32", "-H", "Connection: close")
+FASTAPI_BODY = b'{"item_id":42,"q":"x","name":"widget","price":9.99,"tags":["a","b"]}'
 
 SCENARIOS = {
-    "hello": Scenario(app="bench.apps:hello"),
+    "hello": Scenario(app="bench.apps:hello", title="hello, access log off", references=True),
+    "hello-defaults": Scenario(app="bench.apps:hello", title="hello, defaults on both sides", defaults=True),
+    "browser": Scenario(app="bench.apps:hello", title="GET with 11 browser headers",
+                        wrk_args=("-t1", "-c64", *_BROWSER_ARGS)),
+    "close": Scenario(app="bench.apps:hello", title="new connection per request", wrk_args=_CLOSE_ARGS),
+    "post10k": Scenario(app="bench.apps:echo", title="POST echo 10 KB", expect_body=b"",
+                        wrk_args=("-t1", "-c64", "-s", os.path.join(REPO, "bench", "wrk", "post10k.lua"))),
+    "get100k": Scenario(app="bench.apps:big", title="GET 100 KB", expect_body=b"x" * 102400),
+    "fastapi": Scenario(app="bench.apps:fastapi_json", title="FastAPI JSON endpoint", path="/items/42?q=x",
+                        expect_body=FASTAPI_BODY),
+    "hello-2w": Scenario(app="bench.apps:hello", title="2 workers: hello", workers=2),
+    "close-2w": Scenario(app="bench.apps:hello", title="2 workers: new connection per request",
+                         workers=2, wrk_args=_CLOSE_ARGS),
 }
 
 
-def corral_cmd(exe: str, app: str, port: int) -> list[str]:
-    return [exe, app, "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-            "--no-access-log", "--app-dir", REPO]
+def corral_cmd(exe: str, app: str, port: int, scenario: Scenario) -> list[str]:
+    quiet = [] if scenario.defaults else ["--no-access-log"]
+    return [exe, app, "--host", "127.0.0.1", "--port", str(port), "--workers", str(scenario.workers),
+            *quiet, "--app-dir", REPO]
 
 
-def uvicorn_cmd(exe: str, app: str, port: int) -> list[str]:
-    return [exe, app, "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-            "--no-access-log", "--loop", "uvloop", "--http", "httptools",
-            "--log-level", "warning", "--app-dir", REPO]
+def uvicorn_cmd(exe: str, app: str, port: int, scenario: Scenario) -> list[str]:
+    quiet = [] if scenario.defaults else ["--no-access-log", "--log-level", "warning"]
+    return [exe, app, "--host", "127.0.0.1", "--port", str(port), "--workers", str(scenario.workers),
+            *quiet, "--loop", "uvloop", "--http", "httptools", "--app-dir", REPO]
 
 
-def granian_cmd(exe: str, app: str, port: int) -> list[str]:
+def granian_cmd(exe: str, app: str, port: int, scenario: Scenario) -> list[str]:
+    quiet = [] if scenario.defaults else ["--no-access-log", "--log-level", "warning"]
     return [exe, "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port),
-            "--workers", "1", "--loop", "uvloop", "--no-ws", "--no-access-log",
-            "--log-level", "warning", "--working-dir", REPO, app]
+            "--workers", str(scenario.workers), "--loop", "uvloop", "--no-ws", *quiet,
+            "--working-dir", REPO, app]
 
 
 def reference_cmd(mode: str):
-    def cmd(exe: str, app: str, port: int) -> list[str]:
+    def cmd(exe: str, app: str, port: int, scenario: Scenario) -> list[str]:
         return [exe, os.path.join(REPO, "bench", "reference.py"), mode, str(port), app]
     return cmd
 
@@ -159,24 +197,26 @@ def run_wrk(wrk: str, url: str, duration: int, wrk_args: tuple[str, ...]) -> dic
     except subprocess.CalledProcessError as e:
         raise BenchError(f"wrk failed ({e.returncode}): {e.stderr.strip()}") from e
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    p99 = re.search(r"^\s*99%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
     if not rps:
         raise BenchError(f"cannot parse wrk output:\n{out}")
     sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     socket_errors = sum(map(int, sock.groups())) if sock else 0
     non_2xx = int(non2xx.group(1)) if non2xx else 0
+    p99_ms = float(p99.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)] if p99 else None
     return {"rps": float(rps.group(1)), "socket_errors": socket_errors,
-            "non_2xx": non_2xx, "errors": socket_errors + non_2xx}
+            "non_2xx": non_2xx, "errors": socket_errors + non_2xx, "p99_ms": p99_ms}
 
 
 def bench_once(name: str, exe: str, scenario: Scenario, wrk: str, duration: int) -> dict:
     port = free_port()
     url = f"http://127.0.0.1:{port}{scenario.path}"
-    server = Server(name, SERVERS[name][1](exe, scenario.app, port))
+    server = Server(name, SERVERS[name][1](exe, scenario.app, port, scenario))
     try:
         server.wait_ready(port, scenario)
         run_wrk(wrk, url, WARMUP_SECONDS, scenario.wrk_args)
-        result = run_wrk(wrk, url, duration, scenario.wrk_args)
+        result = run_wrk(wrk, url, duration, ("--latency", *scenario.wrk_args))
         server.check_alive()
         return result
     finally:
@@ -188,7 +228,8 @@ def summarize(runs: dict[str, list[dict]]) -> tuple[dict, dict]:
         name: {"median_rps": statistics.median(r["rps"] for r in rs),
                "min_rps": min(r["rps"] for r in rs),
                "max_rps": max(r["rps"] for r in rs),
-               "errors": sum(r["errors"] for r in rs)}
+               "errors": sum(r["errors"] for r in rs),
+               "p99_ms": statistics.median(r["p99_ms"] for r in rs) if all(r["p99_ms"] for r in rs) else None}
         for name, rs in runs.items()
     }
     ratios = {}
@@ -205,14 +246,50 @@ def summarize(runs: dict[str, list[dict]]) -> tuple[dict, dict]:
 
 
 def print_table(summary: dict, ratios: dict) -> None:
-    print(f"\n{'server':<10} {'median req/s':>13} {'min':>10} {'max':>10} {'errors':>8}")
+    print(f"\n{'server':<10} {'median req/s':>13} {'min':>10} {'max':>10} {'errors':>8} {'p99 ms':>8}")
     for name, s in summary.items():
+        p99 = f"{s['p99_ms']:8.2f}" if s.get("p99_ms") else f"{'-':>8}"
         print(f"{name:<10} {s['median_rps']:>13.0f} {s['min_rps']:>10.0f} "
-              f"{s['max_rps']:>10.0f} {s['errors']:>8}")
+              f"{s['max_rps']:>10.0f} {s['errors']:>8} {p99}")
     if ratios:
         print()
         for label, ratio in ratios.items():
             print(f"{label:<16} {ratio:6.2f}")
+
+
+def print_overview(results: dict) -> None:
+    """Every scenario's ratios of one run, as a table and as a bar chart."""
+    peers = [p for p in ("granian", "uvicorn") if any(f"corral/{p}" in r["ratios"] for r in results.values())]
+    if not peers:
+        return
+    print("\n" + f"{'scenario':<40}" + "".join(f"{'corral/' + p:>16}" for p in peers))
+    for name, r in results.items():
+        cells = "".join(f"{r['ratios'][f'corral/{p}']:>16.2f}" if f"corral/{p}" in r["ratios"] else f"{'-':>16}"
+                        for p in peers)
+        print(f"{SCENARIOS[name].title:<40}{cells}")
+    print("\n" + chart(results, peers))
+
+
+def chart(results: dict, peers: list[str], width: int = 40) -> str:
+    """Text bars of corral's ratio to each peer; '|' marks 1.0 (as fast)."""
+    top = max([r["ratios"][f"corral/{p}"] for r in results.values() for p in peers if f"corral/{p}" in r["ratios"]]
+              + [2.0])
+    scale = width / top
+    one = round(scale)
+    lines = []
+    for name, r in results.items():
+        lines.append(SCENARIOS[name].title)
+        for p in peers:
+            ratio = r["ratios"].get(f"corral/{p}")
+            if ratio is None:
+                continue
+            n = round(ratio * scale)
+            bar = "█" * n
+            if n < one:
+                bar += " " * (one - 1 - n) + "|"  # where 1.00 would end
+            bar = bar.ljust(width)
+            lines.append(f"  vs {p:<8} {bar} {ratio:.2f}")
+    return "\n".join(lines)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -220,7 +297,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--servers", default=",".join(DEFAULT_SERVERS),
                    help=f"comma-separated subset of: {', '.join(SERVERS)} (default: %(default)s)")
-    p.add_argument("--scenario", default="hello", choices=sorted(SCENARIOS))
+    p.add_argument("--scenario", default="all",
+                   help=f"comma-separated subset of: {', '.join(SCENARIOS)}, or all (default: %(default)s)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--duration", type=int, default=5, help="seconds of wrk per measurement")
     p.add_argument("--json", metavar="FILE", help="also write results to FILE")
@@ -233,6 +311,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = set(args.servers) - set(SERVERS)
     if unknown or not args.servers:
         p.error(f"--servers must name some of {', '.join(SERVERS)}")
+    args.scenarios = list(SCENARIOS) if args.scenario == "all" else [s.strip() for s in args.scenario.split(",")]
+    if set(args.scenarios) - set(SCENARIOS) or not args.scenarios:
+        p.error(f"--scenario must name some of {', '.join(SCENARIOS)}, or all")
     if args.rounds < 1 or args.duration < 1:
         p.error("--rounds and --duration must be >= 1")
     return args
@@ -240,7 +321,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    scenario = SCENARIOS[args.scenario]
     wrk = shutil.which(args.wrk)
     exes = {name: getattr(args, name) for name in args.servers}
     missing = [f"{n}: {e}" for n, e in exes.items() if not os.access(e, os.X_OK)]
@@ -251,29 +331,35 @@ def main(argv: list[str] | None = None) -> int:
               " them; or pass --servers, --wrk or --<server> PATH", file=sys.stderr)
         return 2
 
-    runs: dict[str, list[dict]] = {name: [] for name in args.servers}
-    try:
-        for rnd in range(1, args.rounds + 1):
-            for name in args.servers:
-                result = bench_once(name, exes[name], scenario, wrk, args.duration)
-                runs[name].append(result)
-                print(f"round {rnd}/{args.rounds} {name:<8} {result['rps']:>10.0f} req/s"
-                      f"  errors {result['errors']}", file=sys.stderr, flush=True)
-    except BenchError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-
-    summary, ratios = summarize(runs)
-    print(f"scenario {args.scenario}: wrk {' '.join(scenario.wrk_args)} -d{args.duration}s, "
-          f"{args.rounds} round(s)")
-    print_table(summary, ratios)
+    results = {}
+    for scenario_name in args.scenarios:
+        scenario = SCENARIOS[scenario_name]
+        servers = [n for n in args.servers if scenario.references or n not in REFERENCES]
+        runs: dict[str, list[dict]] = {name: [] for name in servers}
+        try:
+            for rnd in range(1, args.rounds + 1):
+                for name in servers:
+                    result = bench_once(name, exes[name], scenario, wrk, args.duration)
+                    runs[name].append(result)
+                    print(f"{scenario_name} round {rnd}/{args.rounds} {name:<8} {result['rps']:>10.0f} req/s"
+                          f"  errors {result['errors']}", file=sys.stderr, flush=True)
+        except BenchError as e:
+            print(f"error: {scenario_name}: {e}", file=sys.stderr)
+            return 1
+        summary, ratios = summarize(runs)
+        print(f"\nscenario {scenario_name} ({scenario.title}): {scenario.workers} worker(s), "
+              f"wrk {' '.join(scenario.wrk_args[:2])}{' (+ headers)' if len(scenario.wrk_args) > 2 else ''} "
+              f"-d{args.duration}s, {args.rounds} round(s)")
+        print_table(summary, ratios)
+        results[scenario_name] = {"title": scenario.title, "app": scenario.app, "workers": scenario.workers,
+                                  "wrk_args": [*scenario.wrk_args, f"-d{args.duration}s"],
+                                  "runs": runs, "summary": summary, "ratios": ratios}
+    if len(results) > 1:
+        print_overview(results)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"scenario": args.scenario, "app": scenario.app,
-                       "wrk_args": [*scenario.wrk_args, f"-d{args.duration}s"],
-                       "rounds": args.rounds, "machine": platform.platform(),
-                       "cpus": os.cpu_count(), "runs": runs, "summary": summary,
-                       "ratios": ratios}, f, indent=2)
+            json.dump({"rounds": args.rounds, "duration": args.duration, "machine": platform.platform(),
+                       "cpus": os.cpu_count(), "scenarios": results}, f, indent=2)
             f.write("\n")
     return 0
 
