@@ -114,20 +114,30 @@ class H1Connection(asyncio.Protocol):
             self.run_queue()
 
     def eof_received(self):
-        cycle = self.cycle
-        if cycle is None or self.closing:
+        if self.closing:
             self.close()
             return False
+        # The client shut its write side (allowed after whole requests, RFC
+        # 9112 section 9.6): every request received whole is still answered,
+        # in order, then the connection closes. A request cut short never runs.
         self.eof = True
-        if not cycle.request.complete:
-            # The body can never arrive now: the app sees http.disconnect.
-            cycle.disconnected()
-        else:
-            # The client shut its write side after a whole request (allowed):
-            # finish the response, then close. An app waiting in receive()
-            # past the body (long poll) learns that the client is gone.
-            cycle.client_eof()
-        self.queue.clear()
+        queue = self.queue
+        if queue and not queue[-1].complete:
+            queue.pop()
+        cycle = self.cycle
+        if cycle is None and not queue:
+            self.close()
+            return False
+        if queue:
+            queue[-1].keep_alive = False  # the last answer says Connection: close
+        if cycle is not None:
+            if not cycle.request.complete:
+                # The body can never arrive now: the app sees http.disconnect.
+                cycle.disconnected()
+            else:
+                # An app waiting in receive() past the body (long poll) learns
+                # that the client is gone; its response is still sent.
+                cycle.client_eof()
         return True
 
     def connection_lost(self, exc) -> None:
@@ -191,15 +201,19 @@ class H1Connection(asyncio.Protocol):
 
     def run_queue(self) -> None:
         """Start queued requests one at a time, for as long as they finish
-        without waiting."""
+        without waiting; with none left to run, settle the connection."""
         state = self.state
         queue = self.queue
         while self.cycle is None and queue and not self.closing:
-            if state.in_flight >= state.limit_concurrency and not state.admit(self):
-                return  # answered 503, or waiting for a slot
+            if state.in_flight >= state.limit_concurrency:
+                if state.over_limit(self):
+                    return  # waits for a slot (ServerState.request_done restarts it)
+                continue  # answered 503: on to the next request
             state.in_flight += 1
             self.cycle = cycle = state.handler(self, queue.popleft())
             cycle.start()
+        if self.cycle is None and not self.closing:
+            self._settle()
         if self.reading_paused:
             current = self.cycle
             if current is None or current.request.buffered <= BODY_HIGH_WATER:
@@ -215,8 +229,9 @@ class H1Connection(asyncio.Protocol):
             state.request_done()
         if self.closing:
             return
+        queue = self.queue
         error = self.pending_error
-        if error is not None and (not keep_alive or not self.queue):
+        if error is not None and (not keep_alive or not queue):
             # The requests received whole before the bad bytes are answered;
             # now the error, unless this response was cut short.
             if keep_alive or cycle.head is None:
@@ -224,16 +239,26 @@ class H1Connection(asyncio.Protocol):
             else:
                 self.close()
             return
-        if not keep_alive or self.eof or not cycle.request.complete or state.draining:
+        if not keep_alive or not cycle.request.complete or state.draining:
             self.close()
-            return
-        if self.queue:
+        elif queue:
             # Inside a synchronous step, run_queue's loop starts the next one;
             # from a task, it must not nest a step inside the running task.
             if not state.stepper.stepping:
                 self.loop.call_soon(self.run_queue)
         else:
-            self.idle_since = state.now
+            self._settle()
+
+    def _settle(self) -> None:
+        """Nothing queued and nothing running: answer the pending protocol
+        error, close after the client's FIN, or wait for the next request."""
+        if self.pending_error is not None:
+            self._send_error(self.pending_error)
+        elif self.eof:
+            self.close()
+        else:
+            if not self.parser.in_head:
+                self.idle_since = self.state.now
             if self.reading_paused:
                 self.resume_reading()
 

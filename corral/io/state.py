@@ -122,13 +122,15 @@ class ServerState:
 
     # -- concurrency limit ------------------------------------------------
 
-    def admit(self, conn) -> bool:
-        """Over --limit-concurrency: queue ``conn`` for a slot, or answer 503."""
+    def over_limit(self, conn) -> bool:
+        """Over --limit-concurrency: queue ``conn`` for a slot (returns True:
+        it waits), or answer its next request 503 (returns False: the caller
+        goes on with the requests behind it)."""
         if self.config.limit_concurrency_queue > 0 and not self.refusing:
             if not conn.waiting_since:
                 conn.waiting_since = self.now or 1e-9
                 self.waiting.append(conn)
-            return False
+            return True
         self.counters["rejected_busy"] += 1
         conn.reject_busy()
         return False
@@ -141,6 +143,8 @@ class ServerState:
             pass
         self.counters["rejected_busy"] += 1
         conn.reject_busy()
+        # The requests behind it wait their own turn (or run, if a slot is free).
+        self.loop.call_soon(conn.run_queue)
 
     def _next_waiting(self) -> None:
         waiting = self.waiting
