@@ -1,7 +1,7 @@
 """A real haproxy in front of corral, for the tests of client identity behind proxies.
 
-``Haproxy(config)`` writes the configuration (``{port}`` is the frontend's
-port, chosen free on 127.0.0.1), runs ``haproxy -db`` in the foreground and
+``Haproxy(config, files)`` writes the configuration (``{port}`` is the
+frontend's port, chosen free on 127.0.0.1; ``{dir}`` holds ``files``), runs ``haproxy -db`` in the foreground and
 waits until the frontend accepts connections. Tests that need it are
 skipped, with the reason, where haproxy is not installed (``make test``
 installs the Debian package: ``make test-packages``).
@@ -48,9 +48,12 @@ def connect_from(source: str, port: int, timeout: float = 10.0) -> socket.socket
 
 
 class Haproxy:
-    def __init__(self, config: str) -> None:
+    def __init__(self, config: str, files: dict[str, bytes] | None = None) -> None:
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="corral-haproxy-")
+        for name, data in (files or {}).items():  # certificates: {dir}/NAME in the config
+            with open(os.path.join(self.dir, name), "wb") as handle:
+                handle.write(data)
         self.config_path = os.path.join(self.dir, "haproxy.cfg")
         with open(self.config_path, "w") as handle:
             handle.write(DEFAULTS + config.format(port=self.port, dir=self.dir))

@@ -89,6 +89,8 @@ class HTTPCycle:
         }
         if request.forwarded:  # proto.forwarded.Identity from a trusted proxy
             scope["client"], scope["scheme"] = request.forwarded[:2]
+        if conn.proxy is not None:  # a PROXY header: its TLS details (tls extension)
+            scope["extensions"] = conn.proxy.asgi_extensions()
         self.status = None  # set by http.response.start
         self.headers = None
         self.head = None  # ResponsePlan once the head is written

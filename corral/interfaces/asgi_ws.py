@@ -77,6 +77,8 @@ class WebSocketHandler:
             "state": self.state.lifespan_state.copy(),
             "extensions": {"websocket.http.response": {}},
         }
+        if conn.proxy is not None:  # a PROXY header: its TLS details (tls extension)
+            scope["extensions"].update(conn.proxy.asgi_extensions())
         return WebSocketCycle(self, conn, request, scope)
 
 

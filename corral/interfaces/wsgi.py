@@ -363,6 +363,8 @@ class WSGICycle:
             if key in environ:
                 text = environ[key] + ("; " if key == "HTTP_COOKIE" else ",") + text
             environ[key] = text
+        if conn.proxy is not None:  # a PROXY header: its TLS details (HTTPS, SSL_*)
+            environ.update(conn.proxy.wsgi_environ())
         if self.size and "CONTENT_LENGTH" not in environ:
             environ["CONTENT_LENGTH"] = str(self.size)  # a chunked body, read whole
         if server is None:  # UNIX socket: the name the client used

@@ -57,6 +57,7 @@ class H1Connection(asyncio.Protocol):
         "pending_error",
         "upgrade",
         "eof",
+        "proxy",
     )
 
     def __init__(self, state) -> None:
@@ -87,6 +88,7 @@ class H1Connection(asyncio.Protocol):
         self.pending_error: ProtocolError | None = None
         self.upgrade = None  # set by a protocol that takes over the connection
         self.eof = False  # the client shut its write side
+        self.proxy = None  # proto.proxy.ProxyInfo, set by io/proxy.py when a PROXY header named the client
 
     # -- asyncio.Protocol ----------------------------------------------------
 

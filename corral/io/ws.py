@@ -167,6 +167,7 @@ class WSConnection(asyncio.Protocol):
         "client",
         "server",
         "scheme",
+        "proxy",
         "handshake",
         "parser",
         "compressor",
@@ -194,6 +195,7 @@ class WSConnection(asyncio.Protocol):
         identity = request.forwarded  # proto.forwarded.Identity from a trusted proxy
         self.client = identity.client if identity else conn.client
         self.server = conn.server
+        self.proxy = conn.proxy  # proto.proxy.ProxyInfo or None
         self.scheme = "wss" if (identity.scheme if identity else conn.scheme) == "https" else "ws"
         self.handshake = handshake  # until accepted
         self.parser: Parser | None = None

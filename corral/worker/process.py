@@ -46,6 +46,7 @@ from ..interfaces.lifespan import Lifespan, LifespanFailure
 from ..interfaces.wsgi import WSGIHandler
 from ..io.h1 import H1Connection
 from ..io.health import HealthCheck
+from ..io.proxy import ProxyPolicy
 from ..io.state import ServerState
 from ..io.ws import WebSocketUpgrade
 from ..loader import AppLoadError, detect_interface, import_app
@@ -117,6 +118,8 @@ class Worker:
         loop = self.loop = new_event_loop()
         asyncio.set_event_loop(loop)
         state = self.state = ServerState(config, loop)
+        if config.proxy_protocol != "off":
+            self._connection = ProxyPolicy(state).connection
         if interface == "wsgi":
             self.wsgi = WSGIHandler(app, state)
             state.handler = self.wsgi.new_cycle
@@ -179,6 +182,7 @@ class Worker:
         logs.reopen()
 
     def _connection(self):
+        """The listeners' protocol factory (replaced by the PROXY protocol's when on)."""
         return H1Connection(self.state)
 
     def _phase_changed(self) -> None:
