@@ -56,7 +56,7 @@ class HealthCycle:
         head = plan.render(len(body), state.extra_headers)
         conn.transport.write(head + body if plan.body_allowed else head)
         if self.check.log:
-            client = conn.client
+            client = request.forwarded.client if request.forwarded else conn.client  # behind a proxy: the real one
             access_log.debug(
                 '%s - "%s %s HTTP/%s" %d (health)',
                 f"{client[0]}:{client[1]}" if client else "-",
