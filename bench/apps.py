@@ -75,3 +75,9 @@ def _fastapi_app():
 
 
 fastapi_json = _fastapi_app()
+
+
+def hello_wsgi(environ, start_response):
+    """The same hello world for WSGI-only servers (gunicorn's own workers)."""
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(HELLO_BODY)))])
+    return [HELLO_BODY]
