@@ -234,7 +234,7 @@ OPTIONS: tuple[Option, ...] = (
     _opt("limit_header_size", 65536, _int_range(256), "Largest request header block in bytes (431 beyond).", "BYTES"),
     _opt("timeout_header", 10.0, _seconds, "The whole request head must arrive within this time, else 408 (0 = off).", "SECONDS"),
     _opt("timeout_body", 30.0, _seconds, "Longest gap between request body chunks, else 408 (0 = off).", "SECONDS"),
-    _opt("timeout_write", 30.0, _seconds, "Close a client that reads none of its response for this long (0 = off).", "SECONDS"),
+    _opt("timeout_write", 30.0, _seconds, "Close a client that reads nothing of its response for this long, counted from its last progress (0 = off).", "SECONDS"),
     # overload
     _opt("limit_connections", 0, _int_range(0), "Per worker: stop accepting at this many open connections (0 = no limit).", "N"),
     _opt("limit_concurrency", 0, _int_range(0), "Per worker: requests in flight beyond this get 503 + Retry-After (0 = no limit).", "N"),

@@ -53,6 +53,7 @@ class H1Connection(asyncio.Protocol):
         "head_since",
         "body_since",
         "write_since",
+        "write_left",
         "waiting_since",
         "pending_error",
         "upgrade",
@@ -83,7 +84,8 @@ class H1Connection(asyncio.Protocol):
         self.idle_since = state.now  # between requests (keep-alive timeout)
         self.head_since = 0.0  # a request head has begun (header timeout)
         self.body_since = 0.0  # last request body bytes (body timeout)
-        self.write_since = 0.0  # the transport asked us to stop writing (write timeout)
+        self.write_since = 0.0  # writing paused, and no progress since (write timeout)
+        self.write_left = 0  # bytes buffered at write_since (the sweep compares)
         self.waiting_since = 0.0  # queued for a concurrency slot
         self.pending_error: ProtocolError | None = None
         self.upgrade = None  # set by a protocol that takes over the connection
@@ -153,6 +155,7 @@ class H1Connection(asyncio.Protocol):
     def pause_writing(self) -> None:
         self.write_paused = True
         self.write_since = self.state.now
+        self.write_left = self.transport.get_write_buffer_size()
 
     def resume_writing(self) -> None:
         self.write_paused = False
@@ -309,6 +312,7 @@ class H1Connection(asyncio.Protocol):
         self.closing = True
         self.linger_since = self.state.now
         transport = self.transport
+        self.write_left = transport.get_write_buffer_size()
         if self.eof:
             transport.close()  # the client already shut its side: nothing to linger for
             return

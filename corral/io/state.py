@@ -90,13 +90,25 @@ class ServerState:
                 transport = conn.transport
                 if transport is None:
                     continue
-                if transport.get_write_buffer_size():
+                left = transport.get_write_buffer_size()
+                if left:
+                    if left < conn.write_left:  # the client reads: the last response is flushing
+                        conn.linger_since = now
+                    conn.write_left = left
                     if now - conn.linger_since >= max(LINGER_SECONDS, write_timeout):
                         transport.abort()
                 elif now - conn.linger_since >= LINGER_SECONDS:
                     transport.close()
-            elif conn.write_since and now - conn.write_since >= write_timeout:
-                log.info("closing a client that did not read its response for %.0fs", now - conn.write_since)
+                continue
+            if conn.write_since:
+                # --timeout-write counts time without progress: a client that
+                # reads, however slowly, restarts the clock.
+                left = conn.transport.get_write_buffer_size()
+                if left < conn.write_left:
+                    conn.write_since = now
+                conn.write_left = left
+            if conn.write_since and now - conn.write_since >= write_timeout:
+                log.info("closing a client that read none of its response for %.0fs", now - conn.write_since)
                 self.counters["timeouts"] += 1
                 conn.abort()
             elif conn.idle_since:

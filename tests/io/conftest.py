@@ -76,6 +76,7 @@ class Client:
         self.responses = Responses()
         self.received = b""
         self.eof: bool | str = False
+        self.reading = True  # False: a client that does not read (run_until leaves it alone)
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
@@ -84,7 +85,7 @@ class Client:
         self.sock.shutdown(socket.SHUT_WR)
 
     def read(self) -> None:
-        while not self.eof:
+        while self.reading and not self.eof:
             try:
                 data = self.sock.recv(65536)
             except BlockingIOError:

@@ -275,3 +275,68 @@ def test_a_bad_request_behind_pipelined_ones_is_answered_last(pair):
     app.release("/slow")
     done = p.until_closed()
     assert [r.status for r in done] == [200, 200, 400]
+
+
+# -- sweep finding e: --timeout-write is time without progress ---------------
+
+
+def _read_some(client, limit: int) -> int:
+    got = 0
+    while got < limit:
+        try:
+            data = client.sock.recv(min(65536, limit - got))
+        except BlockingIOError:
+            break
+        got += len(data)
+        client.responses.feed(data)
+    return got
+
+
+def test_write_timeout_aborts_a_client_that_reads_nothing(pair):
+    p = pair(App(), timeout_write=30)
+    p.client.reading = False
+    p.send(get("/big4000000"))
+    p.run_until(lambda: p.conn.write_paused, what="writing to pause")
+    p.spin()
+    p.later(0)  # the kernel's buffer filled after the pause: that was progress
+    p.later(29)
+    assert not p.conn.closing
+    p.later(2)
+    assert p.conn.closing and p.state.counters["timeouts"] == 1
+
+
+def test_write_timeout_counts_from_the_last_progress(pair):
+    p = pair(App(), timeout_write=30)
+    p.client.reading = False
+    p.send(get("/big4000000"))
+    p.run_until(lambda: p.conn.write_paused, what="writing to pause")
+    for _ in range(4):  # 80 s in all, reading a little every 20 s
+        p.later(20)
+        assert not p.conn.closing
+        before = p.conn.transport.get_write_buffer_size()
+        assert _read_some(p.client, 1_000_000) > 0  # what the kernel holds: a few hundred KB
+        p.run_until(lambda: p.conn.transport.get_write_buffer_size() < before, what="the buffer to shrink")
+        p.later(0)  # the next sweep (once a second in a worker) sees the progress
+    p.later(29)
+    assert not p.conn.closing
+    p.later(2)  # 31 s without progress
+    assert p.conn.closing
+
+
+def test_a_closing_connection_flushing_its_last_response_is_kept_while_the_client_reads(pair):
+    p = pair(App(), timeout_write=30)
+    p.client.reading = False
+    # The app does not wait for a drain: the whole response is buffered at close.
+    p.conn.transport.set_write_buffer_limits(high=8_000_000)
+    p.send(get("/big4000000", b"Connection: close\r\n"))
+    p.run_until(lambda: p.conn.closing, what="the response to be written")
+    for n in range(3):
+        p.later(20)
+        before = p.conn.transport.get_write_buffer_size()
+        assert before, n  # not aborted: still flushing
+        assert _read_some(p.client, 1_000_000) > 0  # what the kernel holds: a few hundred KB
+        p.run_until(lambda: p.conn.transport.get_write_buffer_size() < before, what="the buffer to shrink")
+    p.later(31)  # no progress: cut
+    p.client.reading = True
+    p.run_until(lambda: p.client.eof, what="the abort")
+    assert len(p.client.received) < 4_000_000
