@@ -4,7 +4,8 @@ A real ``H1Connection`` with the real ASGI cycle is fed the request wrk sends,
 from a loop callback as a transport would, N times; the transport's write
 does nothing. Stages: ``parser`` (RequestParser alone), ``conn`` (parser and
 connection, with a handler that answers without ASGI), ``full`` (everything
-up to the transport write).
+up to the transport write), ``wsgi`` (the same with the native WSGI cycle,
+``--threads 1``, and ``bench/wsgi_apps.py:hello``).
 
     .venv/bin/python bench/hotpath.py              # microseconds per request (noisy)
     .venv/bin/python bench/hotpath.py --callgrind  # instructions per request (exact)
@@ -31,7 +32,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n"
-STAGES = ("parser", "conn", "full")
+STAGES = ("parser", "conn", "full", "wsgi")
 
 
 class NullTransport:
@@ -86,6 +87,11 @@ def build(stage: str):
                 self.conn.cycle_done(self, True)
 
         state.handler = Answer
+    elif stage == "wsgi":
+        from bench.wsgi_apps import hello as wsgi_hello
+        from corral.interfaces.wsgi import WSGIHandler
+
+        state.handler = WSGIHandler(wsgi_hello, state).new_cycle
     else:
         state.handler = ASGIHandler(hello, state).new_cycle
     conn = H1Connection(state)

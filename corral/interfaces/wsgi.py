@@ -137,6 +137,32 @@ class _Pool:
             self.jobs.put(None)
 
 
+class _EmptyInput:
+    """``wsgi.input`` of a request without a body: always at EOF, stateless,
+    so one instance serves every such request."""
+
+    __slots__ = ()
+
+    def read(self, size: int = -1) -> bytes:
+        return b""
+
+    def readline(self, size: int = -1) -> bytes:
+        return b""
+
+    def readlines(self, hint: int = -1) -> list:
+        return []
+
+    def __iter__(self):
+        return iter(())
+
+    def close(self) -> None:
+        pass
+
+
+EMPTY_INPUT = _EmptyInput()
+_PROTOCOLS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
+
+
 def _environ_key(name: bytes) -> str:
     """The environ key of a request header ("" for a name that must be dropped)."""
     if b"_" in name:
@@ -160,21 +186,19 @@ class WSGIHandler:
         self.pool = _Pool(threads) if threads > 1 else None
         self.access = state.access  # io/access.py, None when off
         self.errors = ErrorStream()
-        self.base = {
-            "SCRIPT_NAME": config.root_path.rstrip("/").encode("utf-8").decode("latin-1"),
-            "SERVER_SOFTWARE": "corral",
-            "wsgi.version": (1, 0),
-            "wsgi.errors": self.errors,
-            "wsgi.multithread": threads > 1,
-            # Other processes may run the app at once (TTIN, a reload's overlap).
-            "wsgi.multiprocess": True,
-            "wsgi.run_once": False,
-            "wsgi.input_terminated": True,
-            "wsgi.file_wrapper": FileWrapper,
-        }
+        self.script_name = config.root_path.rstrip("/").encode("utf-8").decode("latin-1")
+        self.multithread = threads > 1
         self.keys: dict[bytes, str] = {}
+        self.server_names: dict = {}  # listening (host, port) -> (SERVER_NAME, SERVER_PORT)
+        self.statuses: dict[str, int] = {}  # status line -> code, once checked
         self.running: set = set()  # cycles whose app runs in a pool thread
         self.new_cycle = partial(WSGICycle, self)
+
+    def server_name(self, server) -> tuple[str, str]:
+        names = (str(server[0]), str(server[1]))
+        if len(self.server_names) < 64:
+            self.server_names[server] = names
+        return names
 
     def key(self, name: bytes) -> str:
         key = _environ_key(name)
@@ -249,10 +273,13 @@ class WSGICycle:
     def start(self) -> None:
         request = self.request
         if request.complete:
-            body = request.body
-            if body:
+            if request.body:
                 self._take_body()
-            self._run()
+            self.phase = _RUNNING
+            if self.handler.pool is None:
+                self._run_inline()
+            else:
+                self._submit()
             return
         if request.expect_continue and not request.body:
             self.conn.transport.write(CONTINUE)  # the body is always read
@@ -330,24 +357,40 @@ class WSGICycle:
         handler = self.handler
         request = self.request
         conn = self.conn
-        environ = handler.base.copy()
-        raw_path = request.raw_path
         path = request.path
-        if b"%" in raw_path:  # PEP 3333: the decoded bytes, as latin-1
+        if b"%" in request.raw_path:  # PEP 3333: the decoded bytes, as latin-1
             path = path.encode("utf-8", "surrogateescape").decode("latin-1")
-        environ["REQUEST_METHOD"] = request.method
-        environ["PATH_INFO"] = path
-        environ["QUERY_STRING"] = request.query_string.decode("latin-1")
-        environ["SERVER_PROTOCOL"] = "HTTP/" + request.http_version
-        client, scheme = conn.client, conn.scheme
+        client = conn.client
+        scheme = conn.scheme
         if request.forwarded:  # proto.forwarded.Identity from a trusted proxy
             client, scheme = request.forwarded[:2]
-        environ["wsgi.url_scheme"] = scheme
-        environ["wsgi.input"] = self._input()
+        query = request.query_string
+        if self.parts is None and self.spool is None:
+            stream = EMPTY_INPUT
+        else:
+            stream = self._input()
+        # One dict display: cheaper than copying a base dict and filling it in.
+        environ = {
+            "REQUEST_METHOD": request.method,
+            "SCRIPT_NAME": handler.script_name,
+            "PATH_INFO": path,
+            "QUERY_STRING": query.decode("latin-1") if query else "",
+            "SERVER_PROTOCOL": _PROTOCOLS.get(request.http_version) or "HTTP/" + request.http_version,
+            "SERVER_SOFTWARE": "corral",
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": scheme,
+            "wsgi.input": stream,
+            "wsgi.errors": handler.errors,
+            "wsgi.multithread": handler.multithread,
+            # Other processes may run the app at once (TTIN, a reload's overlap).
+            "wsgi.multiprocess": True,
+            "wsgi.run_once": False,
+            "wsgi.input_terminated": True,
+            "wsgi.file_wrapper": FileWrapper,
+        }
         server = conn.server
         if server is not None:
-            environ["SERVER_NAME"] = server[0]
-            environ["SERVER_PORT"] = str(server[1])
+            environ["SERVER_NAME"], environ["SERVER_PORT"] = handler.server_names.get(server) or handler.server_name(server)
         if client is not None:
             environ["REMOTE_ADDR"] = client[0]
             environ["REMOTE_PORT"] = str(client[1])
@@ -359,10 +402,10 @@ class WSGICycle:
             if not key:
                 log.debug("dropped request header %r (underscore in the name)", name)
                 continue
-            text = value.decode("latin-1")
             if key in environ:
-                text = environ[key] + ("; " if key == "HTTP_COOKIE" else ",") + text
-            environ[key] = text
+                environ[key] += ("; " if key == "HTTP_COOKIE" else ",") + value.decode("latin-1")
+            else:
+                environ[key] = value.decode("latin-1")
         if conn.proxy is not None:  # a PROXY header: its TLS details (HTTPS, SSL_*)
             environ.update(conn.proxy.wsgi_environ())
         if self.size and "CONTENT_LENGTH" not in environ:
@@ -388,11 +431,12 @@ class WSGICycle:
                 exc_info = None
         elif self.status is not None:
             raise RuntimeError("WSGI: start_response called a second time without exc_info (PEP 3333)")
-        if type(status) is not str or len(status) < 3 or not status[:3].isdigit() or status[3:4] not in ("", " "):
-            raise TypeError(f"WSGI: status must be a str such as '200 OK', got {status!r}")
-        code = int(status[:3])
-        if code < 200:
-            raise ValueError(f"WSGI: status {status!r}: informational (1xx) responses cannot be sent")
+        statuses = self.handler.statuses
+        code = statuses.get(status) if type(status) is str else None
+        if code is None:
+            code = _status_code(status)
+            if len(statuses) < 256:
+                statuses[status] = code
         try:
             encoded = tuple([(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers])
         except (AttributeError, UnicodeEncodeError, ValueError, TypeError):
@@ -423,18 +467,21 @@ class WSGICycle:
         if self.gone or self.phase != _BODY:
             return
         self.phase = _RUNNING
-        handler = self.handler
-        if handler.pool is None:
+        if self.handler.pool is None:
             self._run_inline()
         else:
-            self.since = handler.state.now
-            self.cond = threading.Condition(threading.Lock())
-            self.queued = []
-            self.final = False
-            self.flush_pending = False
-            self.blocked = False
-            handler.running.add(self)
-            handler.pool.submit(self._run_in_thread)
+            self._submit()
+
+    def _submit(self) -> None:
+        handler = self.handler
+        self.since = handler.state.now
+        self.cond = threading.Condition(threading.Lock())
+        self.queued = []
+        self.final = False
+        self.flush_pending = False
+        self.blocked = False
+        handler.running.add(self)
+        handler.pool.submit(self._run_in_thread)
 
     def _call(self):
         """Call the app; returns its iterable or a bytes body given whole (list/tuple)."""
@@ -452,15 +499,20 @@ class WSGICycle:
 
     def _run_inline(self) -> None:
         try:
-            body = self._call()
-            if body is not None:
-                self._close_result()
+            result = self.result = self.handler.app(self.environ(), self.start_response)
+            kind = type(result)
+            if (kind is list or kind is tuple) and not self.committed:
+                # The whole body at once (no close() on a list): one write.
+                self.result = None
+                body = result[0] if len(result) == 1 else b"".join(result)
+                if type(body) is not bytes:
+                    body = _check_bytes(body)
                 if self.status is None:
                     raise RuntimeError("WSGI: the app returned without calling start_response")
                 self.committed = True
                 self._out(body, True)
                 return
-            self.iterator = iter(self.result)
+            self.iterator = iter(result)
         except BaseException as exc:
             self._failed(exc)
             return
@@ -708,7 +760,8 @@ class WSGICycle:
         if self.phase == _DONE:
             return
         self.phase = _DONE
-        self._discard_body()
+        if self.parts is not None or self.spool is not None:
+            self._discard_body()
         handler = self.handler
         if handler.pool is not None:
             handler.running.discard(self)
@@ -719,6 +772,15 @@ class WSGICycle:
             # As the app saw it (behind a proxy: the real client).
             client = request.forwarded.client if request.forwarded else self.conn.client
             access.record(request, client, self.status, self.bytes_sent, self.started)
+
+
+def _status_code(status) -> int:
+    if type(status) is not str or len(status) < 3 or not status[:3].isdigit() or status[3:4] not in ("", " "):
+        raise TypeError(f"WSGI: status must be a str such as '200 OK', got {status!r}")
+    code = int(status[:3])
+    if code < 200:
+        raise ValueError(f"WSGI: status {status!r}: informational (1xx) responses cannot be sent")
+    return code
 
 
 def _check_bytes(data) -> bytes:
