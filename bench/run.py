@@ -77,6 +77,10 @@ SCENARIOS = {
     "get100k": Scenario(app="bench.apps:big", title="GET 100 KB", expect_body=b"x" * 102400),
     "fastapi": Scenario(app="bench.apps:fastapi_json", title="FastAPI JSON endpoint", path="/items/42?q=x",
                         expect_body=FASTAPI_BODY),
+    # Behind a proxy: every request names its client (corral and uvicorn read
+    # these headers by default, from 127.0.0.1; Granian does not).
+    "forwarded": Scenario(app="bench.apps:hello", title="hello with X-Forwarded-For/-Proto",
+                          wrk_args=("-t1", "-c64", "-H", "X-Forwarded-For: 203.0.113.7", "-H", "X-Forwarded-Proto: https")),
     "hello-2w": Scenario(app="bench.apps:hello", title="2 workers: hello", workers=2),
     "close-2w": Scenario(app="bench.apps:hello", title="2 workers: new connection per request",
                          workers=2, wrk_args=_CLOSE_ARGS),
@@ -87,6 +91,10 @@ def corral_cmd(exe: str, app: str, port: int, scenario: Scenario) -> list[str]:
     quiet = [] if scenario.defaults else ["--no-access-log"]
     return [exe, app, "--host", "127.0.0.1", "--port", str(port), "--workers", str(scenario.workers),
             *quiet, "--app-dir", REPO]
+
+
+def corral_no_proxy_headers_cmd(exe: str, app: str, port: int, scenario: Scenario) -> list[str]:
+    return [*corral_cmd(exe, app, port, scenario), "--no-proxy-headers"]
 
 
 def uvicorn_cmd(exe: str, app: str, port: int, scenario: Scenario) -> list[str]:
@@ -111,6 +119,8 @@ def reference_cmd(mode: str):
 # name -> (default executable, argv builder)
 SERVERS = {
     "corral": (os.path.join(REPO, ".venv", "bin", "corral"), corral_cmd),
+    # corral --no-proxy-headers: what reading forwarding headers costs (issue 13).
+    "corral-nph": (os.path.join(REPO, ".venv", "bin", "corral"), corral_no_proxy_headers_cmd),
     "uvicorn": (os.path.join(BENCH_BIN, "uvicorn"), uvicorn_cmd),
     "granian": (os.path.join(BENCH_BIN, "granian"), granian_cmd),
     # The machine's ceiling (bench/reference.py): not servers, measuring sticks.
@@ -322,7 +332,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     wrk = shutil.which(args.wrk)
-    exes = {name: getattr(args, name) for name in args.servers}
+    exes = {name: getattr(args, name.replace("-", "_")) for name in args.servers}
     missing = [f"{n}: {e}" for n, e in exes.items() if not os.access(e, os.X_OK)]
     if not wrk:
         missing.append(f"wrk: {args.wrk}")

@@ -28,7 +28,8 @@ client is named by that identifier.
 
 Cost: the HTTP parser flags a request that carries any of these fields
 while it looks at header names anyway (``proto/h1.py``); only such requests
-get here, and the trust decision for a peer address is cached.
+get here, and the trust decision for a peer address is cached, as is the
+walk's answer for a set of forwarding fields already seen.
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 # Unquoted values: a token, leniently with the characters of a bare IPv6 node.
 _VALUE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z:\[\]-]+")
 _CACHE_SIZE = 4096
+# Walks remembered, and the largest fields remembered (bytes of values): at most ~0.5 MiB.
+_WALK_CACHE_SIZE = 1024
+_WALK_KEY_MAX = 512
 
 
 class TrustedPeers:
@@ -235,6 +239,11 @@ class Forwarding:
     def __init__(self, trusted: TrustedPeers, forwarded_host: bool = False) -> None:
         self.trusted = trusted
         self.forwarded_host = forwarded_host
+        # The walk's answer per distinct set of forwarding fields (a proxy
+        # sends the same ones for every request of a client): (client,
+        # scheme, host), each None to keep the connection's, or None to
+        # ignore the fields. Bounded: small fields only, cleared when full.
+        self._walks: dict[tuple, tuple | None] = {}
 
     def resolve(self, headers, client, scheme: str) -> Identity | None:
         """The identity of a request whose ``headers`` carry forwarding fields,
@@ -243,24 +252,41 @@ class Forwarding:
         peer is not trusted, or the fields are unusable."""
         if client is not None and client[0] not in self.trusted:
             return None
+        fields = tuple([field for field in headers if field[0] in FORWARDING_HEADERS])
+        walks = self._walks
+        try:
+            walk = walks[fields]
+        except KeyError:
+            walk = self._walk(fields)
+            if sum(len(value) for _, value in fields) <= _WALK_KEY_MAX:
+                if len(walks) >= _WALK_CACHE_SIZE:
+                    walks.clear()
+                walks[fields] = walk
+        if walk is None:
+            return None
+        hop, proto, host = walk
+        return Identity(hop or client, proto or scheme, host)
+
+    def _walk(self, fields) -> tuple | None:
         forwarded = []
         xff = []
         xfp = []
         xfh = []
-        for name, value in headers:
+        for name, value in fields:
             if name == b"forwarded":
                 forwarded.append(value)
             elif name == b"x-forwarded-for":
                 xff.append(value)
             elif name == b"x-forwarded-proto":
                 xfp.append(value)
-            elif name == b"x-forwarded-host":
+            else:
                 xfh.append(value)
         if forwarded:
-            return self._forwarded(forwarded, client, scheme)
-        return self._x_forwarded(xff, xfp, xfh, client, scheme)
+            return self._forwarded(forwarded)
+        return self._x_forwarded(xff, xfp, xfh)
 
-    def _forwarded(self, fields, client, scheme: str) -> Identity | None:
+    def _forwarded(self, fields) -> tuple | None:
+        client = scheme = None
         elements: list = []
         for field in fields:  # one field line after another, each parsed on its own
             elements += parse_forwarded(field.decode("latin-1"))
@@ -282,13 +308,14 @@ class Forwarding:
                 break
         proto = element.get("proto")
         if proto is not None:
-            scheme = SCHEMES.get(proto.lower(), scheme)
+            scheme = SCHEMES.get(proto.lower())
         host = None
         if self.forwarded_host and "host" in element:
             host = _valid_host(element["host"])
-        return Identity(client, scheme, host)
+        return client, scheme, host
 
-    def _x_forwarded(self, xff, xfp, xfh, client, scheme: str) -> Identity | None:
+    def _x_forwarded(self, xff, xfp, xfh) -> tuple | None:
+        client = scheme = None
         hops = _list(xff)
         index = -1
         if hops:
@@ -303,13 +330,13 @@ class Forwarding:
         protos = _list(xfp)
         if protos:
             proto = protos[index] if len(protos) == len(hops) else protos[-1]
-            scheme = SCHEMES.get(proto.lower(), scheme)
+            scheme = SCHEMES.get(proto.lower())
         host = None
         if self.forwarded_host:
             hosts = _list(xfh)
             if hosts:
                 host = _valid_host(hosts[index] if len(hosts) == len(hops) else hosts[-1])
-        return Identity(client, scheme, host)
+        return client, scheme, host
 
 
 def _list(fields) -> list[str]:

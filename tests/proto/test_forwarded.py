@@ -230,3 +230,20 @@ class TestParserFlag:
         for index in range(len(data)):  # byte by byte
             parser.feed(data[index : index + 1])
         assert [r.forwarded for r in sink.requests] == [True, False, True, True, True, False]
+
+
+class TestWalkCache:
+    def test_same_fields_same_answer_with_each_peer_port(self):
+        forwarding = Forwarding(TrustedPeers("127.0.0.1"))
+        fields = [(b"x-forwarded-proto", b"https")]
+        assert forwarding.resolve(fields, ("127.0.0.1", 1), "http") == Identity(("127.0.0.1", 1), "https", None)
+        assert forwarding.resolve(fields, ("127.0.0.1", 2), "http") == Identity(("127.0.0.1", 2), "https", None)
+        assert len(forwarding._walks) == 1
+        assert forwarding.resolve([(b"x-forwarded-for", b"1.1.1.1, bad")], ("127.0.0.1", 1), "http") is None
+        assert forwarding.resolve([(b"x-forwarded-for", b"1.1.1.1, bad")], ("127.0.0.1", 1), "http") is None
+
+    def test_large_fields_are_not_remembered(self):
+        forwarding = Forwarding(TrustedPeers("127.0.0.1"))
+        big = b", ".join(b"10.0.%d.%d" % (i // 256, i % 256) for i in range(100))
+        assert forwarding.resolve([(b"x-forwarded-for", big)], ("127.0.0.1", 1), "http").client == ("10.0.0.99", 0)
+        assert forwarding._walks == {}
