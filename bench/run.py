@@ -46,6 +46,8 @@ class Scenario:
     # access logs are on by default, Granian's is off); False: access logs off.
     defaults: bool = False
     references: bool = False  # the reference loops (bench/reference.py) can serve it
+    interface: str = "asgi"  # wsgi: served by corral, Granian (--interface wsgi) and gunicorn gthread
+    threads: int = 0  # WSGI threads per worker (corral --threads, Granian --blocking-threads); 0: defaults
 
 
 # What a browser sends with a GET: 11 fields besides Host.
@@ -84,13 +86,25 @@ SCENARIOS = {
     "hello-2w": Scenario(app="bench.apps:hello", title="2 workers: hello", workers=2),
     "close-2w": Scenario(app="bench.apps:hello", title="2 workers: new connection per request",
                          workers=2, wrk_args=_CLOSE_ARGS),
+    # WSGI (bench/wsgi_apps.py): corral's native cycle with --threads 1 unless
+    # the scenario sets threads; gunicorn is always gthread with 8 threads.
+    "wsgi-hello": Scenario(app="bench.wsgi_apps:hello", title="WSGI hello", interface="wsgi"),
+    "wsgi-flask": Scenario(app="bench.wsgi_apps:flask_app", title="WSGI Flask JSON (jsonify)", path="/json",
+                           expect_body=b'{"items":[1,2,3],"message":"Hello, world!"}\n', interface="wsgi"),
+    "wsgi-post10k": Scenario(app="bench.wsgi_apps:echo", title="WSGI POST echo 10 KB", expect_body=b"",
+                             wrk_args=("-t1", "-c64", "-s", os.path.join(REPO, "bench", "wrk", "post10k.lua")),
+                             interface="wsgi"),
+    "wsgi-django": Scenario(app="bench.wsgi_apps:django_app", title="WSGI Django template view", interface="wsgi"),
+    "wsgi-sleep": Scenario(app="bench.wsgi_apps:sleep", title="WSGI sleeps 10 ms, 8 threads", interface="wsgi",
+                           threads=8),
 }
 
 
 def corral_cmd(exe: str, app: str, port: int, scenario: Scenario) -> list[str]:
     quiet = [] if scenario.defaults else ["--no-access-log"]
+    threads = ["--threads", str(scenario.threads)] if scenario.threads else []
     return [exe, app, "--host", "127.0.0.1", "--port", str(port), "--workers", str(scenario.workers),
-            *quiet, "--app-dir", REPO]
+            *quiet, *threads, "--app-dir", REPO]
 
 
 def corral_no_proxy_headers_cmd(exe: str, app: str, port: int, scenario: Scenario) -> list[str]:
@@ -105,9 +119,17 @@ def uvicorn_cmd(exe: str, app: str, port: int, scenario: Scenario) -> list[str]:
 
 def granian_cmd(exe: str, app: str, port: int, scenario: Scenario) -> list[str]:
     quiet = [] if scenario.defaults else ["--no-access-log", "--log-level", "warning"]
-    return [exe, "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port),
-            "--workers", str(scenario.workers), "--loop", "uvloop", "--no-ws", *quiet,
+    threads = ["--blocking-threads", str(scenario.threads)] if scenario.threads else []
+    return [exe, "--interface", scenario.interface, "--host", "127.0.0.1", "--port", str(port),
+            "--workers", str(scenario.workers), "--loop", "uvloop", "--no-ws", *quiet, *threads,
             "--working-dir", REPO, app]
+
+
+def gunicorn_cmd(exe: str, app: str, port: int, scenario: Scenario) -> list[str]:
+    """gunicorn's threaded worker with 8 threads (WSGI scenarios only)."""
+    quiet = ["--access-logfile", "-"] if scenario.defaults else ["--log-level", "warning"]
+    return [exe, "--worker-class", "gthread", "--threads", "8", "--workers", str(scenario.workers),
+            "--bind", f"127.0.0.1:{port}", *quiet, "--chdir", REPO, app]
 
 
 def reference_cmd(mode: str):
@@ -123,12 +145,15 @@ SERVERS = {
     "corral-nph": (os.path.join(REPO, ".venv", "bin", "corral"), corral_no_proxy_headers_cmd),
     "uvicorn": (os.path.join(BENCH_BIN, "uvicorn"), uvicorn_cmd),
     "granian": (os.path.join(BENCH_BIN, "granian"), granian_cmd),
+    "gunicorn": (os.path.join(BENCH_BIN, "gunicorn"), gunicorn_cmd),
     # The machine's ceiling (bench/reference.py): not servers, measuring sticks.
     "minimal": (os.path.join(REPO, ".venv", "bin", "python"), reference_cmd("minimal")),
     "bare": (os.path.join(REPO, ".venv", "bin", "python"), reference_cmd("bare")),
 }
-DEFAULT_SERVERS = ("corral", "uvicorn", "granian", "minimal")
+DEFAULT_SERVERS = ("corral", "uvicorn", "granian", "gunicorn", "minimal")
 REFERENCES = ("minimal", "bare")
+# The interfaces each server is benchmarked with (a scenario skips the others).
+INTERFACES = {"uvicorn": ("asgi",), "gunicorn": ("wsgi",), "minimal": ("asgi",), "bare": ("asgi",)}
 
 
 class BenchError(Exception):
@@ -269,7 +294,7 @@ def print_table(summary: dict, ratios: dict) -> None:
 
 def print_overview(results: dict) -> None:
     """Every scenario's ratios of one run, as a table and as a bar chart."""
-    peers = [p for p in ("granian", "uvicorn") if any(f"corral/{p}" in r["ratios"] for r in results.values())]
+    peers = [p for p in ("granian", "uvicorn", "gunicorn") if any(f"corral/{p}" in r["ratios"] for r in results.values())]
     if not peers:
         return
     print("\n" + f"{'scenario':<40}" + "".join(f"{'corral/' + p:>16}" for p in peers))
@@ -308,7 +333,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--servers", default=",".join(DEFAULT_SERVERS),
                    help=f"comma-separated subset of: {', '.join(SERVERS)} (default: %(default)s)")
     p.add_argument("--scenario", default="all",
-                   help=f"comma-separated subset of: {', '.join(SCENARIOS)}, or all (default: %(default)s)")
+                   help=f"comma-separated subset of: {', '.join(SCENARIOS)}, or all, or wsgi "
+                        "(every WSGI scenario) (default: %(default)s)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--duration", type=int, default=5, help="seconds of wrk per measurement")
     p.add_argument("--json", metavar="FILE", help="also write results to FILE")
@@ -321,7 +347,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = set(args.servers) - set(SERVERS)
     if unknown or not args.servers:
         p.error(f"--servers must name some of {', '.join(SERVERS)}")
-    args.scenarios = list(SCENARIOS) if args.scenario == "all" else [s.strip() for s in args.scenario.split(",")]
+    if args.scenario in ("all", "wsgi"):
+        args.scenarios = [n for n in SCENARIOS if args.scenario == "all" or SCENARIOS[n].interface == "wsgi"]
+    else:
+        args.scenarios = [s.strip() for s in args.scenario.split(",")]
     if set(args.scenarios) - set(SCENARIOS) or not args.scenarios:
         p.error(f"--scenario must name some of {', '.join(SCENARIOS)}, or all")
     if args.rounds < 1 or args.duration < 1:
@@ -344,7 +373,8 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     for scenario_name in args.scenarios:
         scenario = SCENARIOS[scenario_name]
-        servers = [n for n in args.servers if scenario.references or n not in REFERENCES]
+        servers = [n for n in args.servers if (scenario.references or n not in REFERENCES)
+                   and scenario.interface in INTERFACES.get(n, ("asgi", "wsgi"))]
         runs: dict[str, list[dict]] = {name: [] for name in servers}
         try:
             for rnd in range(1, args.rounds + 1):
