@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import queue
+import stat
 import sys
 import tempfile
 import threading
@@ -48,6 +50,10 @@ SPOOL_MEMORY = 1024 * 1024
 # --threads > 1: response bytes queued for the loop before the app's thread waits.
 STREAM_HIGH_WATER = 256 * 1024
 _LARGE_BODY = 64 * 1024
+# wsgi.file_wrapper over a regular file: bytes per sendfile call, and the block
+# written through the transport when the socket is full (it then pauses us).
+_SENDFILE_BLOCK = 1024 * 1024
+_FILE_BLOCK = 128 * 1024
 _KEY_CACHE_SIZE = 1024
 _END = object()
 
@@ -246,6 +252,7 @@ class WSGICycle:
         "flush_pending",
         "blocked",
         "started",
+        "file",
     )
 
     def __init__(self, handler, conn, request) -> None:
@@ -266,6 +273,7 @@ class WSGICycle:
         self.result = None
         self.iterator = None
         self.since = 0.0  # --threads > 1: when the app's thread took it
+        self.file = None  # [socket fd, file fd, offset, bytes left] for wsgi.file_wrapper
         self.started = perf_counter() if handler.access is not None else 0.0
 
     # -- the connection's side ---------------------------------------------
@@ -512,6 +520,9 @@ class WSGICycle:
                 self.committed = True
                 self._out(body, True)
                 return
+            if kind is FileWrapper and not self.committed and self._file_source(result):
+                self._send_file()
+                return
             self.iterator = iter(result)
         except BaseException as exc:
             self._failed(exc)
@@ -564,7 +575,11 @@ class WSGICycle:
                 self.committed = True
                 loop.call_soon_threadsafe(self._out, body, True)
                 return
-            for chunk in self.result:
+            result = self.result
+            if type(result) is FileWrapper and not self.committed and self._file_source(result):
+                loop.call_soon_threadsafe(self._send_file)  # sent by the loop, with sendfile
+                return
+            for chunk in result:
                 if type(chunk) is not bytes:
                     chunk = _check_bytes(chunk)
                 if self.gone:
@@ -583,6 +598,102 @@ class WSGICycle:
             self._close_result()
             self._log_failure(exc)
             loop.call_soon_threadsafe(self._after_failure)
+
+    # -- wsgi.file_wrapper: sendfile ----------------------------------------
+
+    def _file_source(self, wrapper) -> bool:
+        """True when ``wrapper`` holds a regular file and the transport is a
+        plain socket: then the loop sends it with ``os.sendfile``."""
+        transport = self.conn.transport
+        sock = transport.get_extra_info("socket")
+        if sock is None or transport.get_extra_info("sslcontext") is not None:
+            return False
+        filelike = wrapper.filelike
+        try:
+            fd = filelike.fileno()
+            st = os.fstat(fd)
+            offset = filelike.tell() if hasattr(filelike, "tell") else 0
+            sock_fd = sock.fileno()
+        except (AttributeError, OSError, ValueError):
+            return False
+        if not stat.S_ISREG(st.st_mode) or sock_fd < 0:
+            return False
+        self.file = [sock_fd, fd, offset, max(0, st.st_size - offset)]
+        return True
+
+    def _send_file(self) -> None:
+        """Loop thread: the head (with the file's length unless the app gave
+        one), then the file, zero-copy while the socket takes it."""
+        if self.phase == _DONE:
+            return
+        try:
+            if self.status is None:
+                raise RuntimeError("WSGI: the app returned without calling start_response")
+            file = self.file
+            declared = None
+            for name, value in self.headers:
+                if name.lower() == b"content-length" and value.isdigit():
+                    declared = int(value)
+            if declared is None:
+                self.headers += ((b"Content-Length", b"%d" % file[3]),)
+            else:
+                file[3] = min(file[3], declared)  # short: the end closes the connection
+            self.committed = True
+            self._out(b"", False)
+        except BaseException as exc:
+            self._failed(exc)
+            return
+        if self.phase == _DONE:
+            return
+        if not self.head.body_allowed:
+            file[3] = 0
+        self._pump_file()
+
+    def _pump_file(self, _waiter=None) -> None:
+        conn = self.conn
+        transport = conn.transport
+        file = self.file
+        sock_fd, fd = file[0], file[1]
+        try:
+            while file[3] > 0:
+                if self.gone or conn.closing:
+                    self._close_result()
+                    self._end(False)
+                    return
+                if conn.write_paused:
+                    waiter = conn.drain_waiter
+                    if waiter is None:
+                        waiter = conn.drain_waiter = conn.loop.create_future()
+                    waiter.add_done_callback(self._pump_file)
+                    return
+                sent = 0
+                if not transport.get_write_buffer_size():
+                    # Nothing queued in the transport: the socket is ours to write.
+                    try:
+                        sent = os.sendfile(sock_fd, fd, file[2], min(file[3], _SENDFILE_BLOCK))
+                        if not sent:
+                            break  # the file is shorter than it was
+                    except (BlockingIOError, InterruptedError):
+                        pass
+                if not sent:
+                    # The socket is full: one block through the transport, which
+                    # pauses us past its high-water mark and resumes us when drained.
+                    data = os.pread(fd, min(file[3], _FILE_BLOCK), file[2])
+                    if not data:
+                        break
+                    transport.write(data)
+                    sent = len(data)
+                file[2] += sent
+                file[3] -= sent
+                self.bytes_sent += sent
+        except OSError as exc:
+            self._close_result()
+            self.gone = True
+            self._log_failure(exc)
+            self._end(False)
+            return
+        self._close_result()
+        self._out(b"", True)
 
     def _close_result(self) -> None:
         result = self.result

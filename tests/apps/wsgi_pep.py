@@ -7,6 +7,7 @@ requests (closes, progress) is kept per worker process.
 import json
 import os
 import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -37,6 +38,17 @@ class Tracked:
     def close(self):
         with _lock:
             closed[self.name] = closed.get(self.name, 0) + 1
+
+
+def _big_file():
+    path = os.path.join(tempfile.gettempdir(), f"corral-test-bigfile-{os.getpid()}")
+    if not os.path.exists(path):
+        with open(path, "wb") as handle:
+            handle.write(BIG_FILE)
+    return path
+
+
+BIG_FILE = bytes(range(256)) * (32 * 1024)  # 8 MiB
 
 
 def _json(start_response, value, status="200 OK"):
@@ -139,6 +151,10 @@ def app(environ, start_response):
     if path == "/file":
         start_response("200 OK", [("Content-Type", "application/octet-stream")])
         return environ["wsgi.file_wrapper"](open(__file__, "rb"), 1000)
+    if path == "/bigfile":
+        # 8 MiB through wsgi.file_wrapper: os.sendfile, then the transport when the socket is full.
+        start_response("200 OK", [("Content-Type", "application/octet-stream")])
+        return environ["wsgi.file_wrapper"](open(_big_file(), "rb"))
     if path == "/big":
         # 64 MiB in 64 KiB pieces; progress says how many were taken.
         chunk = b"x" * 65536

@@ -138,9 +138,26 @@ class TestResponse:
         assert response.body == b"abc"
         assert get_json(wsgi, "/closed")["tracked"] == before + 1
 
-    def test_file_wrapper(self, wsgi):
+    def test_file_wrapper_is_sent_whole_with_its_length(self, wsgi):
         response = get(wsgi, "/file")
-        assert response.body == (APPS / "wsgi_pep.py").read_bytes()
+        data = (APPS / "wsgi_pep.py").read_bytes()
+        assert response.body == data
+        assert response.headers[b"content-length"] == str(len(data)).encode()
+
+    def test_large_file_through_sendfile_to_a_slow_reader(self, wsgi):
+        before = get_json(wsgi, "/closed").get("big", 0)  # the connection serves on afterwards
+        with wsgi.connect() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
+            reader = Reader(sock, timeout=20)
+            sock.sendall(b"GET /bigfile HTTP/1.1\r\nHost: x\r\n\r\nHEAD /bigfile HTTP/1.1\r\nHost: x\r\n\r\n")
+            response = reader.response()
+            head = reader.response("HEAD")
+            sock.sendall(b"GET /closed HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert json.loads(reader.response().body).get("big", 0) == before
+        expected = bytes(range(256)) * (32 * 1024)
+        assert response.headers[b"content-length"] == b"%d" % len(expected)
+        assert response.body == expected
+        assert head.headers[b"content-length"] == b"%d" % len(expected)
 
     def test_wsgi_errors_go_to_the_log(self, wsgi):
         mark = wsgi.mark()
