@@ -248,6 +248,15 @@ OPTIONS: tuple[Option, ...] = (
     _opt("forwarded_host", False, _bool, "Also take the Host from X-Forwarded-Host / Forwarded host= sent by a trusted peer."),
     _opt("proxy_protocol", "off", _choice("off", "v1", "v2", "auto"), "PROXY protocol header required from --proxy-allow-from peers (auto: v1, v2 or none); a header from another peer closes the connection.", "off|v1|v2|auto"),
     _opt("proxy_allow_from", "127.0.0.1,::1", _peers, "Peers allowed to send a PROXY protocol header: IPs, CIDR networks or *; UNIX socket peers always are.", "LIST"),
+    # TLS (names as in uvicorn)
+    _opt("ssl_certfile", None, _optional_text, "Serve TLS with this certificate chain (PEM).", "PATH"),
+    _opt("ssl_keyfile", None, _optional_text, "Private key of --ssl-certfile (PEM; defaults to the certfile itself).", "PATH"),
+    _opt("ssl_keyfile_password", None, _optional_text, "Password of an encrypted --ssl-keyfile.", "PASSWORD"),
+    _opt("ssl_ca_certs", None, _optional_text, "CA certificates (PEM) that client certificates are checked against (mTLS).", "PATH"),
+    _opt("ssl_cert_reqs", "none", _choice("none", "optional", "required"), "Client certificates: none, optional (checked if sent) or required (mTLS).", "none|optional|required"),
+    _opt("ssl_ciphers", "", _text, "OpenSSL cipher list for TLS 1.2 (empty = OpenSSL's defaults).", "CIPHERS"),
+    _opt("ssl_min_version", "1.2", _choice("1.2", "1.3"), "Lowest TLS version accepted.", "1.2|1.3"),
+    _opt("timeout_handshake", 10.0, _seconds, "Close a client that has not completed its TLS handshake in this time (0 = off).", "SECONDS"),
     # logging
     _opt("log_level", "info", _choice("critical", "error", "warning", "info", "debug"), "Log level.", "LEVEL"),
     _opt("log_file", None, _optional_text, "Write logs to this file (reopened on SIGUSR1) instead of stderr.", "PATH"),

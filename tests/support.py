@@ -77,7 +77,7 @@ class Server:
     def wait_ready(self, workers: int) -> None:
         match = self.wait_log(r"serving (\S+)")[0]
         address = match.group(1)
-        if address.startswith("http://"):
+        if address.startswith(("http://", "https://")):
             self.port = int(address.rsplit(":", 1)[1].split(",")[0])
         self.wait_log(r"master: worker \d+ ready", count=workers)
 

@@ -91,6 +91,8 @@ class HTTPCycle:
             scope["client"], scope["scheme"] = request.forwarded[:2]
         if conn.proxy is not None:  # a PROXY header: its TLS details (tls extension)
             scope["extensions"] = conn.proxy.asgi_extensions()
+        elif conn.tls is not None:  # our own TLS (io/tls.py)
+            scope["extensions"] = {"tls": conn.tls}
         self.status = None  # set by http.response.start
         self.headers = None
         self.head = None  # ResponsePlan once the head is written

@@ -79,6 +79,8 @@ class WebSocketHandler:
         }
         if conn.proxy is not None:  # a PROXY header: its TLS details (tls extension)
             scope["extensions"].update(conn.proxy.asgi_extensions())
+        elif conn.tls is not None:  # our own TLS (io/tls.py)
+            scope["extensions"]["tls"] = conn.tls
         return WebSocketCycle(self, conn, request, scope)
 
 

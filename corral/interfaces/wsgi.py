@@ -396,6 +396,8 @@ class WSGICycle:
             "wsgi.input_terminated": True,
             "wsgi.file_wrapper": FileWrapper,
         }
+        if scheme == "https":
+            environ["HTTPS"] = "on"
         server = conn.server
         if server is not None:
             environ["SERVER_NAME"], environ["SERVER_PORT"] = handler.server_names.get(server) or handler.server_name(server)

@@ -44,6 +44,7 @@ class H1Connection(asyncio.Protocol):
         "client",
         "server",
         "scheme",
+        "tls",
         "reading_paused",
         "write_paused",
         "drain_waiter",
@@ -76,6 +77,7 @@ class H1Connection(asyncio.Protocol):
         self.client = None
         self.server = None
         self.scheme = "http"
+        self.tls = None  # the ASGI tls extension (io/tls.py sets both)
         self.reading_paused = False
         self.write_paused = False
         self.drain_waiter: asyncio.Future | None = None

@@ -33,6 +33,9 @@ class ServerState:
         # Connections taken over by another protocol (WebSocket). Each has
         # ``async going_away()``: close with 1001 and wait, bounded by the caller.
         self.upgraded: set = set()
+        # TLS connections accepted whose handshake is not done (io/tls.py):
+        # open connections for --limit-connections and for draining.
+        self.handshakes: set = set()
         self.counters: Counter = Counter()
         self.draining = False
         self.refusing = False  # fast shutdown: every request gets 503 at once
@@ -127,7 +130,16 @@ class ServerState:
                 and now - conn.body_since >= body_timeout
             ):
                 conn.timed_out(408, "Request body timeout")
+        if self.handshakes:
+            self._sweep_handshakes(now)
         self.sweep_upgraded()
+
+    def _sweep_handshakes(self, now: float) -> None:
+        timeout = self.config.timeout_handshake
+        if timeout:
+            for conn in list(self.handshakes):
+                if now - conn.started >= timeout:
+                    conn.expire()
 
     def sweep_upgraded(self) -> None:
         """WebSocket keepalive; replaced by the WebSocket layer when present."""
@@ -173,7 +185,7 @@ class ServerState:
         self.connections.add(conn)
         self.counters["connections"] += 1
         if self.gate is not None:
-            self.gate.opened(len(self.connections) + len(self.upgraded))
+            self.gate.opened(len(self.connections) + len(self.upgraded) + len(self.handshakes))
 
     def connection_closed(self, conn) -> None:
         self.connections.discard(conn)
@@ -184,7 +196,19 @@ class ServerState:
             except ValueError:
                 pass
         if self.gate is not None:
-            self.gate.closed(len(self.connections) + len(self.upgraded))
+            self.gate.closed(len(self.connections) + len(self.upgraded) + len(self.handshakes))
+
+    def handshake_started(self, conn) -> None:
+        self.handshakes.add(conn)
+        if self.gate is not None:
+            self.gate.opened(len(self.connections) + len(self.upgraded) + len(self.handshakes))
+
+    def handshake_done(self, conn) -> None:
+        """The handshake ended: the connection is handed over (and counted in
+        ``connections`` already) or closed."""
+        self.handshakes.discard(conn)
+        if self.gate is not None:
+            self.gate.closed(len(self.connections) + len(self.upgraded) + len(self.handshakes))
 
     def request_done(self) -> None:
         """After a request, when a connection waits for a slot or

@@ -168,6 +168,7 @@ class WSConnection(asyncio.Protocol):
         "server",
         "scheme",
         "proxy",
+        "tls",
         "handshake",
         "parser",
         "compressor",
@@ -197,6 +198,7 @@ class WSConnection(asyncio.Protocol):
         self.server = conn.server
         self.proxy = conn.proxy  # proto.proxy.ProxyInfo or None
         self.scheme = "wss" if (identity.scheme if identity else conn.scheme) == "https" else "ws"
+        self.tls = conn.tls  # the ASGI tls extension of our own TLS, or None
         self.handshake = handshake  # until accepted
         self.parser: Parser | None = None
         self.compressor = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from ..io.tls import TLSConfigError, build_context
 from .master import Master
 from .sockets import BindError, Sockets
 
@@ -16,6 +17,11 @@ def serve(config) -> int:
         if problem:
             print(f"corral: error: {problem}", file=sys.stderr)
             return 2
+    try:
+        build_context(config)  # each worker builds its own after the fork
+    except TLSConfigError as exc:
+        print(f"corral: error: {exc}", file=sys.stderr)
+        return 2
     sockets = Sockets(config)
     try:
         sockets.bind()

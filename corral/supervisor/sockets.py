@@ -188,14 +188,15 @@ class Sockets:
 
     def describe(self) -> str:
         names = []
+        scheme = "https" if self.config.ssl_certfile else "http"
         for sock in self.shared or self.per_slot.values():
             address = sock.getsockname()
             if sock.family == socket.AF_UNIX:
                 names.append(f"unix:{address}")
             elif sock.family == socket.AF_INET6:
-                names.append(f"http://[{address[0]}]:{address[1]}")
+                names.append(f"{scheme}://[{address[0]}]:{address[1]}")
             else:
-                names.append(f"http://{address[0]}:{address[1]}")
+                names.append(f"{scheme}://{address[0]}:{address[1]}")
             if self.reuseport:
                 break
         return ", ".join(names)

@@ -45,6 +45,7 @@ from ..interfaces.asgi_ws import WebSocketHandler
 from ..interfaces.lifespan import Lifespan, LifespanFailure
 from ..interfaces.wsgi import WSGIHandler
 from ..io.h1 import H1Connection
+from ..io.tls import TLSConfigError, TLSHandshake, TLSInfo, build_context
 from ..io.health import HealthCheck
 from ..io.proxy import ProxyPolicy
 from ..io.state import ServerState
@@ -114,12 +115,22 @@ class Worker:
             log.exception("error while importing %s", config.app)
             self.report(f"error {config.app} raised {type(exc).__name__} while importing: {exc}")
             return EXIT_BOOT
+        try:
+            # After the fork, from the files as they are now: a reload (HUP)
+            # serves rotated certificates.
+            context = build_context(config)
+        except TLSConfigError as exc:
+            self.report(f"error {exc}")
+            return EXIT_CONFIG
         interface = self.interface = detect_interface(app, config.interface)
         loop = self.loop = new_event_loop()
         asyncio.set_event_loop(loop)
         state = self.state = ServerState(config, loop)
         if config.proxy_protocol != "off":
             self._connection = ProxyPolicy(state).connection
+        if context is not None:
+            tls = TLSInfo(context, config)
+            self._connection = lambda: TLSHandshake(state, tls, {None: self._http_connection})
         if interface == "wsgi":
             self.wsgi = WSGIHandler(app, state)
             state.handler = self.wsgi.new_cycle
@@ -182,7 +193,10 @@ class Worker:
         logs.reopen()
 
     def _connection(self):
-        """The listeners' protocol factory (replaced by the PROXY protocol's when on)."""
+        """The listeners' protocol factory (replaced by the PROXY protocol's or TLS's when on)."""
+        return H1Connection(self.state)
+
+    def _http_connection(self):
         return H1Connection(self.state)
 
     def _phase_changed(self) -> None:
@@ -264,11 +278,11 @@ class Worker:
             queued,
         )
         deadline = loop.time() + config.timeout_graceful
-        while state.connections and loop.time() < deadline:
+        while (state.connections or state.handshakes) and loop.time() < deadline:
             state.refresh()
             state.sweep(idle_timeout=DRAIN_IDLE_GRACE)
             await asyncio.sleep(DRAIN_POLL)
-        left = len(state.connections)
+        left = len(state.connections) + len(state.handshakes)
         if left:
             log.warning(
                 "worker %d: graceful timeout (%.1fs): %d requests still in flight; closing %d connections",
@@ -277,7 +291,7 @@ class Worker:
                 state.in_flight,
                 left,
             )
-            for conn in list(state.connections):
+            for conn in list(state.connections) + list(state.handshakes):
                 conn.abort()
             await asyncio.sleep(0)
         log.info("worker %d: connections closed (%d)", pid, total)
@@ -314,7 +328,7 @@ class Worker:
     async def _fast_shutdown(self) -> int:
         state = self.state
         self._stop_accepting()
-        conns = list(state.connections) + list(state.upgraded)
+        conns = list(state.connections) + list(state.upgraded) + list(state.handshakes)
         count = len(conns)
         for conn in conns:
             conn.abort()
@@ -323,9 +337,9 @@ class Worker:
         state.limit_concurrency = 0
         queued = await self._take_queued()
         deadline = self.loop.time() + FAST_QUEUE_GRACE
-        while state.connections and self.loop.time() < deadline:
+        while (state.connections or state.handshakes) and self.loop.time() < deadline:
             await asyncio.sleep(DRAIN_POLL)
-        for conn in list(state.connections):
+        for conn in list(state.connections) + list(state.handshakes):
             conn.abort()
         log.info("worker %d: fast shutdown, %d connections aborted, %d queued ones answered 503", self.pid, count, queued)
         return EXIT_OK

@@ -13,6 +13,8 @@ def app(environ, start_response):
             "wsgi.url_scheme", "wsgi.version", "wsgi.multithread", "wsgi.multiprocess", "wsgi.run_once",
         )
         view = {key: environ.get(key) for key in keys}
+        if "HTTPS" in environ:
+            view["HTTPS"] = environ["HTTPS"]
         view["in_main_thread"] = threading.current_thread() is threading.main_thread()
         body = json.dumps(view).encode()
         start_response("200 OK", [("Content-Type", "application/json")])
