@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 4
 
-.PHONY: run test install bench clean options-table test-packages
+.PHONY: run test install bench clean options-table test-packages fuzz
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,3 +45,20 @@ clean:
 # Regenerate the README's options table from corral/config.py.
 options-table: $(VENV)/.installed
 	$(BIN)/python -c "import re, pathlib; from corral.config import options_markdown as o; p = pathlib.Path('README.md'); s = p.read_text(); s = re.sub(r'(<!-- options:start[^\n]*-->\n).*?(<!-- options:end -->)', lambda m: m.group(1) + o() + m.group(2), s, flags=re.S); p.write_text(s)"
+
+# Fuzzing (fuzz/README.md): the atheris targets, FUZZ_SECONDS each, then the
+# hypothesis property and differential tests with FUZZ_EXAMPLES examples each.
+# `make test` runs a seeded slice of all of it. Crashes land in .fuzz/.
+FUZZ_SECONDS ?= 300
+FUZZ_EXAMPLES ?= 20000
+fuzz: $(VENV)/.installed-test
+	@mkdir -p .fuzz/corpus-h1 .fuzz/corpus-ws
+	@if $(BIN)/python -c "import atheris" 2>/dev/null || $(BIN)/pip install -q atheris; then \
+		$(BIN)/python fuzz/h1.py -max_total_time=$(FUZZ_SECONDS) -timeout=10 -artifact_prefix=.fuzz/ .fuzz/corpus-h1 \
+		&& $(BIN)/python fuzz/ws.py -max_total_time=$(FUZZ_SECONDS) -timeout=10 -artifact_prefix=.fuzz/ .fuzz/corpus-ws; \
+	else \
+		echo "atheris could not be installed (no wheel for this Python/platform, and building it needs clang with libFuzzer):"; \
+		echo "skipping the coverage-guided targets; running the hypothesis tests longer instead"; \
+	fi
+	CORRAL_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -p no:cacheprovider \
+		tests/proto/test_h1_properties.py tests/proto/test_ws_properties.py tests/proto/test_h1_h11.py

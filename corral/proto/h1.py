@@ -166,9 +166,12 @@ def _invalid_method(data: bytes) -> ProtocolError:
 
 
 def _other_version(version: str) -> str:
-    """RFC 9110 §2.5: a higher minor version of HTTP/1 is served as HTTP/1.1;
-    other major versions (0.9, 2.0, 3.0, ...) are 505."""
-    if version[:2] == "1." and version != "1.0":
+    """RFC 9110 §2.5: a higher minor version of HTTP/1 is served as HTTP/1.1.
+    So is any version llhttp keeps alive like 1.1 (minor above 0: 2.1 ...
+    9.9), as h11 does: on_headers_complete does not ask llhttp for the
+    version when it says keep-alive, so both paths must agree. HTTP/2.0,
+    3.0, ... and 0.x are 505."""
+    if version[0] != "0" and version[2] != "0":
         return "1.1"
     raise ProtocolError(505, f"HTTP/{version} is not supported")
 
@@ -221,11 +224,12 @@ class RequestParser:
         # Upgrade that is not taken (llhttp skips such a request's body).
         self._replay: bytes | None = None
         self._replaying = False
+        self._head_tail = b""  # the last bytes of feeds that ended inside a head (_http09)
 
     def _new_parser(self):
         parser = httptools.HttpRequestParser(self)
         # HTTP/1.2 and up are served as HTTP/1.1 (RFC 9110 §2.5);
-        # on_headers_complete still answers 505 to other major versions.
+        # on_headers_complete answers 505 to 0.x, 2.0, 3.0 (_other_version).
         parser.set_dangerous_leniencies(lenient_version=True)
         return parser
 
@@ -273,19 +277,31 @@ class RequestParser:
                     self._head_bytes += len(data)
                 else:
                     self._head_bytes = self._head_size_so_far(data)
+                    self._head_tail = b""
                 if self._head_bytes > self._limit_request_line + self._limit_header_size:
                     # A long request line is caught by on_url as llhttp streams it.
                     raise ProtocolError(431, "Request header fields too large")
                 version = self._parser.get_http_version()
-                if version[0] == "0" and (version == "0.9" or data[-1:] == b"\n"):
-                    # A request line that ended without a version (HTTP/0.9): no
-                    # header block follows, so answer now rather than at the
-                    # header timeout. (llhttp sets 0.9 one byte after its LF.)
-                    raise ProtocolError(505, f"HTTP/{'0.9' if version == '0.0' else version} is not supported")
+                if version[0] == "0":
+                    self._http09(version, data)
             return None
         # An Upgrade we do not take: the request goes on as HTTP/1.1 (resumed
         # outside the except clause, which would chain a later error to it).
         return self._resume(data, offset)
+
+    def _http09(self, version: str, data: bytes) -> None:
+        """A request line that ended without a version (HTTP/0.9) has no
+        header block after it: answer now rather than at the header timeout.
+        llhttp says 0.9 one byte after the line's LF, and 0.0 (as before any
+        version) right after it: then the head's last bytes are SP target
+        CRLF, or only target CRLF when the method and SP came in reads that
+        ended before the target began (outside the head). When bytes follow
+        that line in the same read, llhttp refuses them: 400."""
+        url = self._url
+        tail = self._head_tail = (self._head_tail + data)[-len(url) - 3:]
+        line_end = url + b"\r\n"
+        if version == "0.9" or (version == "0.0" and (tail.endswith(b" " + line_end) or tail == line_end)):
+            raise ProtocolError(505, "HTTP/0.9 is not supported")
 
     def _head_size_so_far(self, data: bytes) -> int:
         """The bytes of the unfinished head that began in this feed: its
@@ -342,9 +358,10 @@ class RequestParser:
         parser = self._parser
         keep_alive = parser.should_keep_alive()
         if keep_alive and not self._connection:
-            # Without a Connection field llhttp keeps only HTTP/1.1 alive
-            # (1.0, 0.9 and 2.0 need "keep-alive"; it refuses other versions
-            # before this point): no need to ask, which formats a string.
+            # Without a Connection field llhttp keeps alive only versions
+            # with a minor above 0 (1.1, and 1.2 ... 9.9, all served as 1.1;
+            # 1.0, 0.9, 2.0 need "keep-alive"): no need to ask, which
+            # formats a string.
             version = "1.1"
         else:
             version = parser.get_http_version()

@@ -291,7 +291,7 @@ class TestRFC9112Section2_3HTTPVersion:
         assert request.http_version == "1.1"
         assert request.keep_alive is (connection != b"Connection: close\r\n")
 
-    @pytest.mark.parametrize("version", [b"2.0", b"3.0", b"0.0", b"0.5"])
+    @pytest.mark.parametrize("version", [b"2.0", b"3.0", b"9.0", b"0.0", b"0.5", b"0.9"])
     def test_other_major_versions_stay_505(self, how, version):
         assert_rejected(b"GET / HTTP/" + version + b"\r\nHost: a\r\n\r\n", how, 505)
 
