@@ -8,23 +8,36 @@ WORKERS ?= 4
 
 .PHONY: run test install bench clean options-table test-packages fuzz
 
-$(VENV)/.installed: pyproject.toml
+# The hot path is compiled with Cython by setup.py (the pure-Python build,
+# with a warning, where there is no compiler or with CORRAL_PURE=1); an edit
+# of one of these files compiles it again (until then the edited file runs
+# from source: corral/_mode.py).
+COMPILED_SOURCES := corral/proto/h1.py corral/io/h1.py corral/io/stepper.py corral/io/access.py corral/interfaces/asgi.py
+
+$(VENV)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e .
-	touch $@
+	touch $@ $(VENV)/.compiled
 
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/pip install -q -e '.[test]'
+	touch $@ $(VENV)/.compiled
+
+$(VENV)/.compiled: $(COMPILED_SOURCES) | $(VENV)/.installed
+	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 
 install: $(VENV)/.installed
 
-run: $(VENV)/.installed
+run: $(VENV)/.installed $(VENV)/.compiled
 	$(BIN)/corral examples.app:app --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
-test: $(VENV)/.installed-test test-packages
+# The whole suite on the build as installed (compiled where a compiler is),
+# then the protocol and io tiers on the pure-Python modules.
+test: $(VENV)/.installed-test $(VENV)/.compiled test-packages
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	CORRAL_PURE=1 $(BIN)/python -m pytest tests/proto tests/io tests/test_build.py $(PYTEST_ARGS)
 
 # The Debian packages tests use, as PACKAGE:EXECUTABLE: each missing one is
 # installed; where that fails the build goes on and the tests that need it
@@ -38,7 +51,8 @@ test-packages:
 		|| echo "$$package could not be installed; the tests that need it will be skipped"; done
 
 clean:
-	rm -rf $(VENV) .venv-bench *.egg-info .pytest_cache
+	rm -rf $(VENV) .venv-bench *.egg-info .pytest_cache build
+	find corral \( -name '*.c' -o -name '*.so' \) -delete
 
 -include bench/Makefile.inc
 

@@ -5,7 +5,11 @@ from a loop callback as a transport would, N times; the transport's write
 does nothing. Stages: ``parser`` (RequestParser alone), ``conn`` (parser and
 connection, with a handler that answers without ASGI), ``full`` (everything
 up to the transport write), ``wsgi`` (the same with the native WSGI cycle,
-``--threads 1``, and ``bench/wsgi_apps.py:hello``).
+``--threads 1``, and ``bench/wsgi_apps.py:hello``), ``access`` (``full`` with the default access log
+on, written to /dev/null), ``browser`` (``full`` with a browser's 11 header
+fields), ``setup`` (a connection made and lost, no request) and ``close``
+(``setup`` around one ``full`` request with ``Connection: close``: a new
+connection per request, without the kernel's part).
 
     .venv/bin/python bench/hotpath.py              # microseconds per request (noisy)
     .venv/bin/python bench/hotpath.py --callgrind  # instructions per request (exact)
@@ -32,7 +36,20 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n"
-STAGES = ("parser", "conn", "full", "wsgi")
+CLOSE_REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nConnection: close\r\n\r\n"
+# bench/run.py's browser scenario: 11 fields besides Host
+BROWSER_REQUEST = (
+    b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n"
+    b"User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36\r\n"
+    b"Accept: text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8\r\n"
+    b"Accept-Language: en-US,en;q=0.9,de;q=0.8\r\n"
+    b"Accept-Encoding: gzip, deflate, br, zstd\r\n"
+    b"Cookie: session=6f1c2a9e4b7d4e0f9a3b8c1d2e5f6a7b; theme=dark; _ga=GA1.1.123456789.1700000000\r\n"
+    b"Referer: https://www.example.com/products/list?page=2\r\n"
+    b"Sec-Fetch-Dest: document\r\nSec-Fetch-Mode: navigate\r\nSec-Fetch-Site: same-origin\r\n"
+    b"Sec-Fetch-User: ?1\r\nUpgrade-Insecure-Requests: 1\r\n\r\n"
+)
+STAGES = ("parser", "conn", "full", "wsgi", "access", "browser", "setup", "close")
 
 
 class NullTransport:
@@ -48,6 +65,18 @@ class NullTransport:
     def is_closing(self):
         return False
 
+    def can_write_eof(self):
+        return True
+
+    def write_eof(self):
+        pass
+
+    def close(self):
+        pass
+
+    def get_write_buffer_size(self):
+        return 0
+
 
 def build(stage: str):
     """Return a function feeding one request to the stage, and a closer."""
@@ -60,7 +89,14 @@ def build(stage: str):
 
     loop = uvloop.new_event_loop()  # what the worker runs on
     asyncio.set_event_loop(loop)
-    state = ServerState(Config(app="bench.apps:hello", access_log=False), loop)
+    if stage == "access":
+        import logging
+
+        logging.getLogger("corral.access").setLevel(logging.INFO)
+        config = Config(app="bench.apps:hello", log_file="/dev/null")
+    else:
+        config = Config(app="bench.apps:hello", access_log=False)
+    state = ServerState(config, loop)
     if stage == "parser":
 
         class Sink:
@@ -94,8 +130,23 @@ def build(stage: str):
         state.handler = WSGIHandler(wsgi_hello, state).new_cycle
     else:
         state.handler = ASGIHandler(hello, state).new_cycle
+    if stage in ("setup", "close"):
+        transport = NullTransport()
+        request = CLOSE_REQUEST if stage == "close" else None
+
+        def connection(_):
+            conn = H1Connection(state)
+            conn.connection_made(transport)
+            if request is not None:
+                conn.data_received(request)
+            conn.connection_lost(None)
+
+        return loop, state, connection
     conn = H1Connection(state)
     conn.connection_made(NullTransport())
+    if stage == "browser":
+        feed = conn.data_received
+        return loop, state, lambda _: feed(BROWSER_REQUEST)
     return loop, state, conn.data_received
 
 
@@ -114,6 +165,8 @@ def run(stage: str, n: int) -> float:
     loop.run_forever()
     if state.stepper.tasks_created:
         raise SystemExit(f"{stage}: the hello app suspended ({state.stepper.tasks_created} tasks)")
+    if state.access is not None:
+        state.access.close()
     state.stepper.close()
     loop.close()
     return elapsed[0]

@@ -5,6 +5,10 @@ Public API: ``run(app_spec, **options)`` and ``Config``.
 
 __version__ = "0.1.0"
 
+from ._mode import use_pure  # noqa: E402
+
+use_pure()  # CORRAL_PURE=1: the .py files even where the compiled build is installed
+
 from .config import Config  # noqa: E402
 
 

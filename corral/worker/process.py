@@ -40,6 +40,7 @@ import sys
 import time
 
 from .. import logs
+from .._mode import mode as build_mode
 from ..interfaces.asgi import ASGIHandler
 from ..interfaces.asgi_ws import WebSocketHandler
 from ..interfaces.lifespan import Lifespan, LifespanFailure
@@ -181,7 +182,9 @@ class Worker:
             self.state.access.start_watchdog()
         self.report("ready")
         self._phase_changed()
-        log.info("worker %d ready (%s, %s)", self.pid, self.interface, type(self.loop).__module__.split(".")[0])
+        log.info(
+            "worker %d ready (%s, %s, %s)", self.pid, self.interface, type(self.loop).__module__.split(".")[0], build_mode()
+        )
         mode = await self.stop_mode
         if mode == "fast":
             return await self._fast_shutdown()
