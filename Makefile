@@ -12,7 +12,7 @@ WORKERS ?= 4
 # with a warning, where there is no compiler or with CORRAL_PURE=1); an edit
 # of one of these files compiles it again (until then the edited file runs
 # from source: corral/_mode.py).
-COMPILED_SOURCES := corral/proto/h1.py corral/io/h1.py corral/io/stepper.py corral/io/access.py corral/interfaces/asgi.py
+COMPILED_SOURCES := corral/proto/h1.py corral/io/h1.py corral/io/stepper.py corral/io/access.py corral/interfaces/asgi.py corral/interfaces/wsgi.py
 
 $(VENV)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)

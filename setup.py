@@ -24,6 +24,7 @@ COMPILED = [
     "corral/io/stepper.py",
     "corral/io/access.py",
     "corral/interfaces/asgi.py",
+    "corral/interfaces/wsgi.py",
 ]
 
 

@@ -21,7 +21,8 @@ import importlib.util
 import os
 import sys
 
-COMPILED = ("corral.proto.h1", "corral.io.h1", "corral.io.stepper", "corral.io.access", "corral.interfaces.asgi")
+COMPILED = ("corral.proto.h1", "corral.io.h1", "corral.io.stepper", "corral.io.access", "corral.interfaces.asgi",
+            "corral.interfaces.wsgi")
 _EXTENSIONS = tuple(importlib.machinery.EXTENSION_SUFFIXES)
 
 
