@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from ..io.tls import TLSConfigError, build_context
+from . import upgrade
 from .master import Master
 from .sockets import BindError, Sockets
 
@@ -22,10 +23,14 @@ def serve(config) -> int:
     except TLSConfigError as exc:
         print(f"corral: error: {exc}", file=sys.stderr)
         return 2
-    sockets = Sockets(config)
+    handover = upgrade.take()  # started by an old master's USR2
+    sockets = Sockets(config, handover)
     try:
         sockets.bind()
     except BindError as exc:
         print(f"corral: error: {exc}", file=sys.stderr)
         return 2
-    return Master(config, sockets).run()
+    master = Master(config, sockets)
+    if handover is not None:
+        master.upgrade_notify = handover["notify"]
+    return master.run()

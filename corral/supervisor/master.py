@@ -43,6 +43,7 @@ SIGNALS = {
     signal.SIGTTIN: "ttin",
     signal.SIGTTOU: "ttou",
     signal.SIGUSR1: "usr1",
+    signal.SIGUSR2: "usr2",
     signal.SIGCHLD: "chld",
 }
 
@@ -102,6 +103,10 @@ class Master:
         self.phase = mmap.mmap(-1, 1)  # shared with every worker (worker/process.py PHASE_*)
         self.released = False  # the sockets refuse new connections (stopping)
         self.lame_duck_until: float | None = None  # --shutdown-delay running
+        # USR2 (supervisor/upgrade.py): in the old master, the new master's pid
+        # while it boots; in the new master, the pipe to report "ready" on.
+        self.upgrade_pid = 0
+        self.upgrade_notify = -1
 
     # -- main loop -----------------------------------------------------------
 
@@ -223,6 +228,67 @@ class Master:
         self.target -= 1
         log.info("master: SIGTTOU: workers %d -> %d", self.target + 1, self.target)
 
+    def handle_usr2(self) -> None:
+        if self.stopping or self.lame_duck_until is not None or self.upgrade_pid or self.upgrade_notify >= 0:
+            log.info("master: SIGUSR2 ignored: %s", "an upgrade is in progress" if self.upgrade_pid or self.upgrade_notify >= 0 else "stopping")
+            return
+        from . import upgrade
+
+        pid, fd = upgrade.launch(self.sockets.handover_spec())
+        self.upgrade_pid = pid
+        self.readers[fd] = lambda: self._read_upgrade(fd)
+        log.info(
+            "master: SIGUSR2: upgrading: new master %d started (%s); this one serves until its workers are ready",
+            pid,
+            " ".join(upgrade.command_line()),
+        )
+
+    def _read_upgrade(self, fd: int) -> None:
+        try:
+            data = os.read(fd, 512)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data.startswith(b"ready"):
+            log.info("master: upgrade: new master %d is ready; draining the old workers, then exiting", self.upgrade_pid)
+            self._hand_over()
+        elif data:
+            return
+        del self.readers[fd]
+        os.close(fd)
+        if not data and not self.stopping:
+            log.error("master: upgrade failed: new master %d exited before it was ready; this one keeps serving", self.upgrade_pid)
+            self.upgrade_pid = 0
+
+    def _hand_over(self) -> None:
+        """USR2 done: the new master serves the same sockets. Drain the old
+        workers as on a reload and exit; never filter, close or unlink the sockets."""
+        self.stopping = "upgraded"
+        self.released = True
+        self.sockets.uds_path = None  # the new master's file now
+        now = time.monotonic()
+        for worker in self.workers.values():
+            if worker.state == "booting":
+                self._signal(worker, signal.SIGKILL)
+                continue
+            worker.state = "draining"
+            worker.kill_at = now + self.config.timeout_graceful + KILL_GRACE
+            self._signal(worker, signal.SIGTERM)
+
+    def _upgrade_ready(self) -> None:
+        """In a new master started by USR2: once every slot has a ready worker, tell the old one."""
+        ready = {w.slot for w in self.workers.values() if w.state == "ready"}
+        if not all(slot in ready for slot in range(self.target)):
+            return
+        try:
+            os.write(self.upgrade_notify, b"ready\n")
+        except OSError:
+            pass  # the old master is gone
+        os.close(self.upgrade_notify)
+        self.upgrade_notify = -1
+        log.info("master: upgrade: every worker ready; the old master drains and exits")
+
     def handle_usr1(self) -> None:
         from .. import logs
 
@@ -258,7 +324,12 @@ class Master:
             # Stop taking connections at once, not when the master exits: the
             # workers answer the queued ones, then the last close releases the port.
             self.released = True
-            if self.sockets.refuse_new():
+            if self.upgrade_notify >= 0:
+                # A new master (USR2) stopping before it was ready: the
+                # sockets still serve the old master; leave them as they are.
+                self.sockets.uds_path = None
+                log.info("master: upgrade abandoned; the sockets stay with the old master")
+            elif self.sockets.refuse_new():
                 self.phase[0] = PHASE_STOPPING
                 log.info("master: new connections are refused; the workers answer the queued ones")
             else:
@@ -339,7 +410,7 @@ class Master:
             code = 1
             try:
                 os.close(read_fd)
-                for fd in [w.fd for w in self.workers.values()] + [self._wakeup_r, self._wakeup_w]:
+                for fd in [w.fd for w in self.workers.values()] + [self._wakeup_r, self._wakeup_w, self.upgrade_notify]:
                     if fd >= 0:
                         os.close(fd)
                 for sock in self.sockets.all():
@@ -390,6 +461,8 @@ class Master:
             self.boot_failures = 0
             self.ever_ready = True
             log.info("master: worker %d ready (%.2fs)", worker.pid, time.monotonic() - worker.started)
+            if self.upgrade_notify >= 0:
+                self._upgrade_ready()
         elif kind == "recycle":
             worker.recycle = True
         elif kind == "error":
@@ -405,6 +478,14 @@ class Master:
                 return
             worker = self.workers.pop(pid, None)
             if worker is None:
+                if pid == self.upgrade_pid:
+                    log.log(
+                        logging.INFO if self.stopping else logging.ERROR,
+                        "master: new master %d %s",
+                        pid,
+                        _how(status),
+                    )
+                    continue
                 if pid == self.watcher_pid:
                     self.watcher_pid = 0
                     log.error("master: reload watcher %d %s; --reload is off from now on", pid, _how(status))

@@ -135,8 +135,9 @@ def drop_new_connections(sock: socket.socket) -> bool:
 class Sockets:
     """What the master listens on; ``for_slot(i)`` is what worker slot i serves."""
 
-    def __init__(self, config) -> None:
+    def __init__(self, config, handover: dict | None = None) -> None:
         self.config = config
+        self.handover = handover  # USR2: the old master's sockets (supervisor/upgrade.py)
         self.backlog = clamp_backlog(config.backlog)
         self.reuseport = config.accept == "reuseport"
         self.shared: list[socket.socket] = []
@@ -147,6 +148,9 @@ class Sockets:
 
     def bind(self) -> None:
         config = self.config
+        if self.handover is not None:
+            self._adopt(self.handover)
+            return
         inherited = systemd_sockets()
         if inherited:
             self.shared = inherited
@@ -166,6 +170,25 @@ class Sockets:
         if self.reuseport and not self.per_slot:
             log.warning("--accept reuseport needs a TCP --host/--port; using one shared socket")
             self.reuseport = False
+
+    def _adopt(self, spec: dict) -> None:
+        """USR2: take over the old master's sockets, as they were."""
+        self.shared = [socket.socket(fileno=fd) for fd in spec["shared"]]
+        self.per_slot = {slot: socket.socket(fileno=fd) for slot, fd in spec["slots"].items()}
+        self.reuseport = bool(self.per_slot)
+        self.owned = spec["owned"]
+        self.uds_path = spec["uds"]
+        self.uds_inode = spec["uds_inode"]
+
+    def handover_spec(self) -> dict:
+        """USR2: what the new master needs to adopt these sockets (JSON-able)."""
+        return {
+            "shared": [sock.fileno() for sock in self.shared],
+            "slots": {slot: sock.fileno() for slot, sock in self.per_slot.items()},
+            "owned": self.owned,
+            "uds": self.uds_path,
+            "uds_inode": self.uds_inode,
+        }
 
     def for_slot(self, slot: int) -> list[socket.socket]:
         if not self.reuseport:
