@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from urllib.parse import quote
 from time import perf_counter
 
 from ..proto.h1 import LAST_CHUNK, InvalidResponse, encode_chunk, encode_head, error_response
@@ -58,9 +59,18 @@ class WebSocketHandler:
         self.state = state
         config = state.config
         self.root_path = config.root_path
+        # As in the http scope (and uvicorn): path and raw_path include root_path.
+        self.raw_root_path = quote(config.root_path).encode("ascii")
         self.access = state.access  # io/access.py, None when off
 
     def __call__(self, conn, request, handshake):
+        root_path = self.root_path
+        if root_path:
+            path = root_path + request.path
+            raw_path = self.raw_root_path + request.raw_path
+        else:
+            path = request.path
+            raw_path = request.raw_path
         scope = {
             "type": "websocket",
             "asgi": ASGI_VERSION,
@@ -68,9 +78,9 @@ class WebSocketHandler:
             "scheme": conn.scheme,
             "server": conn.server,
             "client": conn.client,
-            "root_path": self.root_path,
-            "path": request.path,
-            "raw_path": request.raw_path,
+            "root_path": root_path,
+            "path": path,
+            "raw_path": raw_path,
             "query_string": request.query_string,
             "headers": request.headers,
             "subprotocols": handshake.subprotocols,

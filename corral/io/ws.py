@@ -90,7 +90,12 @@ class WebSocketUpgrade:
     def flush_all(self) -> None:
         dirty, self.dirty = self.dirty, []
         for ws in dirty:
-            ws.flush()
+            try:
+                ws.flush()
+            except Exception:
+                # One broken connection must not leave the others unflushed.
+                log.exception("%s: WebSocket write failed; closing", peer_name(ws.client))
+                ws.abort()
 
     def __call__(self, conn, rest: bytes) -> None:
         state = self.state
@@ -184,6 +189,8 @@ class WSConnection(asyncio.Protocol):
         "close_sent",
         "pending_error",
         "lost_waiter",
+        "pong_owed",
+        "ping_paused",
     )
 
     def __init__(self, state, upgrader, transport, conn, request, handshake, rest: bytes) -> None:
@@ -214,6 +221,8 @@ class WSConnection(asyncio.Protocol):
         self.close_sent: int | None = None  # the code of the Close we sent
         self.pending_error: ProtocolError | None = None  # fails once the app read what came before
         self.lost_waiter: asyncio.Future | None = None
+        self.pong_owed: bytes | None = None  # the latest ping's payload, while writing is paused
+        self.ping_paused = False  # reading paused by a ping we could not answer
 
     def __repr__(self) -> str:
         return f"<WSConnection {peer_name(self.client)} phase={self.phase}>"
@@ -268,6 +277,14 @@ class WSConnection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        owed = self.pong_owed
+        if owed is not None:
+            self.pong_owed = None
+            if self.phase == OPEN:
+                self.write(encode_frame(OP_PONG, owed))
+        if self.ping_paused:
+            self.ping_paused = False
+            self.resume_reading()
         self._wake_writer()
 
     # -- parser sink ---------------------------------------------------------
@@ -278,7 +295,17 @@ class WSConnection(asyncio.Protocol):
         # CLOSING: our Close is sent; data until the peer's Close is dropped.
 
     def on_ping(self, payload: bytes) -> None:
-        if self.phase == OPEN:
+        if self.phase != OPEN:
+            return
+        if self.write_paused:
+            # The client is not reading what we send. Pongs wait, and only the
+            # latest is owed (RFC 6455 section 5.5.3); stop reading until the
+            # client catches up, so it is slowed instead of filling our memory.
+            self.pong_owed = payload
+            if not self.reading_paused:
+                self.ping_paused = True
+                self.pause_reading()
+        else:
             self.write(encode_frame(OP_PONG, payload))
 
     def on_pong(self, payload: bytes) -> None:

@@ -43,7 +43,7 @@ async def app(scope, receive, send):
         return
     assert kind == "websocket"
     query = {k: v[0] for k, v in parse_qs(scope["query_string"].decode()).items()}
-    path = scope["path"]
+    path = scope["path"][len(scope["root_path"]):]  # routes below root_path, as frameworks do
     handler = scope_view if path.startswith("/scope") else ROUTES.get(path, echo)
     await handler(scope, receive, send, query)
 

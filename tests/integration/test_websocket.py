@@ -230,8 +230,8 @@ def test_root_path_and_percent_encoded_path(server_factory):
     with connect(ws_url(srv, "/scope%2Fx")) as client:
         scope = json.loads(client.recv(timeout=10))
     assert scope["root_path"] == "/api"
-    assert scope["path"] == "/scope/x"
-    assert scope["raw_path"] == "/scope%2Fx"
+    assert scope["path"] == "/api/scope/x"  # includes root_path, as the http scope's does
+    assert scope["raw_path"] == "/api/scope%2Fx"
 
 
 @pytest.mark.parametrize("compression", ["deflate", None])
