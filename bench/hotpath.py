@@ -7,9 +7,11 @@ connection, with a handler that answers without ASGI), ``full`` (everything
 up to the transport write), ``wsgi`` (the same with the native WSGI cycle,
 ``--threads 1``, and ``bench/wsgi_apps.py:hello``), ``access`` (``full`` with the default access log
 on, written to /dev/null), ``browser`` (``full`` with a browser's 11 header
-fields), ``setup`` (a connection made and lost, no request) and ``close``
+fields), ``setup`` (a connection made and lost, no request), ``close``
 (``setup`` around one ``full`` request with ``Connection: close``: a new
-connection per request, without the kernel's part).
+connection per request, without the kernel's part), ``forwarded`` (``full``
+with X-Forwarded-For/-Proto from a trusted peer) and ``forwarded-off`` (the
+same with ``--no-proxy-headers``).
 
     .venv/bin/python bench/hotpath.py              # microseconds per request (noisy)
     .venv/bin/python bench/hotpath.py --callgrind  # instructions per request (exact)
@@ -49,7 +51,9 @@ BROWSER_REQUEST = (
     b"Sec-Fetch-Dest: document\r\nSec-Fetch-Mode: navigate\r\nSec-Fetch-Site: same-origin\r\n"
     b"Sec-Fetch-User: ?1\r\nUpgrade-Insecure-Requests: 1\r\n\r\n"
 )
-STAGES = ("parser", "conn", "full", "wsgi", "access", "browser", "setup", "close")
+# bench/run.py's forwarded scenario: a proxy on 127.0.0.1 names the client
+FORWARDED_REQUEST = REQUEST[:-2] + b"X-Forwarded-For: 203.0.113.7\r\nX-Forwarded-Proto: https\r\n\r\n"
+STAGES = ("parser", "conn", "full", "wsgi", "access", "browser", "setup", "close", "forwarded", "forwarded-off")
 
 
 class NullTransport:
@@ -95,7 +99,7 @@ def build(stage: str):
         logging.getLogger("corral.access").setLevel(logging.INFO)
         config = Config(app="bench.apps:hello", log_file="/dev/null")
     else:
-        config = Config(app="bench.apps:hello", access_log=False)
+        config = Config(app="bench.apps:hello", access_log=False, proxy_headers=stage != "forwarded-off")
     state = ServerState(config, loop)
     if stage == "parser":
 
@@ -147,6 +151,9 @@ def build(stage: str):
     if stage == "browser":
         feed = conn.data_received
         return loop, state, lambda _: feed(BROWSER_REQUEST)
+    if stage.startswith("forwarded"):
+        feed = conn.data_received
+        return loop, state, lambda _: feed(FORWARDED_REQUEST)
     return loop, state, conn.data_received
 
 

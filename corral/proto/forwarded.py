@@ -83,7 +83,7 @@ class TrustedPeers:
         self.text = ",".join(items)
 
     def __contains__(self, host) -> bool:
-        if host is None or self.everyone:
+        if host is None:
             return True
         known = self._cache.get(host)
         if known is None:
@@ -94,6 +94,8 @@ class TrustedPeers:
         return known
 
     def _check(self, host: str) -> bool:
+        if self.everyone:
+            return True
         try:
             address = ipaddress.ip_address(host)
         except ValueError:
@@ -250,20 +252,24 @@ class Forwarding:
         received on a connection from ``client`` ((host, port), or None for a
         UNIX socket) with ``scheme``. None when nothing is to be changed: the
         peer is not trusted, or the fields are unusable."""
-        if client is not None and client[0] not in self.trusted:
-            return None
+        if client is not None:
+            trusted = self.trusted._cache.get(client[0])  # TrustedPeers' cache, without a method call
+            if not trusted and (trusted is not None or client[0] not in self.trusted):
+                return None
         fields = tuple([field for field in headers if field[0] in FORWARDING_HEADERS])
         walks = self._walks
         try:
             walk = walks[fields]
         except KeyError:
             walk = self._walk(fields)
+            if walk is not None and walk[0] is not None and walk[1] is not None:
+                walk = Identity(*walk)  # complete: the same answer whatever the peer
             if sum(len(value) for _, value in fields) <= _WALK_KEY_MAX:
                 if len(walks) >= _WALK_CACHE_SIZE:
                     walks.clear()
                 walks[fields] = walk
-        if walk is None:
-            return None
+        if walk is None or type(walk) is Identity:
+            return walk
         hop, proto, host = walk
         return Identity(hop or client, proto or scheme, host)
 
