@@ -251,3 +251,15 @@ def test_second_term_skips_the_shutdown_delay(server_factory):
     assert server.proc.wait(20) == 0  # far less than the 60 s delay
     assert not any("shutdown delay over" in line for line in server.lines[mark:])
     server.wait_log(r"master: graceful shutdown", start=mark)
+
+
+def test_stop_refuses_new_connections_with_reuseport(server_factory):
+    """--accept reuseport: every slot's socket stops taking connections."""
+    server = server_factory("basic:app", "--accept", "reuseport", workers=2)
+    connect = lambda timeout=10: socket.create_connection(("127.0.0.1", server.port), timeout=timeout)  # noqa: E731
+    kept = connect()
+    assert get(kept, "/pid").code == 200
+    server.signal(signal.SIGTERM)
+    wait_refused(server, connect, 0)
+    assert server.proc.wait(20) == 0
+    kept.close()
