@@ -89,50 +89,62 @@ class ServerState:
         body_timeout = config.timeout_body or float("inf")
         write_timeout = config.timeout_write or float("inf")
         for conn in list(self.connections):
-            if conn.closing:
-                transport = conn.transport
-                if transport is None:
-                    continue
-                left = transport.get_write_buffer_size()
-                if left:
-                    if left < conn.write_left:  # the client reads: the last response is flushing
-                        conn.linger_since = now
-                    conn.write_left = left
-                    if now - conn.linger_since >= max(LINGER_SECONDS, write_timeout):
-                        transport.abort()
-                elif now - conn.linger_since >= LINGER_SECONDS:
-                    transport.close()
-                continue
-            if conn.write_since:
-                # --timeout-write counts time without progress: a client that
-                # reads, however slowly, restarts the clock.
-                left = conn.transport.get_write_buffer_size()
-                if left < conn.write_left:
-                    conn.write_since = now
-                conn.write_left = left
-            if conn.write_since and now - conn.write_since >= write_timeout:
-                log.info("closing a client that read none of its response for %.0fs", now - conn.write_since)
-                self.counters["timeouts"] += 1
+            try:
+                self._sweep_one(conn, now, idle_timeout, header_timeout, body_timeout, write_timeout)
+            except Exception:
+                # A bug in one connection's timeouts must not stop the others'.
+                log.exception("timeout sweep failed for a connection; aborting it")
                 conn.abort()
-            elif conn.idle_since:
-                if now - conn.idle_since >= idle_timeout:
-                    conn.close_idle()
-            elif conn.head_since:
-                if now - conn.head_since >= header_timeout:
-                    conn.timed_out(408, "Request header timeout")
-            elif conn.waiting_since:
-                if now - conn.waiting_since >= config.limit_concurrency_queue:
-                    self._give_up_waiting(conn)
-            elif (
-                conn.cycle is not None
-                and not conn.cycle.request.complete
-                and not conn.reading_paused
-                and now - conn.body_since >= body_timeout
-            ):
-                conn.timed_out(408, "Request body timeout")
         if self.handshakes:
             self._sweep_handshakes(now)
-        self.sweep_upgraded()
+        try:
+            self.sweep_upgraded()
+        except Exception:
+            log.exception("WebSocket keepalive sweep failed")
+
+    def _sweep_one(self, conn, now, idle_timeout, header_timeout, body_timeout, write_timeout) -> None:
+        config = self.config
+        if conn.closing:
+            transport = conn.transport
+            if transport is None:
+                return
+            left = transport.get_write_buffer_size()
+            if left:
+                if left < conn.write_left:  # the client reads: the last response is flushing
+                    conn.linger_since = now
+                conn.write_left = left
+                if now - conn.linger_since >= max(LINGER_SECONDS, write_timeout):
+                    transport.abort()
+            elif now - conn.linger_since >= LINGER_SECONDS:
+                transport.close()
+            return
+        if conn.write_since:
+            # --timeout-write counts time without progress: a client that
+            # reads, however slowly, restarts the clock.
+            left = conn.transport.get_write_buffer_size()
+            if left < conn.write_left:
+                conn.write_since = now
+            conn.write_left = left
+        if conn.write_since and now - conn.write_since >= write_timeout:
+            log.info("closing a client that read none of its response for %.0fs", now - conn.write_since)
+            self.counters["timeouts"] += 1
+            conn.abort()
+        elif conn.idle_since:
+            if now - conn.idle_since >= idle_timeout:
+                conn.close_idle()
+        elif conn.head_since:
+            if now - conn.head_since >= header_timeout:
+                conn.timed_out(408, "Request header timeout")
+        elif conn.waiting_since:
+            if now - conn.waiting_since >= config.limit_concurrency_queue:
+                self._give_up_waiting(conn)
+        elif (
+            conn.cycle is not None
+            and not conn.cycle.request.complete
+            and not conn.reading_paused
+            and now - conn.body_since >= body_timeout
+        ):
+            conn.timed_out(408, "Request body timeout")
 
     def _sweep_handshakes(self, now: float) -> None:
         timeout = self.config.timeout_handshake

@@ -89,6 +89,7 @@ class Listener:
         self.server: asyncio.AbstractServer | None = None
         self.fd = -1
         self._busy = False  # create_server in progress
+        self._restart: asyncio.Task | None = None  # resume()'s start, kept until done
         self.wanted = False
 
     @property
@@ -133,12 +134,38 @@ class Listener:
             server.close()
 
     def resume(self) -> None:
-        """Start accepting again, from a callback (no await)."""
+        """Start accepting again, from a callback (no await). A restart that
+        fails (EMFILE on dup, ...) is logged and retried every
+        ``RESTART_RETRY`` seconds for as long as the listener is wanted."""
         self.wanted = True
-        if self.server is None and not self._busy:
-            self.loop.create_task(self.start())
+        if self.server is None and not self._busy and self._restart is None:
+            self._restart = task = self.loop.create_task(self.start())
+            task.add_done_callback(self._restarted)
+
+    def _restarted(self, task) -> None:
+        self._restart = None
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is None:
+            return
+        log.error("could not restart accepting on %s: %s; retrying in %.1fs", _sock_name(self.sock), exc, RESTART_RETRY)
+        self.loop.call_later(RESTART_RETRY, self._retry)
+
+    def _retry(self) -> None:
+        if self.wanted:
+            self.resume()
 
 
+def _sock_name(sock) -> str:
+    try:
+        return str(sock.getsockname())
+    except (OSError, AttributeError):
+        return "the listening socket"
+
+
+# A listener restart that failed is tried again after this long.
+RESTART_RETRY = 1.0
 FD_RESERVE = 32  # descriptors kept free for the app (files, database sockets, logs)
 NEARLY_FULL_BACKOFF = 0.1
 

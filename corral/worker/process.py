@@ -354,12 +354,27 @@ class Worker:
         self.loop.call_later(1.0 - (time.time() % 1.0) + 0.001, self._tick)
 
     def _tick(self) -> None:
-        state = self.state
-        state.tick()
-        if self.wsgi is not None and self.wsgi.pool is not None and self.config.timeout_worker:
-            self._check_wsgi_threads()
-        self.report(f"hb {state.in_flight} {len(state.connections) + len(state.upgraded)} {state.requests}")
+        # Each duty on its own: one that raises is logged and the others (the
+        # Date header, the timeouts, the heartbeat) still run, now and every
+        # second after (the next tick is scheduled first).
         self._schedule_tick()
+        state = self.state
+        self._duty("clock", state.refresh)
+        self._duty("timeouts", state.sweep)
+        if self.wsgi is not None and self.wsgi.pool is not None and self.config.timeout_worker:
+            self._duty("WSGI thread check", self._check_wsgi_threads)
+        self._duty("heartbeat", self._heartbeat)
+
+    @staticmethod
+    def _duty(name: str, duty) -> None:
+        try:
+            duty()
+        except Exception:
+            log.exception("worker tick: %s failed", name)
+
+    def _heartbeat(self) -> None:
+        state = self.state
+        self.report(f"hb {state.in_flight} {len(state.connections) + len(state.upgraded)} {state.requests}")
 
     def _check_wsgi_threads(self) -> None:
         """--threads > 1: the loop runs on while an app thread blocks, so a
