@@ -8,10 +8,11 @@ WORKERS ?= 4
 
 .PHONY: run test install bench clean options-table test-packages fuzz
 
-# The hot path is compiled with Cython by setup.py (the pure-Python build,
-# with a warning, where there is no compiler or with CORRAL_PURE=1); an edit
-# of one of these files compiles it again (until then the edited file runs
-# from source: corral/_mode.py).
+# With CORRAL_COMPILE=1 (make test CORRAL_COMPILE=1) setup.py compiles the
+# hot path with Cython (the pure-Python build, with a warning, where there is
+# no compiler); an edit of one of these files compiles it again (until then
+# the edited file runs from source: corral/_mode.py). Off by default: it
+# measured slower than pure Python on CPython 3.11 (README: Compiled or pure).
 COMPILED_SOURCES := corral/proto/h1.py corral/io/h1.py corral/io/stepper.py corral/io/access.py corral/interfaces/asgi.py corral/interfaces/wsgi.py
 
 $(VENV)/.installed: pyproject.toml setup.py
@@ -33,7 +34,7 @@ install: $(VENV)/.installed
 run: $(VENV)/.installed $(VENV)/.compiled
 	$(BIN)/corral examples.app:app --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
-# The whole suite on the build as installed (compiled where a compiler is),
+# The whole suite on the build as installed (compiled with CORRAL_COMPILE=1),
 # then the protocol and io tiers on the pure-Python modules.
 test: $(VENV)/.installed-test $(VENV)/.compiled test-packages
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

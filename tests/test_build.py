@@ -44,7 +44,7 @@ def test_without_a_compiler_the_build_installs_pure_python(tmp_path):
         shutil.copy(ROOT / name, source / name)
     shutil.copytree(ROOT / "corral", source / "corral",
                     ignore=shutil.ignore_patterns("*.so", "*.c", "__pycache__"))
-    env = dict(os.environ, CC="false")
+    env = dict(os.environ, CC="false", CORRAL_COMPILE="1")
     env.pop("CORRAL_PURE", None)
     result = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "-w", str(tmp_path / "dist"), str(source)],

@@ -9,10 +9,15 @@ costs no Task.
 Timeouts are not timers: the worker's tick calls ``ServerState.sweep`` which
 looks at each connection's timestamps (``idle_since``, ``linger_since``).
 
-Closing after a response is always a lingering half-close: shut the write
-side once the buffer has flushed, keep reading (and discarding) until the
-client closes or ``LINGER_SECONDS`` pass. A client whose unread bytes would
-otherwise make the kernel send a reset still gets the response it was sent.
+Closing after a response is a lingering half-close whenever more input may
+still arrive: shut the write side once the buffer has flushed, keep reading
+(and discarding) until the client closes or ``LINGER_SECONDS`` pass. A
+client whose unread bytes would otherwise make the kernel send a reset still
+gets the response it was sent. As in nginx, there is no lingering when none
+can arrive: the client asked to close (``Connection: close``, or HTTP/1.0
+without keep-alive, after which it sends nothing more, RFC 9112 section 9.6),
+its request was read whole and nothing followed it: the transport closes
+once the response is flushed.
 """
 
 from __future__ import annotations
@@ -247,7 +252,10 @@ class H1Connection(asyncio.Protocol):
                 self.close()
             return
         if not keep_alive or not cycle.request.complete or state.draining:
-            self.close()
+            request = cycle.request
+            # The client said it sends nothing more, and nothing came: no lingering.
+            parser = self.parser
+            self.close(request.keep_alive or not request.complete or queue or parser.in_head or parser.data_after_close)
         elif queue:
             # Inside a synchronous step, run_queue's loop starts the next one;
             # from a task, it must not nest a step inside the running task.
@@ -307,16 +315,17 @@ class H1Connection(asyncio.Protocol):
 
     # -- closing -----------------------------------------------------------
 
-    def close(self) -> None:
-        """Lingering half-close: flush, shut the write side, drain input."""
+    def close(self, linger=True) -> None:
+        """Lingering half-close: flush, shut the write side, drain input.
+        ``linger=False``: no more input can come; close once flushed."""
         if self.closing:
             return
         self.closing = True
         self.linger_since = self.state.now
         transport = self.transport
         self.write_left = transport.get_write_buffer_size()
-        if self.eof:
-            transport.close()  # the client already shut its side: nothing to linger for
+        if self.eof or not linger:
+            transport.close()  # the client already shut its side, or sends nothing more
             return
         if self.reading_paused:
             self.reading_paused = False

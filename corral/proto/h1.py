@@ -206,6 +206,7 @@ class RequestParser:
         self._parser = self._new_parser()
         self._request: Request | None = None
         self.in_head = False
+        self.data_after_close = False  # bytes came after a request that closes the connection
         self._head_bytes = 0  # bytes of earlier feeds that ended inside this head
         self._feed_bytes = 0  # bytes of the current feed
         self._url = b""
@@ -260,6 +261,7 @@ class RequestParser:
             if detail == _DATA_AFTER_CLOSE:
                 # RFC 9112 §9.6: after a request that closes the connection
                 # nothing more is processed; it is not an error either.
+                self.data_after_close = True  # the connection lingers to drain it
                 return None
             if detail == _RTSP_METHOD:
                 raise ProtocolError(501, "Method not implemented") from None

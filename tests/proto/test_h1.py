@@ -1155,3 +1155,25 @@ def test_proto_imports_no_io():
             imported.add("." * node.level + (node.module or ""))
     assert not imported & {"asyncio", "socket", "selectors", "uvloop"}
     assert not any(name.startswith("..") for name in imported)
+
+
+def test_bytes_after_a_closing_request_are_ignored_and_noted():
+    events = []
+
+    class Sink:
+        def on_request(self, request):
+            events.append(request.target)
+
+        def on_body(self, request, chunk):
+            pass
+
+        def on_request_complete(self, request):
+            events.append("complete")
+
+    from corral.proto.h1 import RequestParser
+
+    parser = RequestParser(Sink())
+    assert parser.feed(b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n") is None
+    assert not parser.data_after_close
+    assert parser.feed(b"GET /b HTTP/1.1\r\n") is None
+    assert events == [b"/a", "complete"] and parser.data_after_close
