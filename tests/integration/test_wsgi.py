@@ -79,6 +79,27 @@ class TestRequest:
         assert json.loads(response.body) == {"read": len(body), "spooled": True, "CONTENT_LENGTH": str(len(body)),
                                              "terminated": True}
 
+    def test_unread_large_body_does_not_sit_in_memory(self, wsgi):
+        """The issue's attack: a big POST to an app that ignores wsgi.input
+        (300 MiB took a worker from 23 to 623 MiB RSS). Here 48 MiB, spooled."""
+        pid = int(get(wsgi, "/pid").body)
+
+        def rss_kib() -> int:
+            with open(f"/proc/{pid}/status") as status:
+                return int(next(line for line in status if line.startswith("VmRSS:")).split()[1])
+
+        before = rss_kib()
+        size = 48 * 1024 * 1024
+        piece = b"u" * (1024 * 1024)
+        with wsgi.connect() as sock:
+            sock.sendall(b"POST /ignore HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size)
+            for _ in range(size // len(piece)):
+                sock.sendall(piece)
+            response = Reader(sock, timeout=30).response()
+        assert (response.code, response.body) == (200, b"ignored")
+        grown = rss_kib() - before
+        assert grown < 16 * 1024, f"worker RSS grew by {grown} KiB for a {size >> 20} MiB body"
+
     def test_body_read_as_it_arrives_with_expect_continue(self, wsgi):
         with wsgi.connect() as sock:
             reader = Reader(sock)
