@@ -15,6 +15,7 @@ same with ``--no-proxy-headers``).
 
     .venv/bin/python bench/hotpath.py              # microseconds per request (noisy)
     .venv/bin/python bench/hotpath.py --callgrind  # instructions per request (exact)
+    .venv/bin/python bench/hotpath.py --callgrind --metrics  # the same, counting for --metrics-bind
 
 ``--callgrind`` runs this script under ``valgrind --tool=callgrind`` with N
 requests and with none, for each stage, and prints the difference divided by
@@ -82,7 +83,7 @@ class NullTransport:
         return 0
 
 
-def build(stage: str):
+def build(stage: str, metrics: bool = False):
     """Return a function feeding one request to the stage, and a closer."""
     from bench.apps import hello
     from corral.config import Config
@@ -101,6 +102,10 @@ def build(stage: str):
     else:
         config = Config(app="bench.apps:hello", access_log=False, proxy_headers=stage != "forwarded-off")
     state = ServerState(config, loop)
+    if metrics:
+        from corral.io.metrics import WorkerMetrics
+
+        state.metrics = WorkerMetrics()
     if stage == "parser":
 
         class Sink:
@@ -157,8 +162,8 @@ def build(stage: str):
     return loop, state, conn.data_received
 
 
-def run(stage: str, n: int) -> float:
-    loop, state, feed = build(stage)
+def run(stage: str, n: int, metrics: bool = False) -> float:
+    loop, state, feed = build(stage, metrics)
     elapsed = []
 
     def main():
@@ -179,11 +184,12 @@ def run(stage: str, n: int) -> float:
     return elapsed[0]
 
 
-def callgrind(stage: str, n: int) -> int:
+def callgrind(stage: str, n: int, metrics: bool = False) -> int:
     def collected(count: int) -> int:
         out = subprocess.run(
             ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
-             sys.executable, os.path.abspath(__file__), "--stage", stage, "-n", str(count)],
+             sys.executable, os.path.abspath(__file__), "--stage", stage, "-n", str(count)]
+            + (["--metrics"] if metrics else []),
             capture_output=True, text=True, check=True,
         ).stderr
         return int(re.search(r"Collected : (\d+)", out).group(1))
@@ -196,16 +202,17 @@ def main() -> int:
     p.add_argument("--stage", choices=STAGES, help="one stage only (default: all)")
     p.add_argument("-n", type=int, default=None, help="requests (default 200000, or 20000 with --callgrind)")
     p.add_argument("--callgrind", action="store_true", help="count instructions under valgrind")
+    p.add_argument("--metrics", action="store_true", help="with the counters --metrics-bind turns on")
     args = p.parse_args()
     stages = [args.stage] if args.stage else list(STAGES)
     if args.callgrind:
         n = args.n or 20000
         for stage in stages:
-            print(f"{stage:<7} {callgrind(stage, n):>8} instructions/request")
+            print(f"{stage:<7} {callgrind(stage, n, args.metrics):>8} instructions/request")
         return 0
     n = args.n if args.n is not None else 200000
     for stage in stages:
-        seconds = run(stage, n)
+        seconds = run(stage, n, args.metrics)
         if n:
             print(f"{stage:<7} {seconds / n * 1e6:8.2f} us/request")
     return 0

@@ -111,6 +111,11 @@ def corral_no_proxy_headers_cmd(exe: str, app: str, port: int, scenario: Scenari
     return [*corral_cmd(exe, app, port, scenario), "--no-proxy-headers"]
 
 
+def corral_metrics_cmd(exe: str, app: str, port: int, scenario: Scenario) -> list[str]:
+    """corral with --metrics-bind: the cost of counting (issue 15)."""
+    return [*corral_cmd(exe, app, port, scenario), "--metrics-bind", f"127.0.0.1:{free_port()}"]
+
+
 def uvicorn_cmd(exe: str, app: str, port: int, scenario: Scenario) -> list[str]:
     quiet = [] if scenario.defaults else ["--no-access-log", "--log-level", "warning"]
     return [exe, app, "--host", "127.0.0.1", "--port", str(port), "--workers", str(scenario.workers),
@@ -143,6 +148,7 @@ SERVERS = {
     "corral": (os.path.join(REPO, ".venv", "bin", "corral"), corral_cmd),
     # corral --no-proxy-headers: what reading forwarding headers costs (issue 13).
     "corral-nph": (os.path.join(REPO, ".venv", "bin", "corral"), corral_no_proxy_headers_cmd),
+    "corral-metrics": (os.path.join(REPO, ".venv", "bin", "corral"), corral_metrics_cmd),
     "uvicorn": (os.path.join(BENCH_BIN, "uvicorn"), uvicorn_cmd),
     "granian": (os.path.join(BENCH_BIN, "granian"), granian_cmd),
     "gunicorn": (os.path.join(BENCH_BIN, "gunicorn"), gunicorn_cmd),
@@ -289,7 +295,7 @@ def print_table(summary: dict, ratios: dict) -> None:
     if ratios:
         print()
         for label, ratio in ratios.items():
-            print(f"{label:<16} {ratio:6.2f}")
+            print(f"{label:<22} {ratio:6.2f}")
 
 
 def print_overview(results: dict) -> None:

@@ -264,6 +264,7 @@ OPTIONS: tuple[Option, ...] = (
     _opt("log_format", "text", _choice("text", "json"), "Format of corral's own log lines: text, or one JSON object per line (time, level, pid, event, message).", "text|json"),
     _opt("access_log_format", "default", _access_log_format, "Access log line: default, common, combined (Apache/nginx, plus the request time), json (one object per line), or a template of gunicorn atoms (see Access log).", "FORMAT"),
     # observing, development
+    _opt("metrics_bind", None, _bind, "Serve Prometheus metrics from the master at http://HOST:PORT/metrics (off by default).", "HOST:PORT"),
     _opt("reload", False, _bool, "Development: restart the workers (zero-loss, like HUP) when a watched file changes."),
     _opt("reload_dir", (), _list, "Directory to watch with --reload; repeatable (default: the current directory).", "DIR"),
     _opt("reload_include", (), _list, "Glob of files to watch with --reload; repeatable (default: *.py).", "GLOB"),

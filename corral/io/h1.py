@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from time import perf_counter
 
 from ..proto.h1 import ProtocolError, Request, RequestParser, error_response
 from .transport import address, half_close, peer_name
@@ -65,6 +66,8 @@ class H1Connection(asyncio.Protocol):
         "upgrade",
         "eof",
         "proxy",
+        "started",
+        "close_reason",
     )
 
     def __init__(self, state) -> None:
@@ -98,6 +101,8 @@ class H1Connection(asyncio.Protocol):
         self.upgrade = None  # set by a protocol that takes over the connection
         self.eof = False  # the client shut its write side
         self.proxy = None  # proto.proxy.ProxyInfo, set by io/proxy.py when a PROXY header named the client
+        self.started = 0.0  # when the current request started (metrics only)
+        self.close_reason = "normal"  # for metrics: io/metrics.py CLOSE_REASONS
 
     # -- asyncio.Protocol ----------------------------------------------------
 
@@ -222,6 +227,8 @@ class H1Connection(asyncio.Protocol):
                     return  # waits for a slot (ServerState.request_done restarts it)
                 continue  # answered 503: on to the next request
             state.in_flight += 1
+            if state.metrics is not None:
+                self.started = perf_counter()
             self.cycle = cycle = state.handler(self, queue.popleft())
             cycle.start()
         if self.cycle is None and not self.closing:
@@ -237,6 +244,9 @@ class H1Connection(asyncio.Protocol):
         state = self.state
         state.in_flight -= 1
         state.requests += 1
+        metrics = state.metrics
+        if metrics is not None:
+            metrics.request_done(cycle, self.started)
         if state.waiting or state.requests == state.max_requests:
             state.request_done()
         if self.closing:
@@ -335,9 +345,12 @@ class H1Connection(asyncio.Protocol):
     def close_idle(self) -> None:
         """Close a keep-alive connection that sits between requests."""
         if self.cycle is None and not self.queue and not self.parser.in_head:
+            self.close_reason = "shutdown" if self.state.draining else "keepalive_timeout"
             self.close()
 
     def abort(self) -> None:
+        if self.state.draining and self.close_reason == "normal":
+            self.close_reason = "shutdown"
         self.closing = True
         if self.transport is not None:
             self.transport.abort()
@@ -355,6 +368,7 @@ class H1Connection(asyncio.Protocol):
             )
         )
         if not keep_alive:
+            self.close_reason = "limit"
             self.close()
 
     def timed_out(self, status: int, detail: str) -> None:
@@ -389,5 +403,6 @@ class H1Connection(asyncio.Protocol):
     def _send_error(self, exc: ProtocolError) -> None:
         log.info("%s: %d %s", peer_name(self.client), exc.status, exc.detail)
         self.state.counters["bad_requests"] += 1
+        self.close_reason = "bad_request"
         self.transport.write(error_response(exc.status, exc.detail, self.state.extra_headers))
         self.close()

@@ -43,6 +43,7 @@ class ServerState:
         self.requests = 0  # requests answered
         self.limit_concurrency = config.limit_concurrency or float("inf")
         self.waiting: deque = deque()  # connections queued for a concurrency slot
+        self.metrics = None  # WorkerMetrics (io/metrics.py) with --metrics-bind, else None
         self.gate = None  # accept gating (worker/accept.py): opened(n) / closed(n)
         self.on_max_requests = None  # called once when --limit-max-requests is reached
         self.max_requests = 0
@@ -128,12 +129,14 @@ class ServerState:
         if conn.write_since and now - conn.write_since >= write_timeout:
             log.info("closing a client that read none of its response for %.0fs", now - conn.write_since)
             self.counters["timeouts"] += 1
+            conn.close_reason = "write_timeout"
             conn.abort()
         elif conn.idle_since:
             if now - conn.idle_since >= idle_timeout:
                 conn.close_idle()
         elif conn.head_since:
             if now - conn.head_since >= header_timeout:
+                conn.close_reason = "header_timeout"
                 conn.timed_out(408, "Request header timeout")
         elif conn.waiting_since:
             if now - conn.waiting_since >= config.limit_concurrency_queue:
@@ -144,6 +147,7 @@ class ServerState:
             and not conn.reading_paused
             and now - conn.body_since >= body_timeout
         ):
+            conn.close_reason = "body_timeout"
             conn.timed_out(408, "Request body timeout")
 
     def _sweep_handshakes(self, now: float) -> None:
@@ -201,6 +205,8 @@ class ServerState:
 
     def connection_closed(self, conn) -> None:
         self.connections.discard(conn)
+        if self.metrics is not None:
+            self.metrics.closed[conn.close_reason] += 1
         if conn.waiting_since:
             conn.waiting_since = 0.0
             try:

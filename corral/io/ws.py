@@ -124,6 +124,7 @@ class WebSocketUpgrade:
         conn.closing = True  # the H1Connection is done with this transport
         transport.set_protocol(ws)
         state.upgraded.add(ws)
+        conn.close_reason = "upgraded"
         state.connection_closed(conn)  # leaves state.connections
         state.counters["websockets"] += 1
         ws.cycle = cycle = self.handler(ws, request, handshake)
@@ -133,6 +134,7 @@ class WebSocketUpgrade:
         state = self.state
         log.info("%s: %d %s", peer_name(conn.client), status, detail)
         state.counters["bad_requests"] += 1
+        conn.close_reason = "bad_request"
         conn.transport.write(error_response(status, detail, state.extra_headers + headers))
         conn.close()
 
@@ -291,6 +293,9 @@ class WSConnection(asyncio.Protocol):
 
     def on_message(self, data) -> None:
         if self.phase == OPEN:
+            metrics = self.state.metrics
+            if metrics is not None:
+                metrics.ws_messages_in += 1
             self.cycle.message(data)
         # CLOSING: our Close is sent; data until the peer's Close is dropped.
 
@@ -343,6 +348,9 @@ class WSConnection(asyncio.Protocol):
             self.data_received(b"".join(early))
 
     def send_message(self, data) -> None:
+        metrics = self.state.metrics
+        if metrics is not None:
+            metrics.ws_messages_out += 1
         self.write(encode_message(data, self.compressor))
 
     def write(self, frame: bytes) -> None:

@@ -33,4 +33,13 @@ def serve(config) -> int:
     master = Master(config, sockets)
     if handover is not None:
         master.upgrade_notify = handover["notify"]
+    if config.metrics_bind:
+        from .metrics import bind
+
+        try:
+            master.metrics_socket = bind(config.metrics_bind)
+        except OSError as exc:
+            sockets.close()
+            print(f"corral: error: --metrics-bind {config.metrics_bind}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
     return master.run()

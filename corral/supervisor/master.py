@@ -26,6 +26,7 @@ import time
 from collections import deque
 
 from ..worker.process import EXIT_BOOT, EXIT_CONFIG, PHASE_LAME_DUCK, PHASE_STOPPING, Worker
+from .metrics import MasterMetrics, MetricsEndpoint
 
 log = logging.getLogger("corral.error")
 
@@ -67,6 +68,8 @@ class WorkerProc:
         self.in_flight = 0
         self.connections = 0
         self.requests = 0
+        self.metrics: dict | None = None  # its last totals (--metrics-bind)
+        self.exit_cause = ""  # why the master stopped it (supervisor/metrics.py EXIT_CAUSES)
 
     def doing(self) -> str:
         if self.state == "booting":
@@ -107,11 +110,19 @@ class Master:
         # while it boots; in the new master, the pipe to report "ready" on.
         self.upgrade_pid = 0
         self.upgrade_notify = -1
+        self.metrics = MasterMetrics()
+        self.metrics_socket = None  # bound by serve() with --metrics-bind
+        self.metrics_endpoint: MetricsEndpoint | None = None
 
     # -- main loop -----------------------------------------------------------
 
     def run(self) -> int:
         self._install_signals()
+        if self.metrics_socket is not None:
+            self.metrics_endpoint = MetricsEndpoint(
+                self.metrics_socket, lambda: self.metrics.render(self), self.readers, self.writers
+            )
+            log.info("master: Prometheus metrics at %s", self.metrics_endpoint.address)
         if self.config.reload:
             # No .pyc written while developing: an edit within the same second
             # that keeps the file's size would otherwise load stale bytecode.
@@ -138,6 +149,8 @@ class Master:
                 log.info("master: shutdown delay over")
                 self._stop("graceful")
         self._stop_watcher()
+        if self.metrics_endpoint is not None:
+            self.metrics_endpoint.close()
         self.sockets.close()
         log.info("master %d: all workers gone, sockets closed; exit %d", os.getpid(), self.exit_code)
         if self.fatal:
@@ -209,6 +222,7 @@ class Master:
         if self.stopping or self.lame_duck_until is not None:
             return
         self.generation += 1
+        self.metrics.reloads += 1
         self.reloading = True
         count = 0
         for worker in self.workers.values():
@@ -344,6 +358,7 @@ class Master:
             wait,
         )
         for worker in self.workers.values():
+            worker.exit_cause = worker.exit_cause or "shutdown"
             if worker.state == "booting":
                 self._signal(worker, signal.SIGKILL)
                 continue
@@ -392,6 +407,7 @@ class Master:
                     return
 
     def _retire(self, worker: WorkerProc, why: str) -> None:
+        worker.exit_cause = "recycle" if worker.recycle else "scale_down" if why == "worker count lowered" else "reload"
         worker.state = "draining"
         worker.kill_at = time.monotonic() + self.config.timeout_graceful + KILL_GRACE
         log.info("master: stopping worker %d (%s)", worker.pid, why)
@@ -413,6 +429,8 @@ class Master:
                 for fd in [w.fd for w in self.workers.values()] + [self._wakeup_r, self._wakeup_w, self.upgrade_notify]:
                     if fd >= 0:
                         os.close(fd)
+                for fd in set(self.readers) | set(self.writers):  # reload watcher, metrics endpoint
+                    os.close(fd)
                 for sock in self.sockets.all():
                     if sock not in sockets:
                         sock.close()  # another slot's socket: only the master keeps it
@@ -426,6 +444,7 @@ class Master:
         os.close(write_fd)
         os.set_blocking(read_fd, False)
         self.workers[pid] = WorkerProc(pid, slot, read_fd, self.generation)
+        self.metrics.starts += 1
         log.info("master: started worker %d (slot %d, generation %d)", pid, slot, self.generation)
 
     def _read_worker(self, fd: int) -> None:
@@ -463,6 +482,8 @@ class Master:
             log.info("master: worker %d ready (%.2fs)", worker.pid, time.monotonic() - worker.started)
             if self.upgrade_notify >= 0:
                 self._upgrade_ready()
+        elif kind == "m":
+            self.metrics.worker_report(worker, rest, self.sockets)
         elif kind == "recycle":
             worker.recycle = True
         elif kind == "error":
@@ -503,6 +524,8 @@ class Master:
     def _exited(self, worker: WorkerProc, status: int) -> None:
         code = os.waitstatus_to_exitcode(status)
         how = _how(status)
+        cause = worker.exit_cause or ("boot_failure" if worker.state == "booting" else "crash")
+        self.metrics.worker_exited(worker, cause)
         if worker.state == "draining" and code == 0:
             log.info("master: worker %d exited (code 0)", worker.pid)
             return
@@ -525,6 +548,7 @@ class Master:
             log.error("master: reload failed; the previous workers keep serving (%s)", reason)
             self.reloading = False
             self.failed_generation = worker.generation
+            self.metrics.reloads_failed += 1
             for other in self.workers.values():
                 if other.retiring:
                     other.retiring = False
@@ -557,6 +581,7 @@ class Master:
             deadline = self._deadline(worker)
             if deadline is None or now < deadline:
                 continue
+            worker.exit_cause = "timeout"
             if worker.kill_at is not None:
                 log.warning("master: worker %d did not exit in time; SIGKILL", worker.pid)
                 self._signal(worker, signal.SIGKILL)

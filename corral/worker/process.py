@@ -7,6 +7,8 @@ pipe, one line per message (``channel``):
 * ``ready`` once lifespan startup is done and the sockets are served;
 * ``hb IN_FLIGHT CONNECTIONS REQUESTS`` every second, from the loop (a loop
   that stops sending it is blocked: the master dumps its stack and kills it);
+* ``m JSON`` with each heartbeat when ``--metrics-bind`` is on: this
+  worker's totals since it started (``io/metrics.py``), once more on exit;
 * ``recycle`` when ``--limit-max-requests`` is reached;
 * ``error MESSAGE`` before exiting on a boot failure.
 
@@ -49,6 +51,7 @@ from ..io.h1 import H1Connection
 from ..io.tls import TLSConfigError, TLSHandshake, TLSInfo, build_context
 from ..io.health import HealthCheck
 from ..io.proxy import ProxyPolicy
+from ..io.metrics import WorkerMetrics
 from ..io.state import ServerState
 from ..io.ws import WebSocketUpgrade
 from ..loader import AppLoadError, detect_interface, import_app
@@ -100,6 +103,7 @@ class Worker:
         self.wsgi: WSGIHandler | None = None
         self.phase = phase  # shared with the master (mmap), or None
         self.take_queue = False  # at stop: accept what the kernel queued, then close the sockets
+        self._tick_due = 0.0
 
     # -- entry point -------------------------------------------------------
 
@@ -141,6 +145,8 @@ class Worker:
             state.upgrade_handler = WebSocketUpgrade(state, WebSocketHandler(app, state))
         if config.health_path:
             state.handler = HealthCheck(config.health_path, state.handler, config.access_log)
+        if config.metrics_bind:
+            state.metrics = WorkerMetrics()
         state.max_requests = self.max_requests
         state.on_max_requests = lambda: self.report("recycle")
         lifespan_mode = "off" if interface == "wsgi" else config.lifespan
@@ -186,9 +192,9 @@ class Worker:
             "worker %d ready (%s, %s, %s)", self.pid, self.interface, type(self.loop).__module__.split(".")[0], build_mode()
         )
         mode = await self.stop_mode
-        if mode == "fast":
-            return await self._fast_shutdown()
-        return await self._graceful_shutdown()
+        code = await self._fast_shutdown() if mode == "fast" else await self._graceful_shutdown()
+        self._report_metrics()  # the last counts, so totals stay exact across reloads
+        return code
 
     def _reopen_logs(self) -> None:
         if self.state.access is not None:
@@ -351,12 +357,17 @@ class Worker:
 
     def _schedule_tick(self) -> None:
         # On the second, so the cached Date header changes when it should.
-        self.loop.call_later(1.0 - (time.time() % 1.0) + 0.001, self._tick)
+        delay = 1.0 - (time.time() % 1.0) + 0.001
+        self._tick_due = self.loop.time() + delay
+        self.loop.call_later(delay, self._tick)
 
     def _tick(self) -> None:
         # Each duty on its own: one that raises is logged and the others (the
         # Date header, the timeouts, the heartbeat) still run, now and every
         # second after (the next tick is scheduled first).
+        metrics = self.state.metrics
+        if metrics is not None:  # event-loop lag: how late this tick runs
+            metrics.loop_lag = max(metrics.loop_lag, self.loop.time() - self._tick_due)
         self._schedule_tick()
         state = self.state
         self._duty("clock", state.refresh)
@@ -375,6 +386,7 @@ class Worker:
     def _heartbeat(self) -> None:
         state = self.state
         self.report(f"hb {state.in_flight} {len(state.connections) + len(state.upgraded)} {state.requests}")
+        self._report_metrics()
 
     def _check_wsgi_threads(self) -> None:
         """--threads > 1: the loop runs on while an app thread blocks, so a
@@ -392,6 +404,10 @@ class Worker:
         for handler in logging.getLogger("corral.error").handlers:
             handler.flush()
         os._exit(EXIT_STUCK)
+
+    def _report_metrics(self) -> None:
+        if self.state is not None and self.state.metrics is not None:
+            self.report("m " + self.state.metrics.snapshot(self.state))
 
     def report(self, message: str) -> None:
         if self.channel_fd is None:
