@@ -43,8 +43,9 @@ test: $(VENV)/.installed-test $(VENV)/.compiled test-packages
 # The Debian packages tests use, as PACKAGE:EXECUTABLE: each missing one is
 # installed; where that fails the build goes on and the tests that need it
 # are skipped with the reason. chromium: tests/integration/test_browser.py;
-# haproxy: tests/integration/test_proxy_*.py, test_rolling_restart.py.
-TEST_PACKAGES := chromium:/usr/bin/chromium haproxy:/usr/sbin/haproxy
+# haproxy: tests/integration/test_proxy_*.py, test_rolling_restart.py;
+# tmux: tests/integration/test_top.py.
+TEST_PACKAGES := chromium:/usr/bin/chromium haproxy:/usr/sbin/haproxy tmux:/usr/bin/tmux
 APT := $(shell [ "$$(id -u)" = 0 ] || echo sudo) env DEBIAN_FRONTEND=noninteractive apt-get
 test-packages:
 	@for entry in $(TEST_PACKAGES); do package=$${entry%%:*}; [ -x "$${entry#*:}" ] \

@@ -49,6 +49,11 @@ def _show(value) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["top"]:  # corral top: the live view (corral/top)
+        from .top import main as top
+
+        return top(argv[1:])
     parser = build_parser()
     args = vars(parser.parse_args(argv))
     config_file = args.pop("config", None)
