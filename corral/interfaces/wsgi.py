@@ -197,6 +197,7 @@ class WSGIHandler:
         self.keys: dict[bytes, str] = {}
         self.server_names: dict = {}  # listening (host, port) -> (SERVER_NAME, SERVER_PORT)
         self.statuses: dict[str, int] = {}  # status line -> code, once checked
+        self.encodings: dict = {}  # the app's header tuple -> the same in bytes, once checked
         self.running: set = set()  # cycles whose app runs in a pool thread
         self.new_cycle = partial(WSGICycle, self)
 
@@ -447,10 +448,19 @@ class WSGICycle:
             code = _status_code(status)
             if len(statuses) < 256:
                 statuses[status] = code
+        encodings = self.handler.encodings
         try:
-            encoded = tuple([(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers])
-        except (AttributeError, UnicodeEncodeError, ValueError, TypeError):
-            raise TypeError(f"WSGI: headers must be a list of (str, str) in latin-1, got {headers!r}") from None
+            key = tuple(headers)
+            encoded = encodings.get(key)
+        except TypeError:  # unhashable items: encoded below, or refused
+            key = encoded = None
+        if encoded is None:
+            try:
+                encoded = tuple([(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers])
+            except (AttributeError, UnicodeEncodeError, ValueError, TypeError):
+                raise TypeError(f"WSGI: headers must be a list of (str, str) in latin-1, got {headers!r}") from None
+            if key is not None and len(encodings) < 256:
+                encodings[key] = encoded
         self.status = code
         self.headers = encoded
         return self.write
