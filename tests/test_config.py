@@ -171,3 +171,8 @@ def test_trusted_peer_lists_are_checked(tmp_path):
     path = write(tmp_path, 'app = "m:a"\nforwarded-allow-ips = ["10.0.0.0/8", "::1"]\nproxy-protocol = "v2"\n')
     config = resolve({}, {}, path)
     assert (config.forwarded_allow_ips, config.proxy_protocol) == ("10.0.0.0/8,::1", "v2")
+
+
+def test_proxy_protocol_with_tls_is_refused_not_ignored():
+    with pytest.raises(ConfigError, match="--proxy-protocol cannot be combined with --ssl-certfile"):
+        resolve({"app": "m:a", "proxy_protocol": "v2", "ssl_certfile": "cert.pem"}, {}, None)

@@ -70,6 +70,8 @@ class ProxyConnection(asyncio.Protocol):
         "cycle",
         "reading_paused",
         "upgrade",
+        "write_left",
+        "close_reason",
     )
 
     def __init__(self, policy: ProxyPolicy) -> None:
@@ -88,6 +90,8 @@ class ProxyConnection(asyncio.Protocol):
         self.cycle = None
         self.reading_paused = False
         self.upgrade = None
+        self.write_left = 0
+        self.close_reason = "normal"  # for metrics: io/metrics.py CLOSE_REASONS
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -158,6 +162,7 @@ class ProxyConnection(asyncio.Protocol):
     def _refuse(self, detail: str) -> None:
         log.warning("%s: %s; closing the connection", peer_name(self.peer), detail)
         self.state.counters["bad_requests"] += 1
+        self.close_reason = "bad_request"
         self.close()
 
     def timed_out(self, status: int, detail: str) -> None:
