@@ -322,3 +322,24 @@ class TestThreads:
         assert Reader(sock).closed()
         sock.close()
         assert int(get(server, "/pid").body) != old
+
+
+def test_file_wrapper_over_tls_is_encrypted_not_sendfile(server_factory, tmp_path):
+    """sendfile would bypass TLS: over a TLS transport the file goes through
+    the transport in blocks, and the client reads it whole."""
+    trustme = pytest.importorskip("trustme", reason="trustme is in the test extra: pip install -e '.[test]'")
+    import ssl
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    pem = tmp_path / "server.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(pem))
+    server = server_factory("wsgi_pep:app", "--ssl-certfile", str(pem))
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    with context.wrap_socket(server.connect(), server_hostname="127.0.0.1") as sock:
+        sock.sendall(b"GET /bigfile HTTP/1.1\r\nHost: x\r\n\r\n")
+        response = Reader(sock, timeout=20).response()
+    expected = bytes(range(256)) * (32 * 1024)
+    assert response.headers[b"transfer-encoding"] == b"chunked"  # iterated, not the sendfile path
+    assert response.body == expected
