@@ -394,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         summary, ratios = summarize(runs)
         print(f"\nscenario {scenario_name} ({scenario.title}): {scenario.workers} worker(s), "
-              f"wrk {' '.join(scenario.wrk_args[:2])}{' (+ headers)' if len(scenario.wrk_args) > 2 else ''} "
+              f"wrk {' '.join(scenario.wrk_args[:2])}{' (+ headers)' if '-H' in scenario.wrk_args else ''}{' (+ script)' if '-s' in scenario.wrk_args else ''} "
               f"-d{args.duration}s, {args.rounds} round(s)")
         print_table(summary, ratios)
         results[scenario_name] = {"title": scenario.title, "app": scenario.app, "workers": scenario.workers,
