@@ -315,6 +315,8 @@ def _describe(option: Option, source: str) -> str:
         return "application" if option.name == "app" else option.cli
     if source == "env":
         return option.env
+    if source == "FORWARDED_ALLOW_IPS":
+        return source
     return f"{source}: {option.name}"
 
 
@@ -332,10 +334,7 @@ def load_file(path: str) -> dict[str, Any]:
 
 
 def from_env(environ: Mapping[str, str]) -> dict[str, str]:
-    values = {o.name: environ[o.env] for o in OPTIONS if o.env in environ}
-    if "forwarded_allow_ips" not in values and "FORWARDED_ALLOW_IPS" in environ:
-        values["forwarded_allow_ips"] = environ["FORWARDED_ALLOW_IPS"]  # as uvicorn and gunicorn read it
-    return values
+    return {o.name: environ[o.env] for o in OPTIONS if o.env in environ}
 
 
 def resolve(cli: Mapping[str, Any], environ: Mapping[str, str], config_file: str | None) -> Config:
@@ -344,6 +343,8 @@ def resolve(cli: Mapping[str, Any], environ: Mapping[str, str], config_file: str
     config_file = config_file or environ.get("CORRAL_CONFIG")
     if config_file:
         config.update(load_file(config_file), source=config_file)
+    if "FORWARDED_ALLOW_IPS" in environ:  # as uvicorn and gunicorn read it; CORRAL_FORWARDED_ALLOW_IPS wins
+        config.update({"forwarded_allow_ips": environ["FORWARDED_ALLOW_IPS"]}, source="FORWARDED_ALLOW_IPS")
     config.update(from_env(environ), source="env")
     config.update(cli, source="cli")
     if not config.app:
