@@ -49,6 +49,7 @@ async def app(scope, receive, send):
     elif path == "/block":
         import time
 
+        say(f"block start {os.getpid()}")
         time.sleep(float(scope["query_string"].decode() or "5"))
         await _respond(send, b"blocked\n")
     elif path == "/pid":

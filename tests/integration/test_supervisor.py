@@ -34,34 +34,66 @@ def reload_under(load: Load, server, reloads: int) -> None:
 
 
 def test_n_workers_serve(server_factory):
+    """Each of the 3 workers accepts: a worker whose loop is blocked cannot
+    accept, so with two blocked the third connection goes to the third worker."""
     server = server_factory(workers=3)
     pids = server.worker_pids()
     assert len(pids) == 3
-    seen = set()
-    for _ in range(30):
-        seen.add(get_pid(server))
-    assert seen <= pids
-    assert seen  # at least one worker answered
+    socks = []
+    try:
+        for n in range(1, 4):
+            sock = server.connect()
+            sock.sendall(b"GET /block?6 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            socks.append(sock)
+            server.wait_log(r"block start (\d+)", count=n)
+        blocked = {int(m.group(1)) for m in server.wait_log(r"block start (\d+)", count=3)}
+        assert blocked == pids  # three connections, three different workers
+        for sock in socks:
+            assert read_response(sock)[2] == b"blocked\n"
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def listening_inode(port: int) -> int:
+    """The inode of the LISTEN socket on ``port`` (from /proc/net/tcp)."""
+    with open("/proc/net/tcp") as table:
+        for line in table:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].split(":")[1], 16) == port:
+                return int(fields[9])
+    raise AssertionError(f"no listening socket on port {port}")
 
 
 def test_listener_is_exclusive_in_every_worker(server_factory):
-    """One connection wakes one idle worker: each worker's own epoll holds the
-    shared listening socket with EPOLLEXCLUSIVE."""
+    """One connection wakes one idle worker: in each worker, the epoll entry
+    for the shared listening socket (and no other) is EPOLLEXCLUSIVE."""
     server = server_factory(workers=3)
+    inode = listening_inode(server.port)
     for pid in server.worker_pids():
-        flags = []
+        listening_fds, epolls = set(), []
         for fd in os.listdir(f"/proc/{pid}/fd"):
             try:
-                if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:[eventpoll]":
-                    continue
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
             except OSError:
                 continue
+            if target == f"socket:[{inode}]":
+                listening_fds.add(int(fd))
+            elif target == "anon_inode:[eventpoll]":
+                epolls.append(fd)
+        entries = []  # (fd, events, ino) of every epoll entry
+        for fd in epolls:
             with open(f"/proc/{pid}/fdinfo/{fd}") as info:
                 for line in info:
                     if line.startswith("tfd:"):
                         fields = line.split()
-                        flags.append(int(fields[3], 16))
-        assert any(f & EPOLLEXCLUSIVE for f in flags), (pid, [hex(f) for f in flags])
+                        ino = int(fields[fields.index("ino:") + 1], 16) if "ino:" in fields else None
+                        entries.append((int(fields[1]), int(fields[3], 16), ino))
+        listener_entries = [e for e in entries if e[0] in listening_fds and e[2] in (None, inode)]
+        assert listener_entries, (pid, listening_fds, entries)
+        assert all(events & EPOLLEXCLUSIVE for _, events, _ in listener_entries), (pid, listener_entries)
+        others = [e for e in entries if e not in listener_entries and e[1] & EPOLLEXCLUSIVE]
+        assert not others, (pid, others)  # nothing else is exclusive
 
 
 def test_kill_9_worker_is_replaced(server_factory):
@@ -248,17 +280,25 @@ def test_inherited_fd_and_systemd_activation(server_factory):
         listener.close()
 
 
+def pids_of_fresh_connections(server, count: int = 40) -> set[int]:
+    """The workers that answer ``count`` new connections. The kernel hashes
+    each new connection (its source port) onto a reuseport slot: 40 of them
+    all on one of 2 slots happens once in 2**39."""
+    return {get_pid(server) for _ in range(count)}
+
+
 def test_reuseport_mode_serves_and_reloads(server_factory):
     server = server_factory("basic:app", "--accept", "reuseport", workers=2)
+    before = server.worker_pids()
+    assert pids_of_fresh_connections(server) == before  # both slots serve
     load = Load(server.port, threads=4, keep_alive=True, max_seconds=20)
     try:
         reload_under(load, server, reloads=1)
     finally:
         load.stop()
     assert load.failures == []
-    assert len(load.pids) >= 3  # both slots served, before and after the reload
-
-
+    after = pids_of_fresh_connections(server)
+    assert len(after) == 2 and not after & before  # both slots served by the new workers
 def test_systemd_socket_activation():
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
