@@ -120,9 +120,15 @@ class TestOpeningHandshake_RFC6455_4_2:
         assert handshake.subprotocols == []
         assert handshake.deflate is None
 
-    def test_connection_header_is_a_token_list(self):
-        ws.check_request(handshake_headers(connection=b"keep-alive, Upgrade"))
-        ws.check_request(handshake_headers(connection=b"UPGRADE"))
+    @pytest.mark.parametrize("value", [b"keep-alive, Upgrade", b"UPGRADE", b"upgrade ,keep-alive"])
+    def test_connection_header_is_a_token_list(self, value):
+        handshake = ws.check_request(handshake_headers(connection=value))
+        assert handshake.key == b"dGhlIHNhbXBsZSBub25jZQ=="
+
+    def test_connection_token_must_be_whole(self):
+        with pytest.raises(HandshakeError) as info:
+            ws.check_request(handshake_headers(connection=b"keep-alive, upgraded"))
+        assert (info.value.status, info.value.detail) == (400, "WebSocket upgrade needs 'Connection: Upgrade'")
 
     @pytest.mark.parametrize(
         "overrides, status, detail",
