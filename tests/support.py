@@ -321,3 +321,44 @@ class Reader:
     def closed(self) -> bool:
         """True if the server closes with nothing more to read."""
         return self.until_close() == b""
+
+
+EPOLLEXCLUSIVE = 1 << 28
+
+
+def listening_inode(port: int) -> int:
+    """The inode of the LISTEN socket on ``port`` (from /proc/net/tcp)."""
+    with open("/proc/net/tcp") as table:
+        for line in table:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].split(":")[1], 16) == port:
+                return int(fields[9])
+    raise AssertionError(f"no listening socket on port {port}")
+
+
+def epoll_entries(pid: int, inode: int) -> tuple[list, list]:
+    """Every epoll entry in process ``pid`` as (fd, events, ino), split into
+    those watching the socket ``inode`` and the others (from /proc)."""
+    listening_fds, epolls = set(), []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target == f"socket:[{inode}]":
+            listening_fds.add(int(fd))
+        elif target == "anon_inode:[eventpoll]":
+            epolls.append(fd)
+    entries = []
+    for fd in epolls:
+        try:
+            with open(f"/proc/{pid}/fdinfo/{fd}") as info:
+                for line in info:
+                    if line.startswith("tfd:"):
+                        fields = line.split()
+                        ino = int(fields[fields.index("ino:") + 1], 16) if "ino:" in fields else None
+                        entries.append((int(fields[1]), int(fields[3], 16), ino))
+        except OSError:
+            continue
+    mine = [e for e in entries if e[0] in listening_fds and e[2] in (None, inode)]
+    return mine, [e for e in entries if e not in mine]

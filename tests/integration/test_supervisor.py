@@ -10,10 +10,7 @@ import sys
 import httpx
 import pytest
 
-from support import APPS, ROOT, Load, Server, pid_alive, read_response, wait_until
-
-EPOLLEXCLUSIVE = 1 << 28
-
+from support import APPS, EPOLLEXCLUSIVE, ROOT, Load, Server, epoll_entries, listening_inode, pid_alive, read_response, wait_until
 
 def get_pid(server) -> int:
     with server.connect() as sock:
@@ -55,45 +52,17 @@ def test_n_workers_serve(server_factory):
             sock.close()
 
 
-def listening_inode(port: int) -> int:
-    """The inode of the LISTEN socket on ``port`` (from /proc/net/tcp)."""
-    with open("/proc/net/tcp") as table:
-        for line in table:
-            fields = line.split()
-            if fields[3] == "0A" and int(fields[1].split(":")[1], 16) == port:
-                return int(fields[9])
-    raise AssertionError(f"no listening socket on port {port}")
-
-
 def test_listener_is_exclusive_in_every_worker(server_factory):
     """One connection wakes one idle worker: in each worker, the epoll entry
     for the shared listening socket (and no other) is EPOLLEXCLUSIVE."""
     server = server_factory(workers=3)
     inode = listening_inode(server.port)
     for pid in server.worker_pids():
-        listening_fds, epolls = set(), []
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            try:
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
-            except OSError:
-                continue
-            if target == f"socket:[{inode}]":
-                listening_fds.add(int(fd))
-            elif target == "anon_inode:[eventpoll]":
-                epolls.append(fd)
-        entries = []  # (fd, events, ino) of every epoll entry
-        for fd in epolls:
-            with open(f"/proc/{pid}/fdinfo/{fd}") as info:
-                for line in info:
-                    if line.startswith("tfd:"):
-                        fields = line.split()
-                        ino = int(fields[fields.index("ino:") + 1], 16) if "ino:" in fields else None
-                        entries.append((int(fields[1]), int(fields[3], 16), ino))
-        listener_entries = [e for e in entries if e[0] in listening_fds and e[2] in (None, inode)]
-        assert listener_entries, (pid, listening_fds, entries)
+        listener_entries, others = epoll_entries(pid, inode)
+        assert listener_entries, (pid, others)
         assert all(events & EPOLLEXCLUSIVE for _, events, _ in listener_entries), (pid, listener_entries)
-        others = [e for e in entries if e not in listener_entries and e[1] & EPOLLEXCLUSIVE]
-        assert not others, (pid, others)  # nothing else is exclusive
+        exclusive_others = [e for e in others if e[1] & EPOLLEXCLUSIVE]
+        assert not exclusive_others, (pid, exclusive_others)  # nothing else is exclusive
 
 
 def test_kill_9_worker_is_replaced(server_factory):
