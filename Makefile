@@ -44,8 +44,8 @@ test: $(VENV)/.installed-test $(VENV)/.compiled test-packages
 # installed; where that fails the build goes on and the tests that need it
 # are skipped with the reason. chromium: tests/integration/test_browser.py;
 # haproxy: tests/integration/test_proxy_*.py, test_rolling_restart.py;
-# tmux: tests/integration/test_top.py.
-TEST_PACKAGES := chromium:/usr/bin/chromium haproxy:/usr/sbin/haproxy tmux:/usr/bin/tmux
+# tmux: tests/integration/test_top.py; nghttp2-client (nghttp, h2load): tests/integration/test_h2.py.
+TEST_PACKAGES := chromium:/usr/bin/chromium haproxy:/usr/sbin/haproxy tmux:/usr/bin/tmux nghttp2-client:/usr/bin/h2load
 APT := $(shell [ "$$(id -u)" = 0 ] || echo sudo) env DEBIAN_FRONTEND=noninteractive apt-get
 test-packages:
 	@for entry in $(TEST_PACKAGES); do package=$${entry%%:*}; [ -x "$${entry#*:}" ] \

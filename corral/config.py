@@ -248,6 +248,9 @@ OPTIONS: tuple[Option, ...] = (
     _opt("forwarded_host", False, _bool, "Also take the Host from X-Forwarded-Host / Forwarded host= sent by a trusted peer."),
     _opt("proxy_protocol", "off", _choice("off", "v1", "v2", "auto"), "PROXY protocol header required from --proxy-allow-from peers (auto: v1, v2 or none); a header from another peer closes the connection.", "off|v1|v2|auto"),
     _opt("proxy_allow_from", "127.0.0.1,::1", _peers, "Peers allowed to send a PROXY protocol header: IPs, CIDR networks or *; UNIX socket peers always are.", "LIST"),
+    # HTTP/2
+    _opt("http", "auto", _choice("auto", "1", "2"), "Protocols served: auto (HTTP/1.1, and HTTP/2 by ALPN over TLS or by its preface in cleartext), 1 (HTTP/1.1 only), 2 (HTTP/2 only).", "auto|1|2"),
+    _opt("h2_max_concurrent_streams", 100, _int_range(1, 2**31 - 1), "HTTP/2: streams a client may have open at once on one connection.", "N"),
     # TLS (names as in uvicorn)
     _opt("ssl_certfile", None, _optional_text, "Serve TLS with this certificate chain (PEM).", "PATH"),
     _opt("ssl_keyfile", None, _optional_text, "Private key of --ssl-certfile (PEM; defaults to the certfile itself).", "PATH"),

@@ -36,6 +36,10 @@ class ServerState:
         # TLS connections accepted whose handshake is not done (io/tls.py):
         # open connections for --limit-connections and for draining.
         self.handshakes: set = set()
+        # HTTP/2 connections (io/h2.py), also in ``connections``: their sweep
+        # starts the graceful GOAWAY when the worker drains.
+        self.h2: set = set()
+        self.h2_handler = None  # per-stream handler (interfaces/asgi_h2.py)
         self.counters: Counter = Counter()
         self.draining = False
         self.refusing = False  # fast shutdown: every request gets 503 at once
@@ -98,6 +102,9 @@ class ServerState:
                 conn.abort()
         if self.handshakes:
             self._sweep_handshakes(now)
+        if self.h2:
+            for conn in list(self.h2):
+                conn.sweep(now)
         try:
             self.sweep_upgraded()
         except Exception:

@@ -38,8 +38,12 @@ class TLSConfigError(Exception):
     """A TLS option names a file that cannot be used; one line, exit 2."""
 
 
-def build_context(config, alpn: tuple[str, ...] = ("http/1.1",)) -> ssl.SSLContext | None:
-    """The server context from the --ssl-* options, or None when TLS is off."""
+_ALPN = {"auto": ("h2", "http/1.1"), "1": ("http/1.1",), "2": ("h2",)}
+
+
+def build_context(config) -> ssl.SSLContext | None:
+    """The server context from the --ssl-* options, or None when TLS is off.
+    ALPN offers what ``--http`` allows (h2 first)."""
     certfile = config.ssl_certfile
     if certfile and getattr(config, "proxy_protocol", "off") != "off":
         raise TLSConfigError("--proxy-protocol with --ssl-certfile is not supported: end TLS at the proxy, or use one of them")
@@ -87,8 +91,7 @@ def build_context(config, alpn: tuple[str, ...] = ("http/1.1",)) -> ssl.SSLConte
             context.set_ciphers(config.ssl_ciphers)
         except ssl.SSLError:
             raise TLSConfigError(f"--ssl-ciphers: no cipher matches {config.ssl_ciphers!r}") from None
-    if alpn:
-        context.set_alpn_protocols(list(alpn))
+    context.set_alpn_protocols(list(_ALPN[getattr(config, "http", "1")]))
     return context
 
 

@@ -47,7 +47,9 @@ from ..interfaces.asgi import ASGIHandler
 from ..interfaces.asgi_ws import WebSocketHandler
 from ..interfaces.lifespan import Lifespan, LifespanFailure
 from ..interfaces.wsgi import WSGIHandler
+from ..interfaces.asgi_h2 import H2Handler, WSGIOverASGI
 from ..io.h1 import H1Connection
+from ..io.h2 import H2Connection, H2Sniff
 from ..io.tls import TLSConfigError, TLSHandshake, TLSInfo, build_context
 from ..io.health import HealthCheck
 from ..io.proxy import ProxyPolicy
@@ -133,9 +135,17 @@ class Worker:
         state = self.state = ServerState(config, loop)
         if config.proxy_protocol != "off":
             self._connection = ProxyPolicy(state).connection
+        if config.http != "1":
+            state.h2_handler = H2Handler(WSGIOverASGI(app) if interface == "wsgi" else app, state).new_cycle
         if context is not None:
             tls = TLSInfo(context, config)
-            self._connection = lambda: TLSHandshake(state, tls, {None: self._http_connection})
+            h2 = lambda: H2Connection(state)  # noqa: E731
+            protocols = {"h2": h2, "http/1.1": self._http_connection, None: h2 if config.http == "2" else self._http_connection}
+            self._connection = lambda: TLSHandshake(state, tls, protocols)
+        elif config.http == "2" and config.proxy_protocol == "off":
+            self._connection = lambda: H2Connection(state)
+        elif config.http == "auto" and config.proxy_protocol == "off":
+            self._connection = lambda: H2Sniff(state, self._http_connection)
         if interface == "wsgi":
             self.wsgi = WSGIHandler(app, state)
             state.handler = self.wsgi.new_cycle

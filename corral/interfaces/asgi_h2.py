@@ -1,0 +1,417 @@
+"""ASGI 3 ``http`` scope over HTTP/2: one ``H2Cycle`` per stream.
+
+The HTTP/2 connection (``io/h2.py``) hands each request stream to
+``H2Handler``, which builds the scope (``http_version`` "2") and returns a
+cycle; ``cycle.start()`` steps the app as for HTTP/1.1. ``receive`` takes
+the stream's buffered body and reopens its flow-control window by as much;
+``send`` queues HEADERS and DATA in the engine and waits while the peer's
+window is closed. A reset stream is ``http.disconnect`` for that stream
+only. Response trailers: the ASGI ``http.response.trailers`` extension.
+
+WSGI apps run here through ``WSGIOverASGI`` (a thread per call from a pool;
+the body read whole first), so HTTP/2 serves them too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from time import perf_counter
+from urllib.parse import quote
+
+log = logging.getLogger("corral.error")
+
+ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
+# Connection-specific fields are not allowed in HTTP/2 (RFC 9113 8.2.2).
+_HOP_BY_HOP = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"))
+
+
+class H2Handler:
+    def __init__(self, app, state) -> None:
+        self.app = app
+        self.state = state
+        config = state.config
+        self.root_path = config.root_path
+        self.raw_root_path = quote(config.root_path).encode("ascii")
+        self.access = getattr(state, "access", None)
+        self.extensions = {"http.response.trailers": {}}
+        self._extra_src = None
+        self._extra: list = []
+        self.new_cycle = partial(H2Cycle, self)
+
+    def extra_headers(self) -> list:
+        """Date and Server as HTTP/2 fields, rebuilt when the cached bytes change (once a second)."""
+        src = self.state.extra_headers
+        if src is not self._extra_src:
+            self._extra_src = src
+            fields = []
+            for line in src.split(b"\r\n"):
+                if line:
+                    name, _, value = line.partition(b": ")
+                    fields.append((name, value))
+            self._extra = fields
+        return self._extra
+
+
+class H2Cycle:
+    __slots__ = ("handler", "conn", "stream", "scope", "status", "headers", "trailers", "started", "finished",
+                 "gone", "waiter", "bytes_sent", "body_done", "time")
+
+    def __init__(self, handler, conn, stream) -> None:
+        self.handler = handler
+        self.conn = conn
+        self.stream = stream
+        root_path = handler.root_path
+        path, raw_path = stream.path, stream.raw_path
+        if root_path:
+            path = root_path + path
+            raw_path = handler.raw_root_path + raw_path
+        extensions = dict(handler.extensions)
+        if conn.tls is not None:
+            extensions["tls"] = conn.tls
+        self.scope = {
+            "type": "http",
+            "asgi": ASGI_VERSION,
+            "http_version": "2",
+            "server": conn.server,
+            "client": conn.client,
+            "scheme": conn.scheme,
+            "method": stream.method,
+            "root_path": root_path,
+            "path": path,
+            "raw_path": raw_path,
+            "query_string": stream.query_string,
+            "headers": stream.headers,
+            "state": handler.state.lifespan_state.copy(),
+            "extensions": extensions,
+        }
+        self.status = None
+        self.headers = None
+        self.trailers = False  # the app announced trailers
+        self.started = False  # HEADERS queued
+        self.finished = False
+        self.gone = False
+        self.waiter = None
+        self.bytes_sent = 0
+        self.body_done = False
+        self.time = perf_counter() if handler.access is not None else 0.0
+
+    def start(self) -> None:
+        handler = self.handler
+        handler.state.stepper.run(handler.app(self.scope, self.receive, self.send), self)
+
+    # -- endings -----------------------------------------------------------------
+
+    def app_returned(self) -> None:
+        if self.finished:
+            self._done()
+            return
+        stream = self.stream
+        if not self.gone:
+            log.error("ASGI app returned without completing the response: %s %s", stream.method, stream.path)
+        self._end_badly()
+
+    def app_raised(self, exc: BaseException) -> None:
+        stream = self.stream
+        if self.gone and isinstance(exc, (ConnectionError, OSError)):
+            log.debug("client went away during %s %s", stream.method, stream.path)
+        else:
+            log.error("Exception in ASGI application (%s %s)", stream.method, stream.path, exc_info=exc)
+        self._end_badly()
+
+    def _end_badly(self) -> None:
+        conn = self.conn
+        if not self.gone:
+            if not self.started:
+                self.status = 500
+                self._head(b"", [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"0")], True)
+            else:
+                conn.engine.reset(self.stream.stream_id, 0x2)  # INTERNAL_ERROR: the client sees a cut response
+                conn.frames_queued()
+        self.finished = True
+        self._done()
+
+    def _done(self) -> None:
+        conn = self.conn
+        # A body the app never read: give its window back, and stop the client sending more.
+        stream = self.stream
+        if stream.buffered:
+            conn.consumed(stream, stream.buffered)
+            stream.buffered = 0
+            stream.body.clear()
+        if not stream.complete and not self.gone:
+            conn.engine.reset(stream.stream_id, 0x0)  # NO_ERROR: the response is whole, stop sending
+            conn.frames_queued()
+        access = self.handler.access
+        if access is not None and self.status is not None:
+            access.record(stream, self.scope["client"], self.status, self.bytes_sent, self.time)
+        conn.stream_done(stream)
+
+    # -- receive --------------------------------------------------------------------
+
+    async def receive(self):
+        if self.gone or self.finished:
+            return {"type": "http.disconnect"}
+        stream = self.stream
+        if self.body_done:
+            await self._wait()
+            return {"type": "http.disconnect"}
+        while not stream.body and not stream.complete:
+            await self._wait()
+            if self.gone or self.finished:
+                return {"type": "http.disconnect"}
+        body = stream.body
+        if not body:
+            self.body_done = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        data = body[0] if len(body) == 1 else b"".join(body)
+        body.clear()
+        size, stream.buffered = stream.buffered, 0
+        self.conn.consumed(stream, size)
+        more = not stream.complete
+        if not more:
+            self.body_done = True
+        return {"type": "http.request", "body": data, "more_body": more}
+
+    async def _wait(self) -> None:
+        waiter = self.waiter
+        if waiter is None:
+            waiter = self.waiter = self.conn.loop.create_future()
+        try:
+            await waiter
+        finally:
+            self.waiter = None
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def body_arrived(self) -> None:
+        if not self.body_done:
+            self._wake()
+
+    def body_too_large(self) -> None:
+        """--limit-request-body: 413 if nothing was sent yet, else reset; the app sees a disconnect."""
+        conn = self.conn
+        stream = self.stream
+        log.info("%s: 413 request body larger than %d bytes (HTTP/2 stream %d)",
+                 conn.client and f"{conn.client[0]}:{conn.client[1]}", conn.state.config.limit_request_body,
+                 stream.stream_id)
+        conn.state.counters["bad_requests"] += 1
+        if not self.started:
+            self.started = True
+            self.status = 413
+            body = b"Request body too large\n"
+            conn.engine.send_head(stream.stream_id, [(b":status", b"413"), (b"content-length", b"%d" % len(body))], False)
+            conn.engine.send_body(stream.stream_id, body, True)
+        conn.engine.reset(stream.stream_id, 0x0)
+        conn.frames_queued()
+        self.finished = True
+        self.disconnected()
+
+    def disconnected(self) -> None:
+        self.gone = True
+        self._wake()
+
+    # -- send ----------------------------------------------------------------------------
+
+    async def send(self, message) -> None:
+        kind = message["type"]
+        if kind == "http.response.body":
+            if self.finished:
+                raise RuntimeError("ASGI: http.response.body sent after the response completed")
+            if self.gone:
+                raise ConnectionResetError("client disconnected")
+            body = message.get("body", b"")
+            if type(body) is not bytes:
+                if not isinstance(body, (bytes, bytearray, memoryview)):
+                    raise TypeError(f"ASGI: http.response.body 'body' must be bytes, got {type(body).__name__}")
+                body = bytes(body)
+            more = message.get("more_body", False)
+            end = not more and not self.trailers
+            conn = self.conn
+            stream_id = self.stream.stream_id
+            if not self.started:
+                if self.status is None:
+                    raise RuntimeError("ASGI: http.response.body sent before http.response.start")
+                self._head(body, self.headers, end)
+            elif body or end:
+                conn.engine.send_body(stream_id, body, end)
+                self.bytes_sent += len(body)
+                conn.frames_queued()
+            if not more:
+                self.body_done = True
+                if not self.trailers:
+                    self.finished = True
+                    self._wake()
+            elif not conn.writable(self.stream):
+                await conn.wait_writable(self.stream)
+                if self.gone:
+                    raise ConnectionResetError("client disconnected")
+        elif kind == "http.response.start":
+            if self.status is not None:
+                raise RuntimeError("ASGI: http.response.start sent twice")
+            status = message["status"]
+            if type(status) is not int or not 200 <= status <= 999:
+                raise TypeError(f"ASGI: http.response.start 'status' must be an int in 200..999, got {status!r}")
+            self.status = status
+            self.headers = message.get("headers", ())
+            self.trailers = bool(message.get("trailers", False))
+        elif kind == "http.response.trailers":
+            if not self.trailers or not self.body_done or self.finished:
+                raise RuntimeError("ASGI: http.response.trailers needs trailers=True and the whole body sent first")
+            if self.gone:
+                raise ConnectionResetError("client disconnected")
+            fields = [(bytes(k).lower(), bytes(v)) for k, v in message.get("headers", ())]
+            conn = self.conn
+            if fields:
+                conn.engine.send_trailers(self.stream.stream_id, fields)
+            else:
+                conn.engine.send_body(self.stream.stream_id, b"", True)
+            conn.frames_queued()
+            if not message.get("more_trailers", False):
+                self.finished = True
+                self._wake()
+        else:
+            raise RuntimeError(f"ASGI: unexpected message type {kind!r} for an http scope")
+
+    def _head(self, body: bytes, headers, end: bool) -> None:
+        conn = self.conn
+        fields = [(b":status", b"%d" % self.status)]
+        has_length = False
+        for name, value in headers:
+            name = bytes(name).lower()
+            if name in _HOP_BY_HOP:
+                continue
+            if name == b"content-length":
+                has_length = True
+            fields.append((name, bytes(value)))
+        if end and not has_length and self.stream.method != "HEAD" and self.status not in (204, 304):
+            fields.append((b"content-length", b"%d" % len(body)))
+        fields.extend(self.handler.extra_headers())
+        self.started = True
+        engine = conn.engine
+        stream_id = self.stream.stream_id
+        if self.stream.method == "HEAD":
+            body = b""
+        if body:
+            engine.send_head(stream_id, fields, False)
+            engine.send_body(stream_id, body, end)
+            self.bytes_sent += len(body)
+        else:
+            engine.send_head(stream_id, fields, end)
+        conn.frames_queued()
+
+
+class WSGIOverASGI:
+    """A WSGI app as an ASGI one, for HTTP/2 streams (HTTP/1.1 has its own
+    native WSGI path). The body is read whole, the app runs in a thread pool,
+    each piece of its iterable goes out through ``send`` (which waits on the
+    peer's window)."""
+
+    def __init__(self, app, threads: int = 16) -> None:
+        self.app = app
+        self.executor = ThreadPoolExecutor(threads, thread_name_prefix="corral-wsgi-h2")
+
+    async def __call__(self, scope, receive, send) -> None:
+        body = bytearray()
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        environ = _environ(scope, bytes(body))
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self.executor, self._run, environ, send, loop)
+
+    def _run(self, environ, send, loop) -> None:
+        def call(message) -> None:
+            asyncio.run_coroutine_threadsafe(send(message), loop).result()
+
+        response: dict = {}
+
+        def start_response(status, headers, exc_info=None):
+            if exc_info is not None and response.get("sent"):
+                raise exc_info[1].with_traceback(exc_info[2])
+            response["start"] = {
+                "type": "http.response.start",
+                "status": int(status.split(" ", 1)[0]),
+                "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers],
+            }
+            return write
+
+        def flush() -> None:
+            if not response.get("sent"):
+                if "start" not in response:
+                    raise RuntimeError("WSGI app wrote a body before calling start_response")
+                response["sent"] = True
+                call(response["start"])
+
+        def write(data: bytes) -> None:
+            flush()
+            call({"type": "http.response.body", "body": data, "more_body": True})
+
+        result = self.app(environ, start_response)
+        try:
+            if isinstance(result, (list, tuple)) and len(result) <= 1 and not response.get("sent"):
+                flush()
+                call({"type": "http.response.body", "body": result[0] if result else b""})
+                return
+            for chunk in result:
+                if chunk:
+                    write(chunk)
+            flush()
+            call({"type": "http.response.body", "body": b""})
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+
+
+def _environ(scope, body: bytes) -> dict:
+    server = scope.get("server") or ("localhost", 80)
+    client = scope.get("client")
+    root_path = scope.get("root_path", "")
+    path = scope["path"]
+    if root_path and path.startswith(root_path):
+        path = path[len(root_path):]
+    environ = {
+        "REQUEST_METHOD": scope["method"],
+        "SCRIPT_NAME": root_path.encode("utf-8").decode("latin-1"),
+        "PATH_INFO": path.encode("utf-8", "surrogateescape").decode("latin-1"),
+        "QUERY_STRING": scope["query_string"].decode("latin-1"),
+        "SERVER_NAME": str(server[0]),
+        "SERVER_PORT": str(server[1]) if server[1] is not None else "",
+        "SERVER_PROTOCOL": "HTTP/2",
+        "SERVER_SOFTWARE": "corral",
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": scope.get("scheme", "http"),
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": True,
+        "wsgi.run_once": False,
+        "CONTENT_LENGTH": str(len(body)) if body else "",
+    }
+    if environ["wsgi.url_scheme"] == "https":
+        environ["HTTPS"] = "on"
+    if client:
+        environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = client[0], str(client[1])
+    for name, value in scope["headers"]:
+        key = name.decode("latin-1").upper().replace("-", "_")
+        if key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            environ[key] = value.decode("latin-1")
+            continue
+        key = "HTTP_" + key
+        text = value.decode("latin-1")
+        if key in environ:
+            text = environ[key] + ("; " if key == "HTTP_COOKIE" else ",") + text
+        environ[key] = text
+    return environ

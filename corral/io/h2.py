@@ -1,0 +1,439 @@
+"""The HTTP/2 connection: bytes from the transport -> H2Engine -> one cycle per stream.
+
+``H2Connection`` owns the transport and the engine (``proto/h2.py``). Each
+request stream becomes an ``H2Stream`` (the request: method, path, headers,
+buffered body) and runs through the worker's HTTP/2 handler
+(``interfaces/asgi_h2.py``), stepped like HTTP/1.1 requests (no Task unless
+the app waits). Frames queued during one ``data_received`` go out in one
+write; frames queued later (an app that waited) are flushed once per loop
+pass.
+
+Flow control: a stream's receive window reopens only when the app takes its
+body (``consumed``); an app's ``send`` waits while the stream's queued body
+is over ``STREAM_HIGH_WATER`` (the peer's window is closed) or the transport
+is paused. A peer that opens no window for ``--timeout-write`` is closed.
+
+The connection sits in ``state.connections`` like an HTTP/1.1 one (the
+sweep's keep-alive and write timeouts, the drain's wait, the accept gate)
+and in ``state.h2``, whose ``sweep`` starts the graceful GOAWAY when the
+worker drains (RFC 9113 6.8: a GOAWAY with stream 2^31-1 and a PING; on
+the PING's answer, or a second later, the GOAWAY with the last stream id;
+close once every accepted stream is answered).
+
+``H2Sniff`` serves cleartext connections with ``--http auto``: a client
+whose first bytes are the HTTP/2 preface gets HTTP/2 (h2c with prior
+knowledge), anyone else HTTP/1.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from urllib.parse import unquote_to_bytes
+
+from ..proto import h2 as proto
+from .transport import address, peer_name
+
+log = logging.getLogger("corral.error")
+
+# Response body bytes queued in the engine for one stream before send() waits.
+STREAM_HIGH_WATER = 64 * 1024
+# Receive windows advertised (the app's reads reopen them).
+STREAM_WINDOW = 256 * 1024
+CONNECTION_WINDOW = 1024 * 1024
+GOAWAY_GRACE = 1.0  # seconds between the two GOAWAYs when the PING is not answered
+_PING = b"corral\x00\x01"
+
+
+class H2Stream:
+    """One request: what the app's scope and receive() are made of."""
+
+    __slots__ = ("stream_id", "method", "target", "path", "raw_path", "query_string", "headers", "body",
+                 "buffered", "received", "complete", "cycle", "http_version", "keep_alive")
+
+    def __init__(self, stream_id: int, method: str, target: bytes, headers: list) -> None:
+        self.stream_id = stream_id
+        self.method = method
+        self.target = target
+        raw_path, _, query = target.partition(b"?")
+        self.raw_path = raw_path
+        self.query_string = query
+        self.path = unquote_to_bytes(raw_path).decode("utf-8", "surrogateescape")
+        self.headers = headers
+        self.body: list[bytes] = []
+        self.buffered = 0
+        self.received = 0
+        self.complete = False
+        self.cycle = None
+        self.http_version = "2"
+        self.keep_alive = True
+
+
+class H2Connection(asyncio.Protocol):
+    __slots__ = (
+        "state", "loop", "transport", "engine", "streams", "client", "server", "scheme", "tls",
+        "closing", "linger_since", "idle_since", "head_since", "body_since", "write_since", "write_left",
+        "waiting_since", "cycle", "reading_paused", "write_paused", "in_receive", "flush_scheduled",
+        "writers", "drain_phase", "notice_at", "last_stream_id", "proxy", "eof", "close_reason",
+    )
+
+    def __init__(self, state) -> None:
+        self.state = state
+        self.loop = state.loop
+        self.transport = None
+        self.engine = None
+        self.streams: dict[int, H2Stream] = {}
+        self.client = None
+        self.server = None
+        self.scheme = "http"
+        self.tls = None
+        self.proxy = None
+        self.closing = False
+        self.linger_since = 0.0
+        self.idle_since = state.now
+        self.head_since = 0.0
+        self.body_since = 0.0
+        self.write_since = 0.0
+        self.write_left = 0
+        self.waiting_since = 0.0
+        self.cycle = None  # HTTP/1.1's slot; streams have their own
+        self.reading_paused = False
+        self.write_paused = False
+        self.in_receive = False
+        self.flush_scheduled = False
+        self.writers: dict[int, asyncio.Future] = {}  # streams whose send() waits
+        self.drain_phase = 0  # 1: first GOAWAY + PING sent, 2: final GOAWAY sent
+        self.notice_at = 0.0
+        self.last_stream_id = 0
+        self.eof = False
+        self.close_reason = "normal"  # for metrics (io/metrics.py CLOSE_REASONS)
+
+    # -- asyncio.Protocol ----------------------------------------------------
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        state = self.state
+        state.connection_opened(self)
+        state.h2.add(self)
+        state.counters["h2_connections"] += 1
+        self.client = address(transport.get_extra_info("peername"))
+        self.server = address(transport.get_extra_info("sockname"))
+        config = state.config
+        self.engine = proto.H2Engine(
+            max_concurrent_streams=config.h2_max_concurrent_streams,
+            max_header_list_size=config.limit_header_size,
+            stream_window=STREAM_WINDOW,
+            connection_window=CONNECTION_WINDOW,
+        )
+        self.flush()
+
+    def data_received(self, data) -> None:
+        if self.closing:
+            return
+        self.in_receive = True
+        try:
+            events = self.engine.receive(data)
+            for event in events:
+                kind = type(event)
+                if kind is proto.RequestReceived:
+                    self._request(event.stream_id, event.headers, event.end_stream)
+                elif kind is proto.DataReceived:
+                    self._data(event.stream_id, event.data, event.end_stream)
+                elif kind is proto.StreamReset or kind is proto.StreamClosed:
+                    self._stream_gone(event.stream_id)
+                elif kind is proto.TrailersReceived:
+                    self._data(event.stream_id, b"", True)
+                elif kind is proto.WindowUpdated:
+                    self.write_since = self.state.now if self.write_since else 0.0
+                    self._wake_writers()
+                elif kind is proto.PingAcknowledged:
+                    if self.drain_phase == 1:
+                        self._final_goaway()
+        finally:
+            self.in_receive = False
+        self.flush()
+        if self.write_since and not self.writers and not self.write_paused and not self.engine.queued():
+            self.write_since = 0.0  # everything queued went out
+
+    def eof_received(self):
+        self.eof = True
+        for stream in list(self.streams.values()):
+            if not stream.complete:
+                self._stream_gone(stream.stream_id)
+        if not self.streams:
+            self.close()
+            return False
+        return True  # answer the streams received whole, then close
+
+    def connection_lost(self, exc) -> None:
+        self.closing = True
+        state = self.state
+        state.connection_closed(self)
+        state.h2.discard(self)
+        for stream_id in list(self.streams):
+            self._stream_gone(stream_id)
+        self._wake_writers()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self.write_since = self.state.now
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self.write_since = 0.0
+        self._wake_writers()
+
+    # -- frames out ------------------------------------------------------------
+
+    def flush(self) -> None:
+        self.flush_scheduled = False
+        engine = self.engine
+        data = engine.data_to_send()
+        if data and not self.closing:
+            self.transport.write(data)
+        if not engine.open and not self.closing:
+            self.close()
+
+    def frames_queued(self) -> None:
+        """The cycle queued frames: written at the end of data_received, or once per loop pass."""
+        if not self.in_receive and not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.loop.call_soon(self.flush)
+
+    # -- streams -------------------------------------------------------------------
+
+    def _request(self, stream_id: int, fields, end_stream: bool) -> None:
+        state = self.state
+        method = target = authority = None
+        headers = []
+        for name, value in fields:
+            if name[:1] == b":":
+                if name == b":method":
+                    method = value
+                elif name == b":path":
+                    target = value
+                elif name == b":authority":
+                    authority = value
+            else:
+                headers.append((name, value))
+        if authority is not None:
+            headers.insert(0, (b"host", authority))
+        if method is None or (target is None and method != b"CONNECT"):
+            self.engine.reset(stream_id, proto.PROTOCOL_ERROR)
+            return
+        if method == b"CONNECT":
+            self._answer(stream_id, 501, b"CONNECT is not supported\n")
+            return
+        self.last_stream_id = stream_id
+        stream = H2Stream(stream_id, method.decode("latin-1"), target, headers)
+        stream.complete = end_stream
+        self.idle_since = 0.0
+        if state.in_flight >= state.limit_concurrency:
+            state.counters["rejected_busy"] += 1
+            self._answer(stream_id, 503, b"Server busy, retry later\n", [(b"retry-after", b"1")])
+            return
+        self.streams[stream_id] = stream
+        state.in_flight += 1
+        stream.cycle = cycle = state.h2_handler(self, stream)
+        cycle.start()
+
+    def _answer(self, stream_id: int, status: int, body: bytes, extra=()) -> None:
+        """An answer from the server itself (no app): 501, 503, 413."""
+        headers = [(b":status", b"%d" % status), (b"content-type", b"text/plain; charset=utf-8"),
+                   (b"content-length", b"%d" % len(body)), *extra]
+        self.engine.send_head(stream_id, headers, False)
+        self.engine.send_body(stream_id, body, True)
+        self.frames_queued()
+
+    def _data(self, stream_id: int, data: bytes, end_stream: bool) -> None:
+        stream = self.streams.get(stream_id)
+        size = len(data)
+        if stream is None or stream.cycle is None:
+            self.engine.consumed(stream_id, size)  # nobody reads it: keep the connection window open
+            return
+        if size:
+            stream.body.append(data)
+            stream.buffered += size
+            stream.received += size
+            limit = self.state.config.limit_request_body
+            if limit and stream.received > limit:
+                stream.cycle.body_too_large()
+                return
+        if end_stream:
+            stream.complete = True
+        stream.cycle.body_arrived()
+
+    def consumed(self, stream: H2Stream, size: int) -> None:
+        """The app took ``size`` bytes of the stream's body: let the client send more."""
+        self.engine.consumed(stream.stream_id, size)
+        self.frames_queued()
+
+    def _stream_gone(self, stream_id: int) -> None:
+        """RST_STREAM from the client, or the stream closed before its response ended."""
+        stream = self.streams.get(stream_id)
+        if stream is not None and stream.cycle is not None:
+            stream.cycle.disconnected()
+        waiter = self.writers.pop(stream_id, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def stream_done(self, stream: H2Stream) -> None:
+        """Called by the cycle once its response is complete (or given up)."""
+        if self.streams.pop(stream.stream_id, None) is None:
+            return
+        state = self.state
+        state.in_flight -= 1
+        state.requests += 1
+        if state.waiting or state.requests == state.max_requests:
+            state.request_done()
+        if self.engine.queued(stream.stream_id) and not self.write_since:
+            self.write_since = state.now  # its body waits for the peer's window: --timeout-write
+        if not self.streams:
+            self.idle_since = state.now
+            if self.drain_phase == 2 or self.eof:
+                self.frames_queued()
+                self.loop.call_soon(self._close_when_flushed)
+
+    # -- the app's writes ----------------------------------------------------------
+
+    def writable(self, stream: H2Stream) -> bool:
+        return not self.write_paused and self.engine.queued(stream.stream_id) <= STREAM_HIGH_WATER
+
+    async def wait_writable(self, stream: H2Stream) -> None:
+        """Wait until the peer opened its window (or the transport drained)."""
+        if self.closing:
+            raise ConnectionResetError("client disconnected")
+        if not self.write_since:
+            self.write_since = self.state.now
+        waiter = self.loop.create_future()
+        self.writers[stream.stream_id] = waiter
+        await waiter
+        if self.closing:
+            raise ConnectionResetError("client disconnected")
+
+    def _wake_writers(self) -> None:
+        writers = self.writers
+        if not writers:
+            return
+        engine = self.engine
+        for stream_id, waiter in list(writers.items()):
+            if self.closing or (not self.write_paused and engine.queued(stream_id) <= STREAM_HIGH_WATER):
+                del writers[stream_id]
+                if not waiter.done():
+                    waiter.set_result(None)
+        if not writers and not self.write_paused:
+            self.write_since = 0.0
+
+    # -- closing and draining ---------------------------------------------------------
+
+    def sweep(self, now: float) -> None:
+        """From the worker's sweep: the graceful GOAWAY once the worker drains."""
+        if self.closing or not self.state.draining:
+            return
+        if self.drain_phase == 0:
+            self.drain_phase = 1
+            self.notice_at = now
+            self.engine.shutdown_notice()
+            self.engine.ping(_PING)
+            self.flush()
+        elif self.drain_phase == 1 and now - self.notice_at >= GOAWAY_GRACE:
+            self._final_goaway()
+            self.flush()
+
+    def _final_goaway(self) -> None:
+        self.drain_phase = 2
+        self.close_reason = "shutdown"
+        self.engine.goaway(self.last_stream_id)
+        self.frames_queued()
+        if not self.streams:
+            self.loop.call_soon(self._close_when_flushed)
+
+    def _close_when_flushed(self) -> None:
+        if self.engine.queued() and not self.closing:
+            self.loop.call_later(0.05, self._close_when_flushed)  # bodies still wait for the window
+            return
+        if not self.streams and not self.closing:
+            self.flush()
+            self.close()
+
+    def close_idle(self) -> None:
+        """Keep-alive timeout, or draining: GOAWAY, then close (no stream is open)."""
+        if self.streams or self.closing or self.engine.queued():
+            return
+        self.close_reason = "shutdown" if self.state.draining else "keepalive_timeout"
+        if self.drain_phase < 2:
+            self.drain_phase = 2
+            self.engine.goaway(self.last_stream_id)
+        self.flush()
+        self.close()
+
+    def close(self) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        self.linger_since = self.state.now
+        self.transport.close()  # after the buffered frames
+
+    def abort(self) -> None:
+        self.closing = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def timed_out(self, status: int, detail: str) -> None:  # the sweep's HTTP/1.1 path; not reached
+        self.abort()
+
+
+class H2Sniff(asyncio.Protocol):
+    """Cleartext, ``--http auto``: HTTP/1.1, or HTTP/2 when the client opens
+    with the connection preface (h2c with prior knowledge).
+
+    The HTTP/1.1 connection exists from the accept (counted, its keep-alive
+    timeout running); it is swapped for HTTP/2 if the first bytes are the
+    preface."""
+
+    __slots__ = ("state", "h1", "transport", "buffer")
+
+    def __init__(self, state, h1_factory) -> None:
+        self.state = state
+        self.h1 = h1_factory()
+        self.transport = None
+        self.buffer = b""
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.h1.connection_made(transport)
+
+    def data_received(self, data) -> None:
+        buffer = self.buffer + bytes(data)
+        preface = proto.PREFACE
+        if len(buffer) < len(preface) and preface.startswith(buffer):
+            self.buffer = buffer  # not enough to tell yet
+            return
+        transport = self.transport
+        h1 = self.h1
+        if buffer.startswith(preface):
+            state = self.state
+            h1.closing = True
+            h1.close_reason = "upgraded"
+            state.connection_closed(h1)  # counted once: as the HTTP/2 connection from now on
+            state.counters["connections"] -= 1
+            conn = H2Connection(state)
+            conn.scheme = h1.scheme
+            transport.set_protocol(conn)
+            conn.connection_made(transport)
+            conn.data_received(buffer)
+            return
+        transport.set_protocol(h1)
+        h1.data_received(buffer)
+
+    def eof_received(self):
+        return self.h1.eof_received()
+
+    def connection_lost(self, exc) -> None:
+        self.h1.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.h1.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.h1.resume_writing()
