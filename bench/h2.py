@@ -107,7 +107,12 @@ def main() -> int:
     cert = ca.issue_cert("127.0.0.1", "localhost")
     certs = {"cert": os.path.join(tmp, "cert.pem"), "key": os.path.join(tmp, "key.pem")}
     cert.cert_chain_pems[0].write_to_path(certs["cert"])
-    cert.private_key_pem.write_to_path(certs["key"])
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(cert.private_key_pem.bytes(), password=None)
+    with open(certs["key"], "wb") as handle:  # PKCS#8: Granian reads no other format
+        handle.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
     servers = args.servers.split(",")
     results: dict = {}
     for scenario in args.scenarios.split(","):

@@ -54,6 +54,7 @@ CASES = [
 def server():
     with Server(
         "h1_app:app",
+        "--http", "1",  # HTTP/1.1 only: the HTTP/2 preface is bad input here (--http auto serves it as h2c)
         "--limit-request-line", str(LIMIT_LINE),
         "--limit-header-size", str(LIMIT_HEADERS),
     ) as server:
