@@ -97,6 +97,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--duration", type=float, default=5.0)
     args = parser.parse_args()
+    args.corral = os.path.abspath(args.corral)
+    args.peers_venv = os.path.abspath(args.peers_venv)
     if shutil.which("h2load") is None:
         print("h2load is not installed (apt-get install nghttp2-client)")
         return 2
