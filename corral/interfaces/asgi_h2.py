@@ -89,6 +89,8 @@ class H2Cycle:
             "state": handler.state.lifespan_state.copy(),
             "extensions": extensions,
         }
+        if stream.forwarded:  # proto.forwarded.Identity from a trusted proxy
+            self.scope["client"], self.scope["scheme"] = stream.forwarded[:2]
         self.status = None
         self.headers = None
         self.trailers = False  # the app announced trailers

@@ -79,6 +79,7 @@ class H1Connection(asyncio.Protocol):
             limit_request_line=state.config.limit_request_line,
             limit_header_size=state.config.limit_header_size,
             limit_request_body=state.config.limit_request_body,
+            h2c=state.h2c,
         )
         self.queue: deque[Request] = deque()
         self.cycle = None  # the request being handled

@@ -28,6 +28,8 @@ knowledge), anyone else HTTP/1.1.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import logging
 from urllib.parse import unquote_to_bytes
 
@@ -49,7 +51,7 @@ class H2Stream:
     """One request: what the app's scope and receive() are made of."""
 
     __slots__ = ("stream_id", "method", "target", "path", "raw_path", "query_string", "headers", "body",
-                 "buffered", "received", "complete", "cycle", "http_version", "keep_alive")
+                 "buffered", "received", "complete", "cycle", "http_version", "keep_alive", "forwarded")
 
     def __init__(self, stream_id: int, method: str, target: bytes, headers: list) -> None:
         self.stream_id = stream_id
@@ -67,6 +69,7 @@ class H2Stream:
         self.cycle = None
         self.http_version = "2"
         self.keep_alive = True
+        self.forwarded = None  # proto.forwarded.Identity from a trusted proxy (--proxy-headers)
 
 
 class H2Connection(asyncio.Protocol):
@@ -118,14 +121,21 @@ class H2Connection(asyncio.Protocol):
         state.counters["h2_connections"] += 1
         self.client = address(transport.get_extra_info("peername"))
         self.server = address(transport.get_extra_info("sockname"))
-        config = state.config
+        if self.engine is None:
+            self.make_engine()
+        self.flush()
+
+    def make_engine(self, upgrade: tuple[bytes, bool] | None = None) -> None:
+        """``upgrade``: (HTTP2-Settings payload, HEAD?) after Upgrade: h2c;
+        ValueError if the payload is malformed."""
+        config = self.state.config
         self.engine = proto.H2Engine(
             max_concurrent_streams=config.h2_max_concurrent_streams,
             max_header_list_size=config.limit_header_size,
             stream_window=STREAM_WINDOW,
             connection_window=CONNECTION_WINDOW,
+            upgrade=upgrade,
         )
-        self.flush()
 
     def data_received(self, data) -> None:
         if self.closing:
@@ -206,8 +216,12 @@ class H2Connection(asyncio.Protocol):
         state = self.state
         method = target = authority = None
         headers = []
+        forwarded = False
         for name, value in fields:
-            if name[:1] == b":":
+            if name in _FORWARDING:
+                forwarded = True
+                headers.append((name, value))
+            elif name[:1] == b":":
                 if name == b":method":
                     method = value
                 elif name == b":path":
@@ -227,6 +241,14 @@ class H2Connection(asyncio.Protocol):
         self.last_stream_id = stream_id
         stream = H2Stream(stream_id, method.decode("latin-1"), target, headers)
         stream.complete = end_stream
+        if forwarded and state.forwarding is not None:
+            # The same identity as over HTTP/1.1 (io/h1.py _forwarded).
+            identity = stream.forwarded = state.forwarding.resolve(headers, self.client, self.scheme)
+            if identity is not None and identity.host is not None:  # --forwarded-host
+                for index, (name, _) in enumerate(headers):
+                    if name == b"host":
+                        headers[index] = (b"host", identity.host)
+                        break
         self.idle_since = 0.0
         if state.in_flight >= state.limit_concurrency:
             state.counters["rejected_busy"] += 1
@@ -236,6 +258,13 @@ class H2Connection(asyncio.Protocol):
         state.in_flight += 1
         stream.cycle = cycle = state.h2_handler(self, stream)
         cycle.start()
+
+    def upgraded_request(self, request) -> None:
+        """Stream 1 after ``Upgrade: h2c``: the HTTP/1.1 request, received whole."""
+        headers = [(name, value) for name, value in request.headers if name not in _H2C_HOP_BY_HOP]
+        path = request.raw_path + b"?" + request.query_string if request.query_string else request.raw_path
+        fields = [(b":method", request.method.encode("latin-1")), (b":path", path), *headers]
+        self._request(1, fields, True)
 
     def _answer(self, stream_id: int, status: int, body: bytes, extra=()) -> None:
         """An answer from the server itself (no app): 501, 503, 413."""
@@ -383,6 +412,61 @@ class H2Connection(asyncio.Protocol):
         self.abort()
 
 
+_FORWARDING = frozenset((b"forwarded", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"))
+_H2C_HOP_BY_HOP = frozenset((b"connection", b"upgrade", b"http2-settings", b"keep-alive", b"te", b"proxy-connection"))
+_SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+
+
+def upgrade_h2c(state, h1, rest: bytes) -> None:
+    """``state.h2c_upgrade``: an HTTP/1.1 request with ``Upgrade: h2c`` (and
+    no body; proto/h1.py takes no other) switches the connection to HTTP/2,
+    and its answer comes as stream 1 (RFC 7540 3.2, deprecated by RFC 9113
+    but still sent by some clients).
+
+    Served over HTTP/1.1 instead, with ``Connection: close`` (the parser
+    cannot resume after an upgrade): behind other pipelined requests, while
+    draining, or with a missing or malformed ``HTTP2-Settings``."""
+    queue = h1.queue
+    request = queue[-1]
+    settings = [value for name, value in request.headers if name == b"http2-settings"]
+    payload = None
+    if len(settings) == 1 and h1.cycle is None and len(queue) == 1 and not state.draining:
+        try:
+            value = settings[0].strip()
+            payload = base64.b64decode(value + b"=" * (-len(value) % 4), altchars=b"-_", validate=True)
+        except (binascii.Error, ValueError):
+            payload = None
+    if payload is not None:
+        conn = H2Connection(state)
+        try:
+            conn.make_engine((payload, request.method == "HEAD"))
+        except ValueError:
+            log.info("%s: Upgrade: h2c with malformed HTTP2-Settings; served as HTTP/1.1", peer_name(h1.client))
+        else:
+            queue.pop()
+            conn.scheme = h1.scheme
+            conn.proxy = h1.proxy
+            h1.closing = True
+            h1.close_reason = "upgraded"
+            state.connection_closed(h1)  # counted once: as the HTTP/2 connection from now on
+            state.counters["connections"] -= 1
+            transport = h1.transport
+            transport.write(_SWITCHING)
+            transport.set_protocol(conn)
+            conn.in_receive = True  # one write for SETTINGS, the answer and whatever ``rest`` brings
+            conn.connection_made(transport)
+            conn.upgraded_request(request)
+            conn.in_receive = False
+            if rest:
+                conn.data_received(rest)
+            else:
+                conn.flush()
+            return
+    request.upgrade = None
+    request.keep_alive = False
+    h1.run_queue()
+
+
 class H2Sniff(asyncio.Protocol):
     """Cleartext, ``--http auto``: HTTP/1.1, or HTTP/2 when the client opens
     with the connection preface (h2c with prior knowledge).
@@ -404,6 +488,10 @@ class H2Sniff(asyncio.Protocol):
         self.h1.connection_made(transport)
 
     def data_received(self, data) -> None:
+        if not self.buffer and data[:1] != b"P":  # cannot be the preface: HTTP/1.1, no copy
+            self.transport.set_protocol(self.h1)
+            self.h1.data_received(data)
+            return
         buffer = self.buffer + bytes(data)
         preface = proto.PREFACE
         if len(buffer) < len(preface) and preface.startswith(buffer):

@@ -40,6 +40,8 @@ class ServerState:
         # starts the graceful GOAWAY when the worker drains.
         self.h2: set = set()
         self.h2_handler = None  # per-stream handler (interfaces/asgi_h2.py)
+        self.h2c = False  # cleartext HTTP/2 allowed: the parser takes ``Upgrade: h2c``
+        self.h2c_upgrade = None  # io/h2.py upgrade_h2c, with h2c
         self.counters: Counter = Counter()
         self.draining = False
         self.refusing = False  # fast shutdown: every request gets 503 at once
@@ -244,6 +246,9 @@ class ServerState:
             self.on_max_requests()
 
     def upgrade(self, conn, rest: bytes) -> None:
+        if conn.queue and conn.queue[-1].upgrade == b"h2c":
+            self.h2c_upgrade(self, conn, rest)
+            return
         handler = self.upgrade_handler
         if handler is None:
             # No WebSocket support: answer the upgrade request as plain HTTP,

@@ -196,9 +196,11 @@ class RequestParser:
     """
 
     def __init__(
-        self, sink, *, limit_request_line: int = 8192, limit_header_size: int = 65536, limit_request_body: int = 0
+        self, sink, *, limit_request_line: int = 8192, limit_header_size: int = 65536, limit_request_body: int = 0,
+        h2c: bool = False,
     ) -> None:
         self._sink = sink
+        self._h2c = h2c  # take an ``Upgrade: h2c`` request without a body (RFC 7540 3.2; deprecated by RFC 9113)
         self._limit_request_body = limit_request_body or float("inf")
         self._body_size = 0
         self._limit_request_line = limit_request_line
@@ -394,6 +396,14 @@ class RequestParser:
             if upgrade is not None and parser.should_upgrade():
                 if upgrade == b"websocket" and method == "GET":
                     request.upgrade = upgrade  # taken, or refused, by the I/O layer
+                elif (
+                    upgrade == b"h2c"
+                    and self._h2c
+                    and version == "1.1"
+                    and self._transfer_encoding is None
+                    and self._content_length in (None, b"0")
+                ):
+                    request.upgrade = upgrade  # io/h2.py upgrade_h2c: the answer comes over HTTP/2
                 else:
                     # Not taken (h2c, websocket on a POST, ...): ignored, the
                     # body is read as HTTP/1.1 (RFC 9110 §7.8).
@@ -522,8 +532,8 @@ class RequestParser:
 
     def _upgraded(self, data: bytes, offset: int) -> int | None:
         request = self._request
-        if request is not None and request.upgrade == b"websocket" and request.method == "GET":
-            return offset
+        if request is not None and request.upgrade is not None:
+            return offset  # websocket on a GET, or h2c (set in on_headers_complete)
         # CONNECT is refused in on_headers_complete; anything else that makes
         # llhttp stop is served over HTTP/1.1, then the connection closes.
         if request is not None:

@@ -55,7 +55,10 @@ class H2Engine:
     __slots__ = ("conn",)
 
     def __init__(self, *, max_concurrent_streams: int, max_header_list_size: int, stream_window: int,
-                 connection_window: int) -> None:
+                 connection_window: int, upgrade: tuple[bytes, bool] | None = None) -> None:
+        """``upgrade``: (the client's decoded HTTP2-Settings, whether the
+        request was HEAD) after ``Upgrade: h2c``; the request is stream 1.
+        Raises ValueError for a malformed settings payload."""
         config = ngh2.Configuration(
             auto_window_update=False,
             max_inbound_header_list_size=max_header_list_size,
@@ -66,11 +69,16 @@ class H2Engine:
             glitch_rate_limit=(1000, 330),
         )
         conn = self.conn = ngh2.Connection(ngh2.Role.SERVER, config)
-        conn.initiate_connection({
+        settings = {
             ngh2.Setting.MAX_CONCURRENT_STREAMS: max_concurrent_streams,
             ngh2.Setting.INITIAL_WINDOW_SIZE: stream_window,
             ngh2.Setting.MAX_HEADER_LIST_SIZE: max_header_list_size,
-        })
+        }
+        if upgrade is None:
+            conn.initiate_connection(settings)
+        else:
+            payload, head = upgrade
+            conn.initiate_upgrade(payload, local_settings=settings, head_request=head)
         if connection_window > 65535:
             conn.set_local_window_size(connection_window)
 

@@ -123,6 +123,107 @@ def test_http_1_turns_http2_off(certs):
         assert out.stdout.endswith(" 1.1")
 
 
+def test_preface_split_across_reads_is_still_http2(server):
+    """The cleartext sniffer waits for enough bytes: a preface sent in pieces
+    (first byte alone) gets HTTP/2; an HTTP/1.1 POST (also a "P") does not."""
+    client = H2Client(server.port, preface=False)
+    with client:
+        client.conn.initiate_connection()
+        data = client.conn.data_to_send()
+        for piece in (data[:1], data[1:10], data[10:]):
+            client.send_raw(piece)
+            time.sleep(0.05)  # separate segments (not a wait for a condition: the point is the split)
+        stream_id = client.request("/pid")
+        assert client.response(stream_id)[0][b":status"] == b"200"
+    out = run("curl", "-sS", "-d", "x", "-w", " %{http_version}", f"http://127.0.0.1:{server.port}/echo")
+    assert out.stdout == "x 1.1", out
+
+
+def test_proxy_headers_apply_to_http2_streams(server):
+    """The same client identity as over HTTP/1.1: 127.0.0.1 is trusted by default."""
+    with H2Client(server.port) as client:
+        forwarded = client.request("/scope", extra=[(b"x-forwarded-for", b"198.51.100.1, 203.0.113.7"),
+                                                    (b"x-forwarded-proto", b"https")])
+        plain = client.request("/scope")
+        scope = json.loads(client.response(forwarded)[1])
+        assert (scope["client"][0], scope["scheme"]) == ("203.0.113.7", "https")
+        scope = json.loads(client.response(plain)[1])
+        assert (scope["client"][0], scope["scheme"]) == ("127.0.0.1", "http")
+
+
+# -- Upgrade: h2c (cleartext, --http auto) -------------------------------------------------
+
+
+def h2c_upgrade(port: int, request_head: bytes, settings: bytes | None = None):
+    """Send an HTTP/1.1 request with ``Upgrade: h2c``; returns (client, the
+    response head up to its blank line). After a 101 the client's HTTP/2
+    side is set up and has read whatever came with it."""
+    client = H2Client(port, preface=False)
+    header = client.conn.initiate_upgrade_connection()
+    if settings is not None:
+        header = settings
+    client.send_raw(request_head + b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+                    b"HTTP2-Settings: " + header + b"\r\n\r\n")
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = client.sock.recv(65536)
+        assert chunk, data
+        data += chunk
+    head, rest = data.split(b"\r\n\r\n", 1)
+    if head.startswith(b"HTTP/1.1 101"):
+        client.flush()  # the client preface
+        if rest:
+            client.events.extend(client.conn.receive_data(rest))
+    else:
+        client.raw = rest
+    return client, head
+
+
+def test_upgrade_h2c_answers_on_stream_1_then_serves_http2(server):
+    client, head = h2c_upgrade(server.port, b"GET /scope?x=1 HTTP/1.1\r\nHost: example.test\r\n")
+    with client:
+        assert head.lower().split(b"\r\n") == [b"http/1.1 101 switching protocols", b"connection: upgrade",
+                                                b"upgrade: h2c"]
+        headers, body, _ = client.response(1)
+        scope = json.loads(body)
+        assert headers[b":status"] == b"200"
+        assert (scope["http_version"], scope["method"], scope["path"], scope["scheme"]) == ("2", "GET", "/scope", "http")
+        names = [name for name, _ in scope["headers"]]
+        assert ["host", "example.test"] in scope["headers"]
+        assert not {"connection", "upgrade", "http2-settings"} & set(names)
+        # The connection is HTTP/2 from now on.
+        stream_id = client.request("/echo", method="POST", body=b"after upgrade")
+        assert stream_id == 3
+        assert client.response(stream_id)[1] == b"after upgrade"
+
+
+@needs_curl
+def test_curl_http2_upgrades_cleartext(server):
+    """curl --http2 on http:// asks with Upgrade: h2c."""
+    out = run("curl", "-sS", "--http2", "-w", " %{http_version}", f"http://127.0.0.1:{server.port}/pid")
+    assert out.returncode == 0 and out.stdout.endswith(" 2"), out
+    # A body is never upgraded: the request is answered over HTTP/1.1.
+    out = run("curl", "-sS", "--http2", "-d", "posted", "-w", " %{http_version}",
+              f"http://127.0.0.1:{server.port}/echo")
+    assert out.stdout == "posted 1.1", out
+
+
+@pytest.mark.parametrize("settings", [b"AAM", b"!!!!"], ids=["not-a-settings-list", "not-base64"])
+def test_upgrade_h2c_with_bad_settings_is_answered_over_http_1_1(server, settings):
+    client, head = h2c_upgrade(server.port, b"GET /pid HTTP/1.1\r\nHost: x\r\n", settings=settings)
+    with client:
+        lines = head.lower().split(b"\r\n")
+        assert lines[0] == b"http/1.1 200 ok" and b"connection: close" in lines
+
+
+def test_upgrade_h2c_is_ignored_with_http_1():
+    with Server("h2_app:app", "--no-access-log", "--http", "1") as srv:
+        client, head = h2c_upgrade(srv.port, b"GET /pid HTTP/1.1\r\nHost: x\r\n")
+        with client:
+            lines = head.lower().split(b"\r\n")
+            assert lines[0] == b"http/1.1 200 ok" and b"connection: close" not in lines
+
+
 # -- drain and reload ------------------------------------------------------------------------
 
 

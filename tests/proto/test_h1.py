@@ -762,6 +762,36 @@ class TestRFC9110Section7_8Upgrade:
         request = only_request(parse(b"GET / HTTP/1.1\r\nHost: a\r\n" + self.H2C + b"\r\n", how))
         assert (request.keep_alive, request.upgrade) == (True, None)
 
+    @pytest.mark.parametrize("method", [b"GET", b"HEAD", b"OPTIONS"])
+    def test_h2c_is_taken_when_allowed_on_a_request_without_a_body(self, how, method):
+        # --http auto in cleartext (io/h2.py upgrade_h2c answers as stream 1).
+        preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+        for framing in (b"", b"Content-Length: 0\r\n"):
+            sink = Recorder()
+            head = method + b" /x?q=1 HTTP/1.1\r\nHost: a\r\n" + framing + self.H2C + b"\r\n"
+            rest = _feed(RequestParser(sink, h2c=True), head + preface, how)
+            request = only_request(sink)
+            assert (request.upgrade, request.raw_path, request.query_string) == (b"h2c", b"/x", b"q=1")
+            assert rest == preface
+
+    @pytest.mark.parametrize(
+        "framing",
+        [b"Content-Length: 2\r\n", b"Transfer-Encoding: chunked\r\n"],
+    )
+    def test_h2c_with_a_body_is_ignored_even_when_allowed(self, how, framing):
+        wire = b"hi" if framing.startswith(b"Content") else b"2\r\nhi\r\n0\r\n\r\n"
+        head = b"POST /echo HTTP/1.1\r\nHost: a\r\n" + framing + self.H2C + b"\r\n"
+        sink = Recorder()
+        assert _feed(RequestParser(sink, h2c=True), head + wire, how) is None
+        request = only_request(sink)
+        assert (request.upgrade, request.keep_alive, sink.body(request)) == (None, True, b"hi")
+
+    def test_h2c_on_http_1_0_is_ignored(self, how):
+        head = b"GET / HTTP/1.0\r\nHost: a\r\n" + self.H2C + b"\r\n"
+        sink = Recorder()
+        assert _feed(RequestParser(sink, h2c=True), head, how) is None
+        assert only_request(sink).upgrade is None
+
     @pytest.mark.parametrize(
         "fields",
         [
