@@ -10,7 +10,10 @@ Each server runs alone, one scenario at a time, ``--rounds`` rounds in
 turn; the best round counts. Reported: the best round's requests/s, failed requests over all rounds, and
 corral's ratios to each peer. Certificates come from ``trustme``.
 
-    python bench/h2.py --corral .venv/bin/corral --peers-venv .venv-bench
+    python bench/http2.py --corral .venv/bin/corral --peers-venv .venv-bench
+
+(Not ``h2.py``: the servers run with bench/ on PYTHONPATH, where such a
+file would shadow the ``h2`` package that hypercorn imports.)
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ def command(server: str, port: int, tls: bool, certs: dict, args) -> list[str]:
         return cmd
     if server == "granian":
         cmd = [str(Path(args.peers_venv) / "bin/granian"), "--interface", "asgi", "--port", str(port), "--workers",
-               "1", "--http", "auto", "--no-ws", "--log-level", "warning", "--app-dir", str(HERE)]
+               "1", "--http", "auto", "--no-ws", "--log-level", "warning", "--working-dir", str(HERE)]
         if tls:
             cmd += ["--ssl-certificate", certs["cert"], "--ssl-keyfile", certs["key"]]
         return cmd + ["apps:hello"]
@@ -79,7 +82,7 @@ SCENARIOS = {
 
 def h2load(port: int, tls: bool, flags: list[str], duration: float) -> tuple[float, int, int]:
     url = f"{'https' if tls else 'http'}://127.0.0.1:{port}/"
-    out = subprocess.run(["h2load", *flags, "-D", str(duration), "--warm-up-time", "1", url],
+    out = subprocess.run(["h2load", *flags, "-D", f"{duration:g}", "--warm-up-time", "1", url],
                          capture_output=True, text=True, timeout=duration + 60).stdout
     rate = re.search(r"finished in .*?, ([\d.]+) req/s", out)
     counts = re.search(r"requests: (\d+) total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed", out)
