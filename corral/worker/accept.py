@@ -10,7 +10,8 @@ every idle worker. ``EPOLLEXCLUSIVE`` wakes only one of them, but only when it
 is set on the epoll instance the loop actually sleeps in (an exclusive entry
 in an inner epoll that the loop's epoll watches does not stay exclusive).
 So once the loop has registered the socket, ``make_exclusive`` replaces that
-registration in the loop's own epoll with an exclusive one. The loop never
+registration in the loop's own epoll with an exclusive one (the loop's epoll
+descriptor is found by a /proc scan once, then remembered). The loop never
 touches it again until it stops watching the socket (closing the server
 deletes it), so the swap holds for as long as the server runs.
 """
@@ -57,24 +58,49 @@ def epoll_events(epfd: int, fd: int) -> int | None:
     return None
 
 
-def make_exclusive(fd: int) -> bool:
-    """Re-register ``fd`` with EPOLLEXCLUSIVE in whichever epoll watches it.
+# The epoll descriptor each loop sleeps in (by id(loop)), found once by
+# scanning /proc/self/fd: that scan costs ~40 ms at 8k descriptors, and a
+# listener restarts after every pause (up to every 100 ms when nearly full).
+_loop_epoll: dict[int, int] = {}
+
+
+def make_exclusive(fd: int, loop=None) -> bool:
+    """Re-register ``fd`` with EPOLLEXCLUSIVE in the epoll that watches it:
+    ``loop``'s, once known, else whichever one the scan finds it in.
 
     Returns False if no epoll watches it yet (call again later)."""
+    key = id(loop)
+    epfd = _loop_epoll.get(key) if loop is not None else None
+    if epfd is not None:
+        events = epoll_events(epfd, fd)
+        if events is not None:
+            return _swap(epfd, fd, events)
+        return False  # not registered yet (or the cache is stale: see Listener._exclusive)
     for epfd in _epoll_fds():
         events = epoll_events(epfd, fd)
         if events is None:
             continue
-        if events & EPOLLEXCLUSIVE:
-            return True
-        epoll = select.epoll.fromfd(os.dup(epfd))
-        try:
-            epoll.unregister(fd)
-            epoll.register(fd, select.EPOLLIN | EPOLLEXCLUSIVE)
-        finally:
-            epoll.close()
-        return True
+        if loop is not None:
+            _loop_epoll[key] = epfd
+        return _swap(epfd, fd, events)
     return False
+
+
+def forget_loop(loop) -> None:
+    """Scan again next time (the cached descriptor did not hold ``fd``)."""
+    _loop_epoll.pop(id(loop), None)
+
+
+def _swap(epfd: int, fd: int, events: int) -> bool:
+    if events & EPOLLEXCLUSIVE:
+        return True
+    epoll = select.epoll.fromfd(os.dup(epfd))
+    try:
+        epoll.unregister(fd)
+        epoll.register(fd, select.EPOLLIN | EPOLLEXCLUSIVE)
+    finally:
+        epoll.close()
+    return True
 
 
 class Listener:
@@ -118,11 +144,13 @@ class Listener:
     async def _exclusive(self) -> None:
         # The loop registers the socket on its next poll; wait for it.
         server = self.server
-        for _ in range(100):
+        for attempt in range(100):
             if self.server is not server:
                 return
-            if make_exclusive(self.fd):
+            if make_exclusive(self.fd, self.loop):
                 return
+            if attempt == 50:
+                forget_loop(self.loop)  # a stale cached descriptor: scan again
             await asyncio.sleep(0)
         log.warning("could not make accept wakeups exclusive on fd %d", self.fd)
 

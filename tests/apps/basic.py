@@ -52,6 +52,15 @@ async def app(scope, receive, send):
         say(f"block start {os.getpid()}")
         time.sleep(float(scope["query_string"].decode() or "5"))
         await _respond(send, b"blocked\n")
+    elif path == "/block-until":  # blocks the loop until the file named by the query exists (30 s at most)
+        import time
+
+        say(f"block start {os.getpid()}")
+        release = scope["query_string"].decode()
+        deadline = time.monotonic() + 30
+        while not os.path.exists(release) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        await _respond(send, b"blocked\n")
     elif path == "/pid":
         await _respond(send, str(os.getpid()).encode())
     elif path == "/stream":

@@ -120,7 +120,7 @@ def test_exact_count_across_workers_kill_and_reload(server_factory):
     assert server.stop() == 0
 
 
-def test_gauges_accept_queue_and_endpoint(server_factory):
+def test_gauges_accept_queue_and_endpoint(server_factory, tmp_path):
     server = server_factory("basic:app", "--metrics-bind", "127.0.0.1:0", "--no-access-log", "--backlog", "100")
     port = metrics_port(server)
     [pid] = server.worker_pids()
@@ -134,9 +134,11 @@ def test_gauges_accept_queue_and_endpoint(server_factory):
     listener = f"127.0.0.1:{server.port}"
     assert total(samples, "corral_accept_queue_limit", listener=listener) == 100
 
-    # The worker's loop is blocked: connections wait in the kernel's queue.
+    # The worker's loop is blocked (until the test releases it, however slow
+    # the machine): connections wait in the kernel's queue.
+    release = tmp_path / "release"
     blocker = server.connect()
-    blocker.sendall(b"GET /block?2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    blocker.sendall(b"GET /block-until?" + str(release).encode() + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     queued = lambda: total(scrape(port), "corral_accept_queue_length", listener=listener)  # noqa: E731
     probes = []
 
@@ -151,6 +153,7 @@ def test_gauges_accept_queue_and_endpoint(server_factory):
     assert total(scrape(port), "corral_accept_queue_peak", listener=listener) >= before + 5
     for sock in waiting:
         sock.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    release.touch()
     assert read_response(blocker)[2] == b"blocked\n"
     for sock in waiting:
         assert read_response(sock)[2] == str(pid).encode()

@@ -30,21 +30,23 @@ def reload_under(load: Load, server, reloads: int) -> None:
         load.wait_requests(before + 200)
 
 
-def test_n_workers_serve(server_factory):
+def test_n_workers_serve(server_factory, tmp_path):
     """Each of the 3 workers accepts: a worker whose loop is blocked cannot
     accept, so with two blocked the third connection goes to the third worker."""
     server = server_factory(workers=3)
     pids = server.worker_pids()
     assert len(pids) == 3
+    release = tmp_path / "release"
     socks = []
     try:
         for n in range(1, 4):
             sock = server.connect()
-            sock.sendall(b"GET /block?6 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            sock.sendall(b"GET /block-until?" + str(release).encode() + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             socks.append(sock)
             server.wait_log(r"block start (\d+)", count=n)
         blocked = {int(m.group(1)) for m in server.wait_log(r"block start (\d+)", count=3)}
         assert blocked == pids  # three connections, three different workers
+        release.touch()
         for sock in socks:
             assert read_response(sock)[2] == b"blocked\n"
     finally:
@@ -161,12 +163,14 @@ def test_max_requests_recycles_without_loss(server_factory):
     old = server.worker_pids()
     load = Load(server.port, threads=2, keep_alive=True, max_requests=400, max_seconds=30)
     try:
-        server.wait_log(r"recycling worker", count=2, timeout=30)
-        load.wait_requests(300, timeout=30)
+        # Which worker the keep-alive connections land on is the kernel's
+        # choice (both may go to one): only the first recycle is certain.
+        server.wait_log(r"recycling worker", count=1, timeout=30)
+        load.wait_requests(load.ok + 100, timeout=30)  # the load goes on across the recycle
     finally:
         load.stop()
     assert load.failures == []
-    assert server.worker_pids() - old
+    wait_until(lambda: server.worker_pids() - old, message="a new worker")
 
 
 def run_corral(*args, timeout=30, env=None):

@@ -127,3 +127,49 @@ def test_a_listener_stopped_while_retrying_stays_stopped(loop, monkeypatch):
     loop.run_until_complete(asyncio.sleep(0.05))
     assert not listener.serving
     real.close()
+
+
+def test_the_loops_epoll_is_found_once_and_every_restart_is_exclusive(monkeypatch):
+    """Issue 9, loss 7: the /proc scan for the loop's epoll (40 ms at 8k
+    descriptors) runs only until the first start has found it (the loop
+    registers the socket on its next poll); each restart after a pause
+    re-registers the listener with EPOLLEXCLUSIVE in that same epoll, with
+    no scan."""
+    import uvloop
+
+    scans = []
+    real_scan = accept._epoll_fds
+    monkeypatch.setattr(accept, "_epoll_fds", lambda: scans.append(1) or real_scan())
+    loop = uvloop.new_event_loop()
+    real = socket.socket()
+    real.bind(("127.0.0.1", 0))
+    real.listen(8)
+    listener = Listener(loop, real, asyncio.Protocol, 8, exclusive=True)
+    try:
+        async def restart_and_check():
+            await listener.start()
+            first_start_scans = len(scans)
+            seen = []
+            for _ in range(5):
+                epfd = accept._loop_epoll[id(loop)]
+                events = accept.epoll_events(epfd, listener.fd)
+                assert events is not None and events & accept.EPOLLEXCLUSIVE, (epfd, listener.fd, events)
+                seen.append(epfd)
+                listener.stop()
+                await asyncio.sleep(0)
+                listener.resume()
+                while not listener.serving or listener._restart is not None:
+                    await asyncio.sleep(0)
+                await listener._exclusive()
+            return seen, first_start_scans
+
+        seen, first_start_scans = loop.run_until_complete(restart_and_check())
+        assert len(set(seen)) == 1
+        assert first_start_scans >= 1
+        assert len(scans) == first_start_scans  # none for the five restarts
+    finally:
+        listener.stop()
+        loop.run_until_complete(asyncio.sleep(0))
+        loop.close()
+        accept.forget_loop(loop)
+        real.close()
