@@ -82,6 +82,9 @@ class NullTransport:
     def get_write_buffer_size(self):
         return 0
 
+    def set_protocol(self, protocol):
+        pass
+
 
 def build(stage: str, metrics: bool = False):
     """Return a function feeding one request to the stage, and a closer."""
@@ -102,6 +105,14 @@ def build(stage: str, metrics: bool = False):
     else:
         config = Config(app="bench.apps:hello", access_log=False, proxy_headers=stage != "forwarded-off")
     state = ServerState(config, loop)
+    # As the worker sets up a cleartext listener with the default --http auto
+    # (corral/worker/process.py): HTTP/1.1 connections look for the HTTP/2
+    # preface first and take Upgrade: h2c.
+    from corral.io.h2 import prior_knowledge, upgrade_h2c
+
+    state.h2c = True
+    state.h2c_upgrade = upgrade_h2c
+    state.h2c_prior_knowledge = prior_knowledge
     if metrics:
         from corral.io.metrics import WorkerMetrics
 

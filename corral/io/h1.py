@@ -37,6 +37,8 @@ LINGER_SECONDS = 2.0
 BODY_HIGH_WATER = 256 * 1024
 # Pipelined requests queued behind the current one before reading pauses.
 PIPELINE_HIGH_WATER = 16
+# RFC 9113 section 3.4: what an HTTP/2 client with prior knowledge sends first.
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
 class H1Connection(asyncio.Protocol):
@@ -68,6 +70,7 @@ class H1Connection(asyncio.Protocol):
         "proxy",
         "started",
         "close_reason",
+        "sniff",
     )
 
     def __init__(self, state) -> None:
@@ -104,6 +107,10 @@ class H1Connection(asyncio.Protocol):
         self.proxy = None  # proto.proxy.ProxyInfo, set by io/proxy.py when a PROXY header named the client
         self.started = 0.0  # when the current request started (metrics only)
         self.close_reason = "normal"  # for metrics: io/metrics.py CLOSE_REASONS
+        # Cleartext --http auto: b"" until the first bytes tell HTTP/1.1 from
+        # the HTTP/2 preface (_sniff), the preface's first bytes while they
+        # cannot tell yet, then None.
+        self.sniff = b"" if state.h2c_prior_knowledge is not None else None
 
     # -- asyncio.Protocol ----------------------------------------------------
 
@@ -116,6 +123,10 @@ class H1Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return  # lingering: discard
+        if self.sniff is not None:
+            data = self._sniff(data)
+            if data is None:
+                return
         try:
             offset = self.parser.feed(data)
         except ProtocolError as exc:
@@ -129,6 +140,24 @@ class H1Connection(asyncio.Protocol):
             self.idle_since = 0.0
         if self.cycle is None and self.queue and not self.waiting_since:
             self.run_queue()
+
+    def _sniff(self, data):
+        """Cleartext ``--http auto``: the first bytes tell the HTTP/2
+        preface (h2c with prior knowledge: the connection becomes HTTP/2)
+        from HTTP/1.1. Returns the bytes to parse as HTTP/1.1, or None."""
+        buffered = self.sniff
+        if not buffered and data[:1] != b"P":  # cannot be the preface: HTTP/1.1, no copy
+            self.sniff = None
+            return data
+        data = buffered + bytes(data)
+        if len(data) < len(PREFACE) and PREFACE.startswith(data):
+            self.sniff = data  # not enough to tell yet
+            return None
+        self.sniff = None
+        if data.startswith(PREFACE):
+            self.state.h2c_prior_knowledge(self.state, self, data)
+            return None
+        return data
 
     def eof_received(self):
         if self.closing:
@@ -159,6 +188,8 @@ class H1Connection(asyncio.Protocol):
 
     def connection_lost(self, exc) -> None:
         self.closing = True
+        self.sniff = None
+        self.parser.detach()  # no cycle left: freed without the garbage collector
         self.state.connection_closed(self)
         cycle = self.cycle
         if cycle is not None:

@@ -20,9 +20,11 @@ worker drains (RFC 9113 6.8: a GOAWAY with stream 2^31-1 and a PING; on
 the PING's answer, or a second later, the GOAWAY with the last stream id;
 close once every accepted stream is answered).
 
-``H2Sniff`` serves cleartext connections with ``--http auto``: a client
+Cleartext connections with ``--http auto`` start as HTTP/1.1: a client
 whose first bytes are the HTTP/2 preface gets HTTP/2 (h2c with prior
-knowledge), anyone else HTTP/1.1.
+knowledge, ``prior_knowledge``), anyone else stays on HTTP/1.1. The
+HTTP/1.1 connection looks at the first bytes itself (no protocol object in
+front of it, no ``set_protocol`` for HTTP/1.1).
 """
 
 from __future__ import annotations
@@ -467,61 +469,18 @@ def upgrade_h2c(state, h1, rest: bytes) -> None:
     h1.run_queue()
 
 
-class H2Sniff(asyncio.Protocol):
-    """Cleartext, ``--http auto``: HTTP/1.1, or HTTP/2 when the client opens
-    with the connection preface (h2c with prior knowledge).
-
-    The HTTP/1.1 connection exists from the accept (counted, its keep-alive
-    timeout running); it is swapped for HTTP/2 if the first bytes are the
-    preface."""
-
-    __slots__ = ("state", "h1", "transport", "buffer")
-
-    def __init__(self, state, h1_factory) -> None:
-        self.state = state
-        self.h1 = h1_factory()
-        self.transport = None
-        self.buffer = b""
-
-    def connection_made(self, transport) -> None:
-        self.transport = transport
-        self.h1.connection_made(transport)
-
-    def data_received(self, data) -> None:
-        if not self.buffer and data[:1] != b"P":  # cannot be the preface: HTTP/1.1, no copy
-            self.transport.set_protocol(self.h1)
-            self.h1.data_received(data)
-            return
-        buffer = self.buffer + bytes(data)
-        preface = proto.PREFACE
-        if len(buffer) < len(preface) and preface.startswith(buffer):
-            self.buffer = buffer  # not enough to tell yet
-            return
-        transport = self.transport
-        h1 = self.h1
-        if buffer.startswith(preface):
-            state = self.state
-            h1.closing = True
-            h1.close_reason = "upgraded"
-            state.connection_closed(h1)  # counted once: as the HTTP/2 connection from now on
-            state.counters["connections"] -= 1
-            conn = H2Connection(state)
-            conn.scheme = h1.scheme
-            transport.set_protocol(conn)
-            conn.connection_made(transport)
-            conn.data_received(buffer)
-            return
-        transport.set_protocol(h1)
-        h1.data_received(buffer)
-
-    def eof_received(self):
-        return self.h1.eof_received()
-
-    def connection_lost(self, exc) -> None:
-        self.h1.connection_lost(exc)
-
-    def pause_writing(self) -> None:
-        self.h1.pause_writing()
-
-    def resume_writing(self) -> None:
-        self.h1.resume_writing()
+def prior_knowledge(state, h1, data: bytes) -> None:
+    """``state.h2c_prior_knowledge``: cleartext, ``--http auto``, the first
+    bytes on an HTTP/1.1 connection (``H1Connection._sniff``) are the HTTP/2
+    preface (h2c with prior knowledge). The HTTP/1.1 connection, counted and
+    timed from the accept, is closed without a word (counted once: as the
+    HTTP/2 connection from now on) and HTTP/2 takes the transport."""
+    h1.close_reason = "upgraded"
+    h1.connection_lost(None)
+    state.counters["connections"] -= 1
+    conn = H2Connection(state)
+    conn.scheme = h1.scheme
+    transport = h1.transport
+    transport.set_protocol(conn)
+    conn.connection_made(transport)
+    conn.data_received(data)

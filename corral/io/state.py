@@ -42,6 +42,9 @@ class ServerState:
         self.h2_handler = None  # per-stream handler (interfaces/asgi_h2.py)
         self.h2c = False  # cleartext HTTP/2 allowed: the parser takes ``Upgrade: h2c``
         self.h2c_upgrade = None  # io/h2.py upgrade_h2c, with h2c
+        # io/h2.py prior_knowledge, with h2c: an HTTP/1.1 connection whose
+        # first bytes are the HTTP/2 preface becomes HTTP/2 (H1Connection._sniff)
+        self.h2c_prior_knowledge = None
         self.counters: Counter = Counter()
         self.draining = False
         self.refusing = False  # fast shutdown: every request gets 503 at once

@@ -316,6 +316,16 @@ class RequestParser:
             size += len(name) + len(value) + 4
         return max(1, min(size, len(data)))
 
+    def detach(self) -> None:
+        """The connection is gone: drop the references to the sink and to
+        llhttp (which holds this parser's bound callbacks). Both are cycles;
+        broken here, a connection is freed by reference counting when it
+        closes instead of by the cyclic garbage collector, whose passes over
+        every closed connection's objects cost more than the connection.
+        ``feed`` must not be called after it."""
+        self._sink = None
+        self._parser = None
+
     # -- llhttp callbacks --------------------------------------------------
 
     def on_url(self, url: bytes) -> None:

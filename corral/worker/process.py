@@ -49,7 +49,7 @@ from ..interfaces.lifespan import Lifespan, LifespanFailure
 from ..interfaces.wsgi import WSGIHandler
 from ..interfaces.asgi_h2 import H2Handler, WSGIOverASGI
 from ..io.h1 import H1Connection
-from ..io.h2 import H2Connection, H2Sniff, upgrade_h2c
+from ..io.h2 import H2Connection, prior_knowledge, upgrade_h2c
 from ..io.tls import TLSConfigError, TLSHandshake, TLSInfo, build_context
 from ..io.health import HealthCheck
 from ..io.proxy import ProxyPolicy
@@ -145,9 +145,10 @@ class Worker:
         elif config.http == "2" and config.proxy_protocol == "off":
             self._connection = lambda: H2Connection(state)
         elif config.http == "auto" and config.proxy_protocol == "off":
-            self._connection = lambda: H2Sniff(state, self._http_connection)
-            state.h2c = True  # and Upgrade: h2c
+            # H1Connection looks for the HTTP/2 preface first, and takes Upgrade: h2c
+            state.h2c = True
             state.h2c_upgrade = upgrade_h2c
+            state.h2c_prior_knowledge = prior_knowledge
         if interface == "wsgi":
             self.wsgi = WSGIHandler(app, state)
             state.handler = self.wsgi.new_cycle
