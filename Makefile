@@ -8,12 +8,12 @@ WORKERS ?= 4
 
 .PHONY: run test install bench clean options-table test-packages fuzz
 
-# With CORRAL_COMPILE=1 (make test CORRAL_COMPILE=1) setup.py compiles the
-# hot path with Cython (the pure-Python build, with a warning, where there is
-# no compiler); an edit of one of these files compiles it again (until then
-# the edited file runs from source: corral/_mode.py). Off by default: it
-# measured slower than pure Python on CPython 3.11 (README: Compiled or pure).
-COMPILED_SOURCES := corral/proto/h1.py corral/io/h1.py corral/io/stepper.py corral/io/access.py corral/interfaces/asgi.py corral/interfaces/wsgi.py
+# setup.py compiles the hot path with Cython where a compiler is (the
+# pure-Python build, with a warning, where there is none; CORRAL_PURE=1 forces
+# it); an edit of one of these files compiles it again (until then the edited
+# file runs from source: corral/_mode.py). Only what measures faster compiled
+# is compiled (README: Compiled or pure).
+COMPILED_SOURCES := corral/proto/h1.py corral/proto/h1.pxd
 
 $(VENV)/.installed: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +34,7 @@ install: $(VENV)/.installed
 run: $(VENV)/.installed $(VENV)/.compiled
 	$(BIN)/corral examples.app:app --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
-# The whole suite on the build as installed (compiled with CORRAL_COMPILE=1),
+# The whole suite on the build as installed (compiled where a compiler is),
 # then the protocol and io tiers on the pure-Python modules.
 test: $(VENV)/.installed-test $(VENV)/.compiled test-packages
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -1,21 +1,23 @@
-"""Build corral; with ``CORRAL_COMPILE=1``, its hot path compiled with Cython.
+"""Build corral, its hot path compiled with Cython where a compiler is.
 
 The modules in ``COMPILED`` are plain Python; Cython compiles the same files
 into extension modules, which Python imports in preference to the ``.py``
-files beside them. There is one source for both builds.
+files beside them. There is one source for both builds: an augmenting
+``.pxd`` beside a module (``corral/proto/h1.pxd``) gives the compiled build
+its C types, and the pure build never reads it.
 
-Compiling is opt-in: compiled as they are, these modules measured slower
-than the pure build on CPython 3.11 (bench/hotpath.py: 77.9k against 64.2k
-instructions per hello request; CPython's specializing interpreter beats
-Cython's generic attribute access on this code). Without ``CORRAL_COMPILE=1``
-the pure package is built, and extension modules left in a source checkout
-by an earlier compiled build are removed.
+Only what measures better compiled is compiled (bench/hotpath.py --callgrind):
+``proto/h1.py``, whose parser is an extension type with C fields there. The
+other hot modules, compiled as plain Python, measured slower than CPython
+3.11's specializing interpreter (77.9k against 64.2k instructions per hello
+request) and stay pure.
 
 The build never fails because of compiling: without Cython, without a working
 C compiler (``CC=false``), or with ``CORRAL_PURE=1``, it warns and installs
-the pure-Python package. ``CORRAL_PURE=1`` at run time also makes an
-installed compiled build import the ``.py`` files (``corral/_mode.py``). The
-worker's ready line says which mode runs.
+the pure-Python package (and removes extension modules an earlier build left
+in a source checkout). ``CORRAL_PURE=1`` at run time also makes an installed
+compiled build import the ``.py`` files (``corral/_mode.py``). The worker's
+ready line says which mode runs.
 """
 
 import os
@@ -23,10 +25,16 @@ import sys
 
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
 
-# What the profile points at (bench/hotpath.py): the request's whole path.
+# What measures better compiled (bench/hotpath.py --callgrind); corral/_mode.py
+# keeps the same list.
 COMPILED = [
     "corral/proto/h1.py",
+]
+# Compiled by earlier builds (CORRAL_COMPILE=1): their extension modules, left
+# in a source checkout, would be imported in preference to the .py files.
+NO_LONGER_COMPILED = [
     "corral/io/h1.py",
     "corral/io/stepper.py",
     "corral/io/access.py",
@@ -39,10 +47,10 @@ def warn(message: str) -> None:
     print(f"\n*** corral: {message}; installing the pure-Python build ***\n", file=sys.stderr)
 
 
-def _remove_inplace_builds() -> None:
+def _remove_inplace_builds(sources) -> None:
     import glob
 
-    for source in COMPILED:
+    for source in sources:
         base = source[:-3]
         for path in glob.glob(base + ".*.so") + glob.glob(base + ".*.pyd") + [base + ".c"]:
             if os.path.exists(path):
@@ -50,10 +58,9 @@ def _remove_inplace_builds() -> None:
 
 
 def extensions():
-    if os.environ.get("CORRAL_COMPILE", "") in ("", "0"):
-        _remove_inplace_builds()
-        return []
+    _remove_inplace_builds(NO_LONGER_COMPILED)
     if os.environ.get("CORRAL_PURE", "") not in ("", "0"):
+        _remove_inplace_builds(COMPILED)
         warn("CORRAL_PURE is set")
         return []
     try:
@@ -93,4 +100,12 @@ class OptionalBuildExt(build_ext):
             warn(f"compiling {ext.name} failed ({exc})")
 
 
-setup(ext_modules=extensions(), cmdclass={"build_ext": OptionalBuildExt})
+class BuildPy(build_py):
+    """Cython's .c files stay out of the wheel: corral/_mode.py takes a .c
+    beside a module for a source checkout, where an edited .py wins."""
+
+    def find_data_files(self, package, src_dir):
+        return [name for name in super().find_data_files(package, src_dir) if not name.endswith(".c")]
+
+
+setup(ext_modules=extensions(), cmdclass={"build_ext": OptionalBuildExt, "build_py": BuildPy})
