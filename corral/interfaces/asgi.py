@@ -39,6 +39,10 @@ class ASGIHandler:
         # in WSGI); a proxy in front stripped the prefix from the request.
         self.raw_root_path = quote(config.root_path).encode("ascii")
         self.access = state.access  # io/access.py, None when off
+        # A cycle reads the clock as it starts for the access log and for
+        # --metrics-bind (io/h1.py cycle_done), once for both; state.metrics
+        # is set before the handlers are made.
+        self.timed = state.access is not None or state.metrics is not None
         self.new_cycle = partial(HTTPCycle, self)
 
 
@@ -103,7 +107,7 @@ class HTTPCycle:
         self.continue_sent = False
         self.bytes_sent = 0  # response body bytes
         self.keep_alive = False
-        self.started = perf_counter() if handler.access is not None else 0.0
+        self.started = perf_counter() if handler.timed else 0.0
 
     def start(self) -> None:
         """Run the app for this request (stepped without a Task until it waits)."""

@@ -191,6 +191,9 @@ class WSGIHandler:
         self.threads = threads = getattr(config, "threads", 1)
         self.pool = _Pool(threads) if threads > 1 else None
         self.access = state.access  # io/access.py, None when off
+        # The clock as a cycle starts: for the access log and --metrics-bind
+        # (state.metrics is set before the handlers are made).
+        self.timed = state.access is not None or state.metrics is not None
         self.errors = ErrorStream()
         self.script_name = config.root_path.rstrip("/").encode("utf-8").decode("latin-1")
         self.multithread = threads > 1
@@ -275,7 +278,7 @@ class WSGICycle:
         self.iterator = None
         self.since = 0.0  # --threads > 1: when the app's thread took it
         self.file = None  # [socket fd, file fd, offset, bytes left] for wsgi.file_wrapper
-        self.started = perf_counter() if handler.access is not None else 0.0
+        self.started = perf_counter() if handler.timed else 0.0
 
     # -- the connection's side ---------------------------------------------
 

@@ -28,6 +28,7 @@ from collections import deque
 from time import perf_counter
 
 from ..proto.h1 import ProtocolError, Request, RequestParser, error_response
+from .metrics import FIRST, bucket
 from .transport import address, half_close, peer_name
 
 log = logging.getLogger("corral.error")
@@ -68,7 +69,6 @@ class H1Connection(asyncio.Protocol):
         "upgrade",
         "eof",
         "proxy",
-        "started",
         "close_reason",
         "sniff",
     )
@@ -105,7 +105,6 @@ class H1Connection(asyncio.Protocol):
         self.upgrade = None  # set by a protocol that takes over the connection
         self.eof = False  # the client shut its write side
         self.proxy = None  # proto.proxy.ProxyInfo, set by io/proxy.py when a PROXY header named the client
-        self.started = 0.0  # when the current request started (metrics only)
         self.close_reason = "normal"  # for metrics: io/metrics.py CLOSE_REASONS
         # Cleartext --http auto: b"" until the first bytes tell HTTP/1.1 from
         # the HTTP/2 preface (_sniff), the preface's first bytes while they
@@ -259,8 +258,6 @@ class H1Connection(asyncio.Protocol):
                     return  # waits for a slot (ServerState.request_done restarts it)
                 continue  # answered 503: on to the next request
             state.in_flight += 1
-            if state.metrics is not None:
-                self.started = perf_counter()
             self.cycle = cycle = state.handler(self, queue.popleft())
             cycle.start()
         if self.cycle is None and not self.closing:
@@ -277,8 +274,15 @@ class H1Connection(asyncio.Protocol):
         state.in_flight -= 1
         state.requests += 1
         metrics = state.metrics
-        if metrics is not None:
-            metrics.request_done(cycle, self.started)
+        if metrics is not None:  # --metrics-bind: inlined, as io/metrics.py explains
+            elapsed = perf_counter() - cycle.started  # the cycle read the clock as it started
+            try:
+                row = metrics.rows[cycle.request.method]
+            except KeyError:
+                row = metrics.other
+            # No head: the server answered 500 for the app, or the client was gone.
+            latencies = row[cycle.status if cycle.head is not None else 0 if cycle.gone else 500]
+            latencies[0 if elapsed <= FIRST else bucket(elapsed)].append(elapsed)
         if state.waiting or state.requests == state.max_requests:
             state.request_done()
         if self.closing:

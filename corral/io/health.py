@@ -5,12 +5,16 @@ set (so the normal request path pays nothing when it is off, and one call
 and one comparison when it is on). A request for the path gets ``200 ok``
 while the worker serves and ``503 stopping`` during the shutdown delay and
 the drain (the worker's ``state.draining``). No Task, no app call; it is not
-counted as a request of the app and is access-logged only at debug level.
+counted as a request of the app (``--max-requests``) and is access-logged
+only at debug level. ``--metrics-bind`` counts it, with its status, in
+``corral_requests_total`` and the latency histogram, as the server's answer.
 """
 
 from __future__ import annotations
 
 import logging
+
+from time import perf_counter
 
 from ..proto.h1 import plan_response
 
@@ -37,13 +41,15 @@ class HealthCycle:
     """The cycle interface ``io/h1.py`` drives (start, request, head, and the
     notifications), for a response written at once."""
 
-    __slots__ = ("check", "conn", "request", "head")
+    __slots__ = ("check", "conn", "request", "head", "status", "started")
 
     def __init__(self, check: HealthCheck, conn, request) -> None:
         self.check = check
         self.conn = conn
         self.request = request
         self.head = None
+        self.status = 0  # what --metrics-bind counts (io/h1.py cycle_done)
+        self.started = perf_counter() if conn.state.metrics is not None else 0.0
 
     def start(self) -> None:
         conn = self.conn
@@ -53,6 +59,7 @@ class HealthCycle:
         keep_alive = request.keep_alive and request.complete and not state.draining
         plan = plan_response(status, _HEADERS, request.method == "HEAD", request.http_version == "1.1", keep_alive, True)
         self.head = plan
+        self.status = status
         head = plan.render(len(body), state.extra_headers)
         conn.transport.write(head + body if plan.body_allowed else head)
         if self.check.log:

@@ -149,6 +149,8 @@ class Worker:
             state.h2c = True
             state.h2c_upgrade = upgrade_h2c
             state.h2c_prior_knowledge = prior_knowledge
+        if config.metrics_bind:  # before the handlers: their cycles then read the clock
+            state.metrics = WorkerMetrics()
         if interface == "wsgi":
             self.wsgi = WSGIHandler(app, state)
             state.handler = self.wsgi.new_cycle
@@ -158,8 +160,6 @@ class Worker:
             state.upgrade_handler = WebSocketUpgrade(state, WebSocketHandler(app, state))
         if config.health_path:
             state.handler = HealthCheck(config.health_path, state.handler, config.access_log)
-        if config.metrics_bind:
-            state.metrics = WorkerMetrics()
         state.max_requests = self.max_requests
         state.on_max_requests = lambda: self.report("recycle")
         lifespan_mode = "off" if interface == "wsgi" else config.lifespan
