@@ -23,6 +23,8 @@ from functools import partial
 from time import perf_counter
 from urllib.parse import quote
 
+from .asgi import HTTPCycle
+
 log = logging.getLogger("corral.error")
 
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
@@ -179,23 +181,10 @@ class H2Cycle:
             self.body_done = True
         return {"type": "http.request", "body": data, "more_body": more}
 
-    async def _wait(self) -> None:
-        waiter = self.waiter
-        if waiter is None:
-            waiter = self.waiter = self.conn.loop.create_future()
-        try:
-            await waiter
-        finally:
-            self.waiter = None
-
-    def _wake(self) -> None:
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def body_arrived(self) -> None:
-        if not self.body_done:
-            self._wake()
+    # Waiting for body bytes works as over HTTP/1.1 (same waiter, body_done, conn.loop).
+    _wait = HTTPCycle._wait
+    _wake = HTTPCycle._wake
+    body_arrived = HTTPCycle.body_arrived
 
     def body_too_large(self) -> None:
         """--limit-request-body: 413 if nothing was sent yet, else reset; the app sees a disconnect."""
