@@ -69,17 +69,23 @@ def wait_count(port: int, count: int) -> dict:
         time.sleep(0.1)
 
 
-def test_exact_count_across_workers_kill_and_reload(server_factory):
+def test_exact_count_across_workers_kill_and_reload(server_factory, tmp_path):
     server = server_factory("basic:app", "--metrics-bind", "127.0.0.1:0", "--no-access-log", workers=2)
     port = metrics_port(server)
     workers = server.worker_pids()
 
-    # Requests until both workers have answered some; every one is counted.
-    sent, pids = 0, set()
-    while pids != workers:
-        assert sent < 2000, "one worker never answered"
-        pids |= send_requests(server, 20)
-        sent += 20
+    # Both workers answer, whatever the kernel's choice of acceptor: one
+    # worker's loop is held by a blocking request, so the next 20 can only go
+    # to the other; then it is released. Every request is counted.
+    release = tmp_path / "release"
+    mark = server.mark()
+    with server.connect() as blocker:
+        blocker.sendall(b"GET /block-until?" + str(release).encode() + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        held = int(server.wait_log(r"block start (\d+)", start=mark)[0].group(1))
+        assert send_requests(server, 20) == workers - {held}
+        release.touch()
+        assert read_response(blocker)[0] == b"HTTP/1.1 200 OK"
+    sent = 21
     samples = wait_count(port, sent)
     assert total(samples, "corral_requests_total", method="GET", status="2xx") == sent
     assert total(samples, "corral_request_duration_seconds_count") == sent
