@@ -40,6 +40,8 @@ class H2Handler:
         self.root_path = config.root_path
         self.raw_root_path = quote(config.root_path).encode("ascii")
         self.access = getattr(state, "access", None)
+        self.metrics = getattr(state, "metrics", None)
+        self.timed = self.access is not None or self.metrics is not None
         self.extensions = {"http.response.trailers": {}}
         self._extra_src = None
         self._extra: list = []
@@ -102,7 +104,7 @@ class H2Cycle:
         self.waiter = None
         self.bytes_sent = 0
         self.body_done = False
-        self.time = perf_counter() if handler.access is not None else 0.0
+        self.time = perf_counter() if handler.timed else 0.0
 
     def start(self) -> None:
         handler = self.handler
@@ -150,9 +152,14 @@ class H2Cycle:
         if not stream.complete and not self.gone:
             conn.engine.reset(stream.stream_id, 0x0)  # NO_ERROR: the response is whole, stop sending
             conn.frames_queued()
-        access = self.handler.access
+        handler = self.handler
+        access = handler.access
         if access is not None and self.status is not None:
             access.record(stream, self.scope["client"], self.status, self.bytes_sent, self.time)
+        metrics = handler.metrics
+        if metrics is not None:  # no status: the client reset the stream first
+            status = self.status if self.status is not None else 0 if self.gone else 500
+            metrics.record(stream.method, status, perf_counter() - self.time)
         conn.stream_done(stream)
 
     # -- receive --------------------------------------------------------------------

@@ -85,6 +85,12 @@ class WorkerMetrics:
         self.ws_messages_out = 0
         self.loop_lag = 0.0  # worst lateness of the once-a-second tick since the last report
 
+    def record(self, method: str, status: int, elapsed: float) -> None:
+        """One request, off the HTTP/1.1 path (HTTP/2 streams): what
+        ``H1Connection.cycle_done`` does inline. ``status`` 0: no answer."""
+        row = self.rows.get(method, self.other)
+        row[status][0 if elapsed <= FIRST else bucket(elapsed)].append(elapsed)
+
     def fold(self) -> None:
         """Add the requests recorded since the last fold to the totals."""
         counts = self.counts

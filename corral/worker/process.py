@@ -135,6 +135,8 @@ class Worker:
         state = self.state = ServerState(config, loop)
         if config.proxy_protocol != "off":
             self._connection = ProxyPolicy(state).connection
+        if config.metrics_bind:  # before the handlers: their cycles then read the clock
+            state.metrics = WorkerMetrics()
         if config.http != "1":
             state.h2_handler = H2Handler(WSGIOverASGI(app) if interface == "wsgi" else app, state).new_cycle
         if context is not None:
@@ -149,8 +151,6 @@ class Worker:
             state.h2c = True
             state.h2c_upgrade = upgrade_h2c
             state.h2c_prior_knowledge = prior_knowledge
-        if config.metrics_bind:  # before the handlers: their cycles then read the clock
-            state.metrics = WorkerMetrics()
         if interface == "wsgi":
             self.wsgi = WSGIHandler(app, state)
             state.handler = self.wsgi.new_cycle

@@ -217,3 +217,19 @@ def test_metrics_bind_in_use_is_a_clear_error(server_factory):
                                  "--metrics-bind", address], capture_output=True, text=True, cwd=ROOT, timeout=30)
     assert result.returncode == 2
     assert result.stderr == f"corral: error: --metrics-bind {address}: Address already in use\n"
+
+
+def test_http2_streams_are_counted(server_factory):
+    from h2support import H2Client
+
+    server = server_factory("basic:app", "--metrics-bind", "127.0.0.1:0", "--no-access-log")
+    port = metrics_port(server)
+    with H2Client(server.port) as client:  # h2c, prior knowledge: one connection, five streams
+        streams = [client.request(path) for path in ("/pid", "/pid", "/raise", "/pid", "/pid")]
+        statuses = [client.response(stream_id)[0][b":status"] for stream_id in streams]
+    assert statuses == [b"200", b"200", b"500", b"200", b"200"]
+    samples = wait_count(port, 5)
+    assert total(samples, "corral_requests_total", method="GET", status="2xx") == 4
+    assert total(samples, "corral_requests_total", method="GET", status="5xx") == 1
+    assert total(samples, "corral_request_duration_seconds_count") == 5
+    assert total(samples, "corral_connections_accepted_total") == 1
