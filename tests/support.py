@@ -22,6 +22,8 @@ class Server:
     Its stderr is collected line by line so tests can wait on log lines
     instead of sleeping."""
 
+    started: list["Server"] = []  # every server of the running test (tests/conftest.py)
+
     def __init__(self, app: str = "basic:app", *args: str, workers: int = 1, env=None, uds: str | None = None,
                  wait_ready: bool = True, extra_env=None, pass_fds=(), prefix=()):
         command = [*prefix, sys.executable, "-m", "corral", app, "--app-dir", str(APPS), "--workers", str(workers)]
@@ -35,6 +37,7 @@ class Server:
         environ.setdefault("PYTHONUNBUFFERED", "1")
         self.lines: list[str] = []
         self._cond = threading.Condition()
+        Server.started.append(self)  # tests/conftest.py shows its log when a test fails
         self.proc = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, cwd=ROOT,
                                      env=environ, start_new_session=True, pass_fds=pass_fds)
         self._reader = threading.Thread(target=self._read, daemon=True)

@@ -42,7 +42,7 @@ class ASGIHandler:
         # A cycle reads the clock as it starts for the access log and for
         # --metrics-bind (io/h1.py cycle_done), once for both; state.metrics
         # is set before the handlers are made.
-        self.timed = state.access is not None or state.metrics is not None
+        self.timed = (state.access is not None and state.access.timed) or state.metrics is not None
         self.new_cycle = partial(HTTPCycle, self)
 
 

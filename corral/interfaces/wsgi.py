@@ -193,7 +193,7 @@ class WSGIHandler:
         self.access = state.access  # io/access.py, None when off
         # The clock as a cycle starts: for the access log and --metrics-bind
         # (state.metrics is set before the handlers are made).
-        self.timed = state.access is not None or state.metrics is not None
+        self.timed = (state.access is not None and state.access.timed) or state.metrics is not None
         self.errors = ErrorStream()
         self.script_name = config.root_path.rstrip("/").encode("utf-8").decode("latin-1")
         self.multithread = threads > 1

@@ -55,7 +55,10 @@ class ServerState:
         self.metrics = None  # WorkerMetrics (io/metrics.py) with --metrics-bind, else None
         self.gate = None  # accept gating (worker/accept.py): opened(n) / closed(n)
         self.on_max_requests = None  # called once when --limit-max-requests is reached
-        self.max_requests = 0
+        # --limit-max-requests (limit_max_requests); -1, which the count never
+        # equals, when there is none. Not 0: a health check (io/health.py)
+        # leaves the count at 0 too.
+        self.max_requests = -1
         self.now = loop.time()
         self.extra_headers = b""
         # Forwarding fields of trusted peers (--proxy-headers), or None.
@@ -240,13 +243,20 @@ class ServerState:
         if self.gate is not None:
             self.gate.closed(len(self.connections) + len(self.upgraded) + len(self.handshakes))
 
+    def limit_max_requests(self, limit: int, reached) -> None:
+        """--limit-max-requests: call ``reached()`` once this worker has answered
+        ``limit`` requests of the app (0: never)."""
+        self.max_requests = limit if limit > 0 else -1
+        self.on_max_requests = reached
+
     def request_done(self) -> None:
         """After a request, when a connection waits for a slot or
         --limit-max-requests is reached (the counts are kept by the caller)."""
         if self.waiting:
             self._next_waiting()
         if self.requests == self.max_requests and self.on_max_requests:
-            self.on_max_requests()
+            reached, self.on_max_requests = self.on_max_requests, None
+            reached()  # once: health checks leave the count where it was
 
     def upgrade(self, conn, rest: bytes) -> None:
         if conn.queue and conn.queue[-1].upgrade == b"h2c":

@@ -37,3 +37,22 @@ cdef class RequestParser:
     cdef object _replay
     cdef bint _replaying
     cdef bytes _head_tail
+
+
+# A request's fields as C fields: set once per request in __init__ without a
+# descriptor lookup each (the pure build has the same names in __slots__).
+cdef class Request:
+    cdef public object method
+    cdef public object target
+    cdef public object path
+    cdef public object raw_path
+    cdef public object query_string
+    cdef public object http_version
+    cdef public object headers
+    cdef public object keep_alive
+    cdef public object expect_continue
+    cdef public object upgrade
+    cdef public object forwarded
+    cdef public object body
+    cdef public object buffered
+    cdef public object complete

@@ -160,8 +160,7 @@ class Worker:
             state.upgrade_handler = WebSocketUpgrade(state, WebSocketHandler(app, state))
         if config.health_path:
             state.handler = HealthCheck(config.health_path, state.handler, config.access_log)
-        state.max_requests = self.max_requests
-        state.on_max_requests = lambda: self.report("recycle")
+        state.limit_max_requests(self.max_requests, lambda: self.report("recycle"))
         lifespan_mode = "off" if interface == "wsgi" else config.lifespan
         self.lifespan = Lifespan(app, lifespan_mode, state.lifespan_state)
         try:
