@@ -48,6 +48,10 @@ class Scenario:
     references: bool = False  # the reference loops (bench/reference.py) can serve it
     interface: str = "asgi"  # wsgi: served by corral, Granian (--interface wsgi) and gunicorn gthread
     threads: int = 0  # WSGI threads per worker (corral --threads, Granian --blocking-threads); 0: defaults
+    # Latency at a fixed offered load instead of throughput: half of Granian's
+    # hello rate in the same run (the hello scenario must run first); the
+    # ratio is then Granian's (uvicorn's) p99 over corral's.
+    paced: bool = False
 
 
 # What a browser sends with a GET: 11 fields besides Host.
@@ -83,6 +87,8 @@ SCENARIOS = {
     # these headers by default, from 127.0.0.1; Granian does not).
     "forwarded": Scenario(app="bench.apps:hello", title="hello with X-Forwarded-For/-Proto",
                           wrk_args=("-t1", "-c64", "-H", "X-Forwarded-For: 203.0.113.7", "-H", "X-Forwarded-Proto: https")),
+    "paced": Scenario(app="bench.apps:hello", title="p99 at half Granian's hello rate", paced=True,
+                      wrk_args=("-t1", "-s", os.path.join(REPO, "bench", "wrk", "paced.lua"))),
     "hello-2w": Scenario(app="bench.apps:hello", title="2 workers: hello", workers=2),
     "close-2w": Scenario(app="bench.apps:hello", title="2 workers: new connection per request",
                          workers=2, wrk_args=_CLOSE_ARGS),
@@ -230,10 +236,13 @@ class Server:
         self.log.close()
 
 
+PACE_MS = 2  # paced scenario: each connection's pause between a response and its next request
+
+
 def run_wrk(wrk: str, url: str, duration: int, wrk_args: tuple[str, ...]) -> dict:
     argv = [wrk, *wrk_args, f"-d{duration}s", url]
     try:
-        out = subprocess.run(argv, capture_output=True, text=True,
+        out = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "WRK_PACE_MS": str(PACE_MS)},
                              timeout=duration + 30, check=True).stdout
     except subprocess.CalledProcessError as e:
         raise BenchError(f"wrk failed ({e.returncode}): {e.stderr.strip()}") from e
@@ -264,7 +273,25 @@ def bench_once(name: str, exe: str, scenario: Scenario, wrk: str, duration: int)
         server.stop()
 
 
-def summarize(runs: dict[str, list[dict]]) -> tuple[dict, dict]:
+def paced_args(scenario: Scenario, results: dict, exes: dict, wrk: str) -> tuple[Scenario, int]:
+    """The paced scenario's wrk arguments: as many connections as offer half
+    of Granian's hello rate (this run). wrk's delay() fires a millisecond or
+    so late, so one calibration run against Granian scales the first guess
+    (PACE_MS plus nothing) to the rate it actually offered."""
+    try:
+        target = results["hello"]["summary"]["granian"]["median_rps"] / 2
+    except KeyError:
+        raise BenchError("the paced scenario needs the hello scenario with granian earlier in the same run") from None
+
+    def with_connections(n: int) -> Scenario:
+        return Scenario(**{**scenario.__dict__, "wrk_args": (*scenario.wrk_args, f"-c{max(1, n)}")})
+
+    guess = round(target * PACE_MS / 1000)
+    offered = bench_once("granian", exes["granian"], with_connections(guess), wrk, 3)["rps"]
+    return with_connections(round(guess * target / offered)), round(target)
+
+
+def summarize(runs: dict[str, list[dict]], paced: bool = False) -> tuple[dict, dict]:
     summary = {
         name: {"median_rps": statistics.median(r["rps"] for r in rs),
                "min_rps": min(r["rps"] for r in rs),
@@ -276,7 +303,13 @@ def summarize(runs: dict[str, list[dict]]) -> tuple[dict, dict]:
     ratios = {}
     if BASELINE in summary:
         for name in summary:
-            if name != BASELINE:
+            if name == BASELINE:
+                continue
+            if paced:  # latency: theirs over ours, so above 1.00 corral is better here too
+                ours, theirs = summary[BASELINE]["p99_ms"], summary[name]["p99_ms"]
+                if ours and theirs:
+                    ratios[f"{BASELINE}/{name}"] = theirs / ours
+            else:
                 ratios[f"{BASELINE}/{name}"] = (summary[BASELINE]["median_rps"]
                                                 / summary[name]["median_rps"])
     # Where the ceiling is: how far the reference loops get against Granian.
@@ -383,6 +416,10 @@ def main(argv: list[str] | None = None) -> int:
                    and scenario.interface in INTERFACES.get(n, ("asgi", "wsgi"))]
         runs: dict[str, list[dict]] = {name: [] for name in servers}
         try:
+            if scenario.paced:
+                scenario, offered = paced_args(scenario, results, exes, wrk)
+                print(f"{scenario_name}: offered about {offered} req/s ({scenario.wrk_args[-1]}, one request per "
+                      f"connection every {PACE_MS} ms plus its latency)", file=sys.stderr, flush=True)
             for rnd in range(1, args.rounds + 1):
                 for name in servers:
                     result = bench_once(name, exes[name], scenario, wrk, args.duration)
@@ -392,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
         except BenchError as e:
             print(f"error: {scenario_name}: {e}", file=sys.stderr)
             return 1
-        summary, ratios = summarize(runs)
+        summary, ratios = summarize(runs, scenario.paced)
         print(f"\nscenario {scenario_name} ({scenario.title}): {scenario.workers} worker(s), "
               f"wrk {' '.join(scenario.wrk_args[:2])}{' (+ headers)' if '-H' in scenario.wrk_args else ''}{' (+ script)' if '-s' in scenario.wrk_args else ''} "
               f"-d{args.duration}s, {args.rounds} round(s)")
