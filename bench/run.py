@@ -348,6 +348,7 @@ def chart(results: dict, peers: list[str], width: int = 40) -> str:
     """Text bars of corral's ratio to each peer; '|' marks 1.0 (as fast)."""
     top = max([r["ratios"][f"corral/{p}"] for r in results.values() for p in peers if f"corral/{p}" in r["ratios"]]
               + [2.0])
+    top = min(top, 4.0)  # a far larger ratio (a latency one) would flatten every other bar: it is cut, marked ▶
     scale = width / top
     one = round(scale)
     lines = []
@@ -358,7 +359,7 @@ def chart(results: dict, peers: list[str], width: int = 40) -> str:
             if ratio is None:
                 continue
             n = round(ratio * scale)
-            bar = "█" * n
+            bar = "█" * n if n <= width else "█" * (width - 1) + "▶"
             if n < one:
                 bar += " " * (one - 1 - n) + "|"  # where 1.00 would end
             bar = bar.ljust(width)

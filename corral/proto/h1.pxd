@@ -1,5 +1,5 @@
 # The compiled build's types for h1.py (an augmenting .pxd: Cython reads it
-# beside h1.py; the pure build never sees it). RequestParser and _Trailers
+# beside h1.py; the pure build never sees it). RequestParser, _Trailers and Request
 # become extension types with C fields: llhttp's callbacks and the checks
 # read and write them without a dict or a descriptor.
 
