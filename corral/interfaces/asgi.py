@@ -39,10 +39,7 @@ class ASGIHandler:
         # in WSGI); a proxy in front stripped the prefix from the request.
         self.raw_root_path = quote(config.root_path).encode("ascii")
         self.access = state.access  # io/access.py, None when off
-        # A cycle reads the clock as it starts for the access log and for
-        # --metrics-bind (io/h1.py cycle_done), once for both; state.metrics
-        # is set before the handlers are made.
-        self.timed = (state.access is not None and state.access.timed) or state.metrics is not None
+        self.timed = state.cycles_timed()  # one clock read for the access log and io/h1.py cycle_done
         self.new_cycle = partial(HTTPCycle, self)
 
 

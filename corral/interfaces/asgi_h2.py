@@ -41,7 +41,7 @@ class H2Handler:
         self.raw_root_path = quote(config.root_path).encode("ascii")
         self.access = getattr(state, "access", None)
         self.metrics = getattr(state, "metrics", None)
-        self.timed = (self.access is not None and self.access.timed) or self.metrics is not None
+        self.timed = state.cycles_timed()
         self.extensions = {"http.response.trailers": {}}
         self._extra_src = None
         self._extra: list = []

@@ -191,9 +191,7 @@ class WSGIHandler:
         self.threads = threads = getattr(config, "threads", 1)
         self.pool = _Pool(threads) if threads > 1 else None
         self.access = state.access  # io/access.py, None when off
-        # The clock as a cycle starts: for the access log and --metrics-bind
-        # (state.metrics is set before the handlers are made).
-        self.timed = (state.access is not None and state.access.timed) or state.metrics is not None
+        self.timed = state.cycles_timed()
         self.errors = ErrorStream()
         self.script_name = config.root_path.rstrip("/").encode("utf-8").decode("latin-1")
         self.multithread = threads > 1

@@ -144,12 +144,16 @@ class AccessLog:
         ``sent`` the response body bytes, ``started`` ``time.perf_counter()``
         when the request head was complete."""
         lines = self._lines
+        if not lines:
+            self._schedule_flush()
         lines.append(self._format_line(request, client, status, sent, started))
-        if len(lines) == 1:
-            self._scheduled_at = time.monotonic()
-            self.loop.call_soon(self.flush)
-        elif len(lines) >= MAX_BATCH:
+        if len(lines) >= MAX_BATCH:
             self.flush()
+
+    def _schedule_flush(self) -> None:
+        """The first line of a batch: one flush at the end of this loop pass."""
+        self._scheduled_at = time.monotonic()
+        self.loop.call_soon(self.flush)
 
     # -- writing ------------------------------------------------------------
 
@@ -263,16 +267,14 @@ class AccessLog:
             self.flush()
 
     def _start_batch(self) -> None:
-        """The first line of a batch: the time for its lines, and one flush
-        scheduled for the end of this loop pass."""
+        """The first default line of a batch: the time for its lines, and the flush."""
         now = _time()
         second = int(now)
         if second != self._second:
             self._second = second
             self._set_stamps(second)
         self._prefix = self._stamp + self._ms_pid[min(int((now - second) * 1000), 999)]
-        self._scheduled_at = time.monotonic()
-        self.loop.call_soon(self.flush)
+        self._schedule_flush()
 
     def _peer(self, client) -> str:
         if client is None:

@@ -243,6 +243,12 @@ class ServerState:
         if self.gate is not None:
             self.gate.closed(len(self.connections) + len(self.upgraded) + len(self.handshakes))
 
+    def cycles_timed(self) -> bool:
+        """Whether a request cycle reads the clock as it starts: for an access
+        log format with the request time, and for --metrics-bind (so
+        ``self.metrics`` is set before the handlers ask)."""
+        return (self.access is not None and self.access.timed) or self.metrics is not None
+
     def limit_max_requests(self, limit: int, reached) -> None:
         """--limit-max-requests: call ``reached()`` once this worker has answered
         ``limit`` requests of the app (0: never)."""
