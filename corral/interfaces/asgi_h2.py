@@ -107,6 +107,10 @@ class H2Cycle:
         self.time = perf_counter() if handler.timed else 0.0
 
     def start(self) -> None:
+        if self.gone:  # reset by the client before the app ran: no app, no response
+            self.finished = True
+            self._done()
+            return
         handler = self.handler
         handler.state.stepper.run(handler.app(self.scope, self.receive, self.send), self)
 

@@ -4,7 +4,9 @@
 request stream becomes an ``H2Stream`` (the request: method, path, headers,
 buffered body) and runs through the worker's HTTP/2 handler
 (``interfaces/asgi_h2.py``), stepped like HTTP/1.1 requests (no Task unless
-the app waits). Frames queued during one ``data_received`` go out in one
+the app waits). The apps of the streams opened by one read start after
+every frame of that read is taken in, so a stream the client resets in the
+same read (rapid reset, CVE-2023-44487) never runs the app. Frames queued during one ``data_received`` go out in one
 write; frames queued later (an app that waited) are flushed once per loop
 pass.
 
@@ -79,7 +81,7 @@ class H2Connection(asyncio.Protocol):
         "state", "loop", "transport", "engine", "streams", "client", "server", "scheme", "tls",
         "closing", "linger_since", "idle_since", "head_since", "body_since", "write_since", "write_left",
         "waiting_since", "cycle", "reading_paused", "write_paused", "in_receive", "flush_scheduled",
-        "writers", "drain_phase", "notice_at", "last_stream_id", "proxy", "eof", "close_reason",
+        "writers", "drain_phase", "notice_at", "last_stream_id", "proxy", "eof", "close_reason", "starting",
     )
 
     def __init__(self, state) -> None:
@@ -112,6 +114,7 @@ class H2Connection(asyncio.Protocol):
         self.last_stream_id = 0
         self.eof = False
         self.close_reason = "normal"  # for metrics (io/metrics.py CLOSE_REASONS)
+        self.starting = None  # cycles to start once data_received has read every frame (rapid reset)
 
     # -- asyncio.Protocol ----------------------------------------------------
 
@@ -143,6 +146,7 @@ class H2Connection(asyncio.Protocol):
         if self.closing:
             return
         self.in_receive = True
+        self.starting = starting = []
         try:
             events = self.engine.receive(data)
             for event in events:
@@ -161,8 +165,12 @@ class H2Connection(asyncio.Protocol):
                 elif kind is proto.PingAcknowledged:
                     if self.drain_phase == 1:
                         self._final_goaway()
+            self.starting = None
+            for cycle in starting:
+                cycle.start()  # or, reset by a later frame of the same read, ended without the app
         finally:
             self.in_receive = False
+            self.starting = None
         self.flush()
         if self.write_since and not self.writers and not self.write_paused and not self.engine.queued():
             self.write_since = 0.0  # everything queued went out
@@ -259,7 +267,10 @@ class H2Connection(asyncio.Protocol):
         self.streams[stream_id] = stream
         state.in_flight += 1
         stream.cycle = cycle = state.h2_handler(self, stream)
-        cycle.start()
+        if self.starting is not None:
+            self.starting.append(cycle)
+        else:
+            cycle.start()
 
     def upgraded_request(self, request) -> None:
         """Stream 1 after ``Upgrade: h2c``: the HTTP/1.1 request, received whole."""

@@ -301,7 +301,10 @@ def test_rapid_reset_cve_2023_44487(attacked):
         event = terminated_or_closed(client)
         assert event is None or event.error_code != E.NO_ERROR  # ended by nghttp2's RST_STREAM rate limit
     starts = [line for line in attacked.lines if "sleep start" in line]
-    assert len(starts) < 2000  # the app did not run every reset request
+    # A stream opened and reset in the same read never runs the app (io/h2.py);
+    # only a pair split across two reads can, and nghttp2's RST_STREAM token
+    # bucket ends the connection after about 1,000 resets.
+    assert len(starts) < 200
     assert_still_serves(attacked)
 
 
