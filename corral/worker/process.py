@@ -282,6 +282,10 @@ class Worker:
         pid = self.pid
         self._stop_accepting()
         state.draining = True
+        # Connections the loop accepted in the pass the stop landed in have
+        # their connection_made queued behind this step: let them be made,
+        # so the drain counts and answers them.
+        await asyncio.sleep(0)
         queued = await self._take_queued()
         # Idle times were taken with the once-a-second clock: give every idle
         # keep-alive connection the whole grace from now, so none is closed
@@ -356,6 +360,7 @@ class Worker:
         # Connections still queued are not reset: each request gets a 503.
         state.draining = state.refusing = True
         state.limit_concurrency = 0
+        await asyncio.sleep(0)  # connections accepted as the stop landed are made: 503 too (_graceful_shutdown)
         queued = await self._take_queued()
         deadline = self.loop.time() + FAST_QUEUE_GRACE
         while (state.connections or state.handshakes) and self.loop.time() < deadline:
