@@ -339,6 +339,12 @@ def listening_inode(port: int) -> int:
     raise AssertionError(f"no listening socket on port {port}")
 
 
+def established(port: int) -> int:
+    """How many connections to ``port`` are established (server side, from /proc/net/tcp)."""
+    with open("/proc/net/tcp") as table:
+        return sum(1 for line in table if (f := line.split())[3] == "01" and int(f[1].split(":")[1], 16) == port)
+
+
 def epoll_entries(pid: int, inode: int) -> tuple[list, list]:
     """Every epoll entry in process ``pid`` as (fd, events, ino), split into
     those watching the socket ``inode`` and the others (from /proc)."""

@@ -19,7 +19,7 @@ import pytest
 from hyperframe.frame import ContinuationFrame, DataFrame, HeadersFrame, PingFrame, RstStreamFrame, SettingsFrame
 
 from h2support import H2Client, request_headers, terminated_or_closed
-from support import Server
+from support import Server, established, wait_until
 from test_tls import Certs
 
 E = h2.errors.ErrorCodes
@@ -249,7 +249,8 @@ def test_reload_under_h2load_loses_no_stream(certs):
         load = subprocess.Popen(["h2load", "-n", "200000", "-c", "8", "-m", "10", "-T", "20",
                                  f"https://127.0.0.1:{srv.port}/"], stdout=subprocess.PIPE, text=True)
         try:
-            time.sleep(0.3)  # let h2load open its connections (the test asserts h2load's own count)
+            # h2load's 8 connections are open (the test asserts h2load's own count).
+            wait_until(lambda: established(srv.port) >= 8, timeout=20, message="h2load's connections")
             mark = srv.mark()
             srv.signal(signal.SIGHUP)
             srv.wait_log(r"master: worker \d+ ready", count=2, start=mark, timeout=30)

@@ -35,6 +35,18 @@ def run_from_callback(loop, func):
     loop.run_forever()
 
 
+def run_until(loop, condition, timeout=5.0):
+    """Run the loop until ``condition()`` holds (no fixed wait)."""
+
+    async def wait():
+        deadline = loop.time() + timeout
+        while not condition():
+            assert loop.time() < deadline, "timed out"
+            await asyncio.sleep(0.001)
+
+    loop.run_until_complete(wait())
+
+
 def test_a_coroutine_that_never_waits_creates_no_task(loop):
     stepper, owner, seen = Stepper(loop), Owner(), []
 
@@ -64,7 +76,7 @@ def test_a_suspending_coroutine_keeps_its_task_and_context(loop):
         seen.append(var.get())
 
     run_from_callback(loop, lambda: stepper.run(app(), owner))
-    loop.run_until_complete(asyncio.sleep(0.05))
+    run_until(loop, lambda: owner.returned or owner.raised)
     assert stepper.tasks_created == 1
     assert owner.returned == 1
     assert seen[0] is seen[1] and seen[2] == "mine"
@@ -82,6 +94,6 @@ def test_an_exception_reaches_the_owner(loop):
         raise KeyError("later")
 
     run_from_callback(loop, lambda: (stepper.run(app(), owner), stepper.run(app_later(), owner)))
-    loop.run_until_complete(asyncio.sleep(0.02))
+    run_until(loop, lambda: len(owner.raised) == 2)
     assert [type(e) for e in owner.raised] == [ValueError, KeyError]
     stepper.close()

@@ -120,12 +120,23 @@ def test_a_listener_stopped_while_retrying_stays_stopped(loop, monkeypatch):
     real = socket.socket()
     real.bind(("127.0.0.1", 0))
     real.listen(8)
+    retries = []
+    retry = Listener._retry
+    monkeypatch.setattr(Listener, "_retry", lambda self: (retries.append(1), retry(self)))
     listener = Listener(loop, FlakySocket(real, failures=1), asyncio.Protocol, 8, exclusive=False)
     listener.resume()
     loop.run_until_complete(asyncio.sleep(0))
     listener.stop()
-    loop.run_until_complete(asyncio.sleep(0.05))
-    assert not listener.serving
+
+    async def until_the_retry_ran():
+        deadline = loop.time() + 5
+        while not retries:
+            assert loop.time() < deadline, "the retry never ran"
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(0)  # whatever it would have started
+
+    loop.run_until_complete(until_the_retry_ran())
+    assert not listener.serving and listener._restart is None
     real.close()
 
 
