@@ -6,9 +6,9 @@ buffered body) and runs through the worker's HTTP/2 handler
 (``interfaces/asgi_h2.py``), stepped like HTTP/1.1 requests (no Task unless
 the app waits). The apps of the streams opened by one read start after
 every frame of that read is taken in, so a stream the client resets in the
-same read (rapid reset, CVE-2023-44487) never runs the app. Frames queued during one ``data_received`` go out in one
-write; frames queued later (an app that waited) are flushed once per loop
-pass.
+same read (rapid reset, CVE-2023-44487) never runs the app. Frames queued
+during one ``data_received`` go out in one write; frames queued later (an
+app that waited) are flushed once per loop pass.
 
 Flow control: a stream's receive window reopens only when the app takes its
 body (``consumed``); an app's ``send`` waits while the stream's queued body
@@ -165,7 +165,6 @@ class H2Connection(asyncio.Protocol):
                 elif kind is proto.PingAcknowledged:
                     if self.drain_phase == 1:
                         self._final_goaway()
-            self.starting = None
             for cycle in starting:
                 cycle.start()  # or, reset by a later frame of the same read, ended without the app
         finally:
