@@ -23,13 +23,19 @@ from functools import partial
 from time import perf_counter
 from urllib.parse import quote
 
+from ..io.transport import peer_name
+from ..proto.h1 import InvalidResponse, plan_response
 from .asgi import HTTPCycle
 
 log = logging.getLogger("corral.error")
 
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
-# Connection-specific fields are not allowed in HTTP/2 (RFC 9113 8.2.2).
-_HOP_BY_HOP = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"))
+# Connection-specific fields are not allowed in HTTP/2 (RFC 9113 8.2.2);
+# plan_response has refused what HTTP/1.1 would not send either.
+_CONNECTION_SPECIFIC = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding",
+                                  b"upgrade", b"te"))
+NO_ERROR, INTERNAL_ERROR, CANCEL = 0x0, 0x2, 0x8
+_ERROR_HEADERS = ((b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"0"))
 
 
 class H2Handler:
@@ -63,7 +69,7 @@ class H2Handler:
 
 class H2Cycle:
     __slots__ = ("handler", "conn", "stream", "scope", "status", "headers", "trailers", "started", "finished",
-                 "gone", "waiter", "bytes_sent", "body_done", "time")
+                 "gone", "waiter", "bytes_sent", "body_done", "time", "plan", "reset")
 
     def __init__(self, handler, conn, stream) -> None:
         self.handler = handler
@@ -105,6 +111,8 @@ class H2Cycle:
         self.bytes_sent = 0
         self.body_done = False
         self.time = perf_counter() if handler.timed else 0.0
+        self.plan = None  # proto.h1.ResponsePlan: the framing HTTP/1.1 would use, checked alike
+        self.reset = False  # a RST_STREAM is queued for this stream
 
     def start(self) -> None:
         if self.gone:  # reset by the client before the app ran: no app, no response
@@ -138,12 +146,18 @@ class H2Cycle:
         if not self.gone:
             if not self.started:
                 self.status = 500
-                self._head(b"", [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", b"0")], True)
+                self.headers = _ERROR_HEADERS
+                self._head(b"", True, False)
             else:
-                conn.engine.reset(self.stream.stream_id, 0x2)  # INTERNAL_ERROR: the client sees a cut response
-                conn.frames_queued()
+                self._reset(INTERNAL_ERROR)  # the client sees a cut response
         self.finished = True
         self._done()
+
+    def _reset(self, code: int) -> None:
+        """RST_STREAM after what was queued for the stream (io/h2.py)."""
+        if not self.reset:
+            self.reset = True
+            self.conn.reset_after_response(self.stream.stream_id, code)
 
     def _done(self) -> None:
         conn = self.conn
@@ -154,8 +168,7 @@ class H2Cycle:
             stream.buffered = 0
             stream.body.clear()
         if not stream.complete and not self.gone:
-            conn.engine.reset(stream.stream_id, 0x0)  # NO_ERROR: the response is whole, stop sending
-            conn.frames_queued()
+            self._reset(NO_ERROR)  # the response is whole (and heard first): stop sending
         handler = self.handler
         access = handler.access
         if access is not None and self.status is not None:
@@ -199,20 +212,24 @@ class H2Cycle:
 
     def body_too_large(self) -> None:
         """--limit-request-body: 413 if nothing was sent yet, else reset; the app sees a disconnect."""
+        self._server_ends(413, "Request body too large", "bad_requests")
+
+    def timed_out(self, status: int, detail: str) -> None:
+        """--timeout-body (the connection's tick): 408 if nothing was sent yet, else reset."""
+        self._server_ends(status, detail, "timeouts")
+
+    def _server_ends(self, status: int, detail: str, counter: str) -> None:
         conn = self.conn
         stream = self.stream
-        log.info("%s: 413 request body larger than %d bytes (HTTP/2 stream %d)",
-                 conn.client and f"{conn.client[0]}:{conn.client[1]}", conn.state.config.limit_request_body,
-                 stream.stream_id)
-        conn.state.counters["bad_requests"] += 1
+        log.info("%s: %d %s (HTTP/2 stream %d)", peer_name(conn.client), status, detail, stream.stream_id)
+        conn.state.counters[counter] += 1
         if not self.started:
             self.started = True
-            self.status = 413
-            body = b"Request body too large\n"
-            conn.engine.send_head(stream.stream_id, [(b":status", b"413"), (b"content-length", b"%d" % len(body))], False)
-            conn.engine.send_body(stream.stream_id, body, True)
-        conn.engine.reset(stream.stream_id, 0x0)
-        conn.frames_queued()
+            self.status = status
+            conn._answer(stream.stream_id, status, detail.encode("latin-1") + b"\n", (), True)
+            self._reset(NO_ERROR)  # after the answer: stop sending the body
+        else:
+            self._reset(CANCEL)
         self.finished = True
         self.disconnected()
 
@@ -237,15 +254,27 @@ class H2Cycle:
             more = message.get("more_body", False)
             end = not more and not self.trailers
             conn = self.conn
-            stream_id = self.stream.stream_id
             if not self.started:
                 if self.status is None:
                     raise RuntimeError("ASGI: http.response.body sent before http.response.start")
-                self._head(body, self.headers, end)
-            elif body or end:
-                conn.engine.send_body(stream_id, body, end)
-                self.bytes_sent += len(body)
-                conn.frames_queued()
+                self._head(body, end, more)
+            else:
+                plan = self.plan
+                if not plan.body_allowed:
+                    body = b""
+                elif plan.content_length is not None:
+                    sent = self.bytes_sent + len(body)
+                    if sent > plan.content_length:
+                        raise RuntimeError("ASGI: response body longer than its Content-Length")
+                    if not more and sent < plan.content_length:
+                        self.bytes_sent = sent
+                        conn.engine.send_body(self.stream.stream_id, body, False)
+                        self._short_body()
+                        body = None
+                if body is not None and (body or end):
+                    conn.engine.send_body(self.stream.stream_id, body, end)
+                    self.bytes_sent += len(body)
+                    conn.frames_queued()
             if not more:
                 self.body_done = True
                 if not self.trailers:
@@ -282,32 +311,58 @@ class H2Cycle:
         else:
             raise RuntimeError(f"ASGI: unexpected message type {kind!r} for an http scope")
 
-    def _head(self, body: bytes, headers, end: bool) -> None:
-        conn = self.conn
-        fields = [(b":status", b"%d" % self.status)]
-        has_length = False
-        for name, value in headers:
-            name = bytes(name).lower()
-            if name in _HOP_BY_HOP:
-                continue
-            if name == b"content-length":
-                has_length = True
-            fields.append((name, bytes(value)))
-        if end and not has_length and self.stream.method != "HEAD" and self.status not in (204, 304):
-            fields.append((b"content-length", b"%d" % len(body)))
-        fields.extend(self.handler.extra_headers())
-        self.started = True
-        engine = conn.engine
-        stream_id = self.stream.stream_id
-        if self.stream.method == "HEAD":
+    def _head(self, body: bytes, end: bool, more: bool) -> None:
+        """The response head, checked and framed as HTTP/1.1 checks and
+        frames it (``proto.h1.plan_response``: field names and values,
+        Content-Length, 204/304/HEAD), encoded as HTTP/2 fields."""
+        stream = self.stream
+        status = self.status
+        head_request = stream.method == "HEAD"
+        try:
+            plan = plan_response(status, self.headers, head_request, True, True,
+                                 not more and (not head_request or len(body) > 0))
+        except InvalidResponse as exc:
+            raise RuntimeError(f"ASGI: invalid http.response.start: {exc}") from None
+        length = plan.content_length
+        if not plan.body_allowed:
             body = b""
+        elif length is not None and len(body) > length:
+            raise RuntimeError("ASGI: response body longer than its Content-Length")
+        fields = [(b":status", b"%d" % status)]
+        for name, value in self.headers:
+            name = name.lower()
+            if name in _CONNECTION_SPECIFIC or (name == b"content-length" and status == 204):
+                continue
+            fields.append((name, value))
+        if plan.add_length:
+            fields.append((b"content-length", b"%d" % len(body)))
+        extra = self.handler.extra_headers()
+        drop = getattr(plan, "drop", None)  # the app set Date or Server itself
+        fields.extend(extra if drop is None else [f for f in extra if f[0] + b":" not in drop])
+        self.plan = plan
+        self.started = True
+        conn = self.conn
+        engine = conn.engine
+        stream_id = stream.stream_id
+        short = end and length is not None and plan.body_allowed and len(body) < length
         if body:
             engine.send_head(stream_id, fields, False)
-            engine.send_body(stream_id, body, end)
+            engine.send_body(stream_id, body, end and not short)
             self.bytes_sent += len(body)
         else:
-            engine.send_head(stream_id, fields, end)
+            engine.send_head(stream_id, fields, end and not short)
+        if short:
+            self._short_body()
         conn.frames_queued()
+
+    def _short_body(self) -> None:
+        """The body ended before its Content-Length: the stream is reset,
+        never ended, so the client cannot take the cut body as whole."""
+        stream = self.stream
+        log.error("ASGI app sent %d of %d body bytes (Content-Length) for %s %s; resetting the HTTP/2 stream",
+                  self.bytes_sent, self.plan.content_length, stream.method, stream.path)
+        self._reset(INTERNAL_ERROR)
+        self.conn.frames_queued()
 
 
 class WSGIOverASGI:

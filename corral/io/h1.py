@@ -27,13 +27,13 @@ import logging
 from collections import deque
 from time import perf_counter
 
-from ..proto.h1 import ProtocolError, Request, RequestParser, error_response
+from ..proto.h1 import ProtocolError, Request, RequestParser, error_response, plan_response
+from .contract import LINGER_SECONDS, settle_closing, write_timed_out  # noqa: F401 (LINGER_SECONDS: tests)
 from .metrics import FIRST, bucket
 from .transport import address, half_close, peer_name
 
 log = logging.getLogger("corral.error")
 
-LINGER_SECONDS = 2.0
 # Bytes of request body buffered for the app before reading pauses.
 BODY_HIGH_WATER = 256 * 1024
 # Pipelined requests queued behind the current one before reading pauses.
@@ -359,6 +359,53 @@ class H1Connection(asyncio.Protocol):
             if not waiter.done():
                 waiter.set_result(None)
 
+    # -- the connection contract (io/contract.py) ----------------------------
+
+    @property
+    def phase(self) -> str:
+        if self.closing:
+            return "closing"
+        if self.idle_since:
+            return "idle"
+        if self.head_since:
+            return "head"
+        if self.waiting_since:
+            return "queued"
+        cycle = self.cycle
+        if cycle is not None and not cycle.request.complete and not self.reading_paused:
+            return "body"
+        return "app"
+
+    def tick(self, now: float, timeouts) -> None:
+        """Once a second, from ``ServerState.sweep``: the deadline of this
+        connection's phase (a slot's queue time is the state's: it expires
+        every waiter, HTTP/1.1 or HTTP/2, in one place)."""
+        if self.closing:
+            settle_closing(self, now, timeouts.write)
+        elif write_timed_out(self, now, timeouts.write):
+            return
+        elif self.idle_since:
+            if now - self.idle_since >= timeouts.idle:
+                self.close_idle()
+        elif self.head_since:
+            if now - self.head_since >= timeouts.header:
+                self.close_reason = "header_timeout"
+                self.timed_out(408, "Request header timeout")
+        elif self.waiting_since:
+            return
+        else:
+            cycle = self.cycle
+            if (cycle is not None and not cycle.request.complete and not self.reading_paused
+                    and now - self.body_since >= timeouts.body):
+                self.close_reason = "body_timeout"
+                self.timed_out(408, "Request body timeout")
+
+    def give_up(self) -> None:
+        """--limit-concurrency-queue ran out: 503 for the next request; the
+        ones behind it wait their own turn (or run, if a slot is free)."""
+        self.reject_busy()
+        self.loop.call_soon(self.run_queue)
+
     # -- closing -----------------------------------------------------------
 
     def close(self, linger=True) -> None:
@@ -390,6 +437,19 @@ class H1Connection(asyncio.Protocol):
         self.closing = True
         if self.transport is not None:
             self.transport.abort()
+
+    def answer(self, cycle, status: int, headers, body: bytes) -> None:
+        """The exchange verb ``io/health.py`` answers with: a whole response
+        at once (one write), then the cycle is done."""
+        request = cycle.request
+        state = self.state
+        keep_alive = request.keep_alive and request.complete and not state.draining
+        plan = plan_response(status, headers, request.method == "HEAD", request.http_version == "1.1", keep_alive, True)
+        cycle.head = plan
+        cycle.status = status
+        head = plan.render(len(body), state.extra_headers)
+        self.transport.write(head + body if plan.body_allowed else head)
+        self.cycle_done(cycle, plan.keep_alive)
 
     def reject_busy(self, retry_after: int = 1) -> None:
         """--limit-concurrency: answer the next queued request 503 at once."""

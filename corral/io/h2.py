@@ -35,9 +35,12 @@ import asyncio
 import base64
 import binascii
 import logging
+import re
+from time import perf_counter
 from urllib.parse import unquote_to_bytes
 
 from ..proto import h2 as proto
+from .contract import settle_closing, write_timed_out
 from .transport import address, peer_name
 
 log = logging.getLogger("corral.error")
@@ -52,12 +55,16 @@ _PING = b"corral\x00\x01"
 
 
 class H2Stream:
-    """One request: what the app's scope and receive() are made of."""
+    """One request: what the app's scope and receive() are made of. While it
+    waits for a concurrency slot it is a waiter of ``state.waiting``
+    (io/contract.py): ``run_queue``, ``give_up``, ``closing``."""
 
-    __slots__ = ("stream_id", "method", "target", "path", "raw_path", "query_string", "headers", "body",
-                 "buffered", "received", "complete", "cycle", "http_version", "keep_alive", "forwarded")
+    __slots__ = ("conn", "stream_id", "method", "target", "path", "raw_path", "query_string", "headers", "body",
+                 "buffered", "received", "complete", "cycle", "http_version", "keep_alive", "forwarded",
+                 "body_since", "waiting_since")
 
-    def __init__(self, stream_id: int, method: str, target: bytes, headers: list) -> None:
+    def __init__(self, conn, stream_id: int, method: str, target: bytes, headers: list) -> None:
+        self.conn = conn
         self.stream_id = stream_id
         self.method = method
         self.target = target
@@ -70,10 +77,33 @@ class H2Stream:
         self.buffered = 0
         self.received = 0
         self.complete = False
-        self.cycle = None
+        self.cycle = None  # None while it waits for a slot
         self.http_version = "2"
         self.keep_alive = True
         self.forwarded = None  # proto.forwarded.Identity from a trusted proxy (--proxy-headers)
+        self.body_since = 0.0  # last body bytes (--timeout-body)
+        self.waiting_since = 0.0  # queued for a concurrency slot
+
+    # -- a waiter for a concurrency slot (state.waiting) ------------------------
+
+    @property
+    def closing(self) -> bool:
+        conn = self.conn
+        return conn.closing or conn.streams.get(self.stream_id) is not self
+
+    def run_queue(self) -> None:
+        if not self.closing:
+            self.conn.start_stream(self)
+
+    def give_up(self) -> None:
+        if not self.closing:
+            self.reject_busy()
+
+    def reject_busy(self) -> None:
+        conn = self.conn
+        del conn.streams[self.stream_id]
+        conn.answer_server(self, 503, b"Server busy, retry later\n", [(b"retry-after", b"1")])
+        conn.settle()
 
 
 class H2Connection(asyncio.Protocol):
@@ -82,6 +112,7 @@ class H2Connection(asyncio.Protocol):
         "closing", "linger_since", "idle_since", "head_since", "body_since", "write_since", "write_left",
         "waiting_since", "cycle", "reading_paused", "write_paused", "in_receive", "flush_scheduled",
         "writers", "drain_phase", "notice_at", "last_stream_id", "proxy", "eof", "close_reason", "starting",
+        "resets", "scan", "scan_skip", "scan_part",
     )
 
     def __init__(self, state) -> None:
@@ -115,6 +146,14 @@ class H2Connection(asyncio.Protocol):
         self.eof = False
         self.close_reason = "normal"  # for metrics (io/metrics.py CLOSE_REASONS)
         self.starting = None  # cycles to start once data_received has read every frame (rapid reset)
+        # (stream id, error code): RST_STREAM once the stream's response has
+        # left the engine, never before (reset_after_response).
+        self.resets: list[tuple[int, int]] = []
+        # --timeout-header: the frame headers are followed (9 bytes each) to
+        # know when a header block is open (HEADERS without END_HEADERS).
+        self.scan = bool(state.config.timeout_header)
+        self.scan_skip = len(proto.PREFACE)  # bytes before the next frame header
+        self.scan_part = b""  # a frame header split across reads
 
     # -- asyncio.Protocol ----------------------------------------------------
 
@@ -122,7 +161,6 @@ class H2Connection(asyncio.Protocol):
         self.transport = transport
         state = self.state
         state.connection_opened(self)
-        state.h2.add(self)
         state.counters["h2_connections"] += 1
         self.client = address(transport.get_extra_info("peername"))
         self.server = address(transport.get_extra_info("sockname"))
@@ -147,6 +185,8 @@ class H2Connection(asyncio.Protocol):
             return
         self.in_receive = True
         self.starting = starting = []
+        if self.scan:
+            self._scan(data)
         try:
             events = self.engine.receive(data)
             for event in events:
@@ -174,6 +214,30 @@ class H2Connection(asyncio.Protocol):
         if self.write_since and not self.writers and not self.write_paused and not self.engine.queued():
             self.write_since = 0.0  # everything queued went out
 
+    def _scan(self, data) -> None:
+        """Follow the frame headers to know whether a header block is open
+        (--timeout-header): a HEADERS or PUSH_PROMISE without END_HEADERS
+        opens one, the CONTINUATION with END_HEADERS closes it. One step per
+        frame; a frame header split across reads is joined (rare)."""
+        part = self.scan_part
+        if part:
+            data = part + bytes(data)
+        i = self.scan_skip
+        n = len(data)
+        while i + 9 <= n:
+            if data[i + 3] in _HEADER_BLOCK_FRAMES:
+                if data[i + 4] & 0x4:  # END_HEADERS
+                    self.head_since = 0.0
+                elif not self.head_since:
+                    self.head_since = self.state.now or 1e-9
+            i += 9 + ((data[i] << 16) | (data[i + 1] << 8) | data[i + 2])
+        if i >= n:
+            self.scan_skip = i - n
+            self.scan_part = b""
+        else:
+            self.scan_skip = 0
+            self.scan_part = bytes(data[i:])
+
     def eof_received(self):
         self.eof = True
         for stream in list(self.streams.values()):
@@ -188,7 +252,6 @@ class H2Connection(asyncio.Protocol):
         self.closing = True
         state = self.state
         state.connection_closed(self)
-        state.h2.discard(self)
         for stream_id in list(self.streams):
             self._stream_gone(stream_id)
         self._wake_writers()
@@ -208,10 +271,31 @@ class H2Connection(asyncio.Protocol):
         self.flush_scheduled = False
         engine = self.engine
         data = engine.data_to_send()
+        if self.resets:
+            data += self._reset_answered()
         if data and not self.closing:
             self.transport.write(data)
         if not engine.open and not self.closing:
             self.close()
+
+    def _reset_answered(self) -> bytes:
+        """RST_STREAM(NO_ERROR) for the streams whose response has left the
+        engine whole: the client stops sending a body nobody reads."""
+        engine = self.engine
+        waiting = []
+        for entry in self.resets:
+            if engine.queued(entry[0]):
+                waiting.append(entry)  # its body waits for the window: later
+            else:
+                engine.reset(*entry)
+        self.resets = waiting
+        return engine.data_to_send()
+
+    def reset_after_response(self, stream_id: int, code: int = proto.NO_ERROR) -> None:
+        """RST_STREAM once what the stream queued has gone out (an early
+        answer is heard first, RFC 9113 8.1; a cut response shows as cut)."""
+        self.resets.append((stream_id, code))
+        self.frames_queued()
 
     def frames_queued(self) -> None:
         """The cycle queued frames: written at the end of data_received, or once per loop pass."""
@@ -237,19 +321,27 @@ class H2Connection(asyncio.Protocol):
                     target = value
                 elif name == b":authority":
                     authority = value
-            else:
+            elif name != b"host" or authority is None:
                 headers.append((name, value))
         if authority is not None:
+            # RFC 9113 8.3.1: :authority stands for Host; a Host field beside
+            # it never reaches the app as a second, different host.
+            headers = [field for field in headers if field[0] != b"host"]
             headers.insert(0, (b"host", authority))
         if method is None or (target is None and method != b"CONNECT"):
             self.engine.reset(stream_id, proto.PROTOCOL_ERROR)
             return
-        if method == b"CONNECT":
-            self._answer(stream_id, 501, b"CONNECT is not supported\n")
-            return
         self.last_stream_id = stream_id
-        stream = H2Stream(stream_id, method.decode("latin-1"), target, headers)
+        if method == b"CONNECT":
+            self._refuse(stream_id, end_stream, 501, "CONNECT is not supported")
+            return
+        if target[:1] != b"/" and not (target == b"*" and method == b"OPTIONS") or _BAD_TARGET(target):
+            # The same request targets HTTP/1.1 refuses (proto/h1.py): no fragment, no spaces or controls.
+            self._refuse(stream_id, end_stream, 400, "Invalid :path")
+            return
+        stream = H2Stream(self, stream_id, method.decode("latin-1"), target, headers)
         stream.complete = end_stream
+        stream.body_since = state.now
         if forwarded and state.forwarding is not None:
             # The same identity as over HTTP/1.1 (io/h1.py _forwarded).
             identity = stream.forwarded = state.forwarding.resolve(headers, self.client, self.scheme)
@@ -259,17 +351,32 @@ class H2Connection(asyncio.Protocol):
                         headers[index] = (b"host", identity.host)
                         break
         self.idle_since = 0.0
-        if state.in_flight >= state.limit_concurrency:
-            state.counters["rejected_busy"] += 1
-            self._answer(stream_id, 503, b"Server busy, retry later\n", [(b"retry-after", b"1")])
-            return
         self.streams[stream_id] = stream
+        if state.in_flight >= state.limit_concurrency and state.over_limit(stream):
+            return  # waits for a slot (run_queue), or was answered 503 (reject_busy)
+        if stream_id in self.streams:
+            self.start_stream(stream)
+
+    def start_stream(self, stream: H2Stream) -> None:
+        """Give the stream a slot and its cycle; its app starts once the
+        current read is taken in (rapid reset), or now."""
+        state = self.state
+        if state.in_flight >= state.limit_concurrency:
+            state.over_limit(stream)
+            return
         state.in_flight += 1
         stream.cycle = cycle = state.h2_handler(self, stream)
         if self.starting is not None:
             self.starting.append(cycle)
         else:
             cycle.start()
+            self.frames_queued()
+
+    def _refuse(self, stream_id: int, end_stream: bool, status: int, detail: str) -> None:
+        """A request refused before any app sees it (logged, counted)."""
+        log.info("%s: %d %s (HTTP/2 stream %d)", peer_name(self.client), status, detail, stream_id)
+        self.state.counters["bad_requests"] += 1
+        self._answer(stream_id, status, detail.encode("latin-1") + b"\n", (), end_stream)
 
     def upgraded_request(self, request) -> None:
         """Stream 1 after ``Upgrade: h2c``: the HTTP/1.1 request, received whole."""
@@ -278,31 +385,68 @@ class H2Connection(asyncio.Protocol):
         fields = [(b":method", request.method.encode("latin-1")), (b":path", path), *headers]
         self._request(1, fields, True)
 
-    def _answer(self, stream_id: int, status: int, body: bytes, extra=()) -> None:
-        """An answer from the server itself (no app): 501, 503, 413."""
+    def _answer(self, stream_id: int, status: int, body: bytes, extra=(), complete: bool = True) -> None:
+        """A short plain-text answer from the server itself (no app); a
+        request still sending its body is reset once the answer is out."""
         headers = [(b":status", b"%d" % status), (b"content-type", b"text/plain; charset=utf-8"),
                    (b"content-length", b"%d" % len(body)), *extra]
         self.engine.send_head(stream_id, headers, False)
         self.engine.send_body(stream_id, body, True)
+        if not complete:
+            self.resets.append((stream_id, proto.NO_ERROR))
         self.frames_queued()
+
+    def answer_server(self, stream: H2Stream, status: int, body: bytes, extra=()) -> None:
+        """``_answer`` for a stream the server answers in the app's place
+        (503 busy, --health-path): counted in the metrics like a request."""
+        self._answer(stream.stream_id, status, body if stream.method != "HEAD" else b"", extra, stream.complete)
+        metrics = self.state.metrics
+        if metrics is not None:
+            metrics.record(stream.method, status, 0.0)
+
+    def answer(self, cycle, status: int, headers, body: bytes) -> None:
+        """The exchange verb ``io/health.py`` answers with: the whole
+        response at once, then the stream is done."""
+        stream = cycle.request
+        fields = [(b":status", b"%d" % status), *headers, (b"content-length", b"%d" % len(body))]
+        head = stream.method == "HEAD"
+        self.engine.send_head(stream.stream_id, fields, head)
+        if not head:
+            self.engine.send_body(stream.stream_id, body, True)
+        if not stream.complete:
+            self.resets.append((stream.stream_id, proto.NO_ERROR))
+        self.frames_queued()
+        metrics = self.state.metrics
+        if metrics is not None:
+            metrics.record(stream.method, status, perf_counter() - cycle.started)
+        self.stream_done(stream)
 
     def _data(self, stream_id: int, data: bytes, end_stream: bool) -> None:
         stream = self.streams.get(stream_id)
-        size = len(data)
-        if stream is None or stream.cycle is None:
-            self.engine.consumed(stream_id, size)  # nobody reads it: keep the connection window open
+        if stream is None:
+            self.engine.consumed(stream_id, len(data))  # nobody reads it: keep the connection window open
             return
+        size = len(data)
         if size:
+            stream.body_since = self.state.now
             stream.body.append(data)
             stream.buffered += size
             stream.received += size
             limit = self.state.config.limit_request_body
             if limit and stream.received > limit:
-                stream.cycle.body_too_large()
+                if stream.cycle is None:  # still waiting for a slot
+                    self.state.stop_waiting(stream)
+                    del self.streams[stream_id]
+                    self._refuse(stream_id, False, 413, "Request body too large")
+                    self.settle()
+                else:
+                    stream.cycle.body_too_large()
                 return
         if end_stream:
             stream.complete = True
-        stream.cycle.body_arrived()
+        cycle = stream.cycle
+        if cycle is not None:
+            cycle.body_arrived()
 
     def consumed(self, stream: H2Stream, size: int) -> None:
         """The app took ``size`` bytes of the stream's body: let the client send more."""
@@ -312,8 +456,13 @@ class H2Connection(asyncio.Protocol):
     def _stream_gone(self, stream_id: int) -> None:
         """RST_STREAM from the client, or the stream closed before its response ended."""
         stream = self.streams.get(stream_id)
-        if stream is not None and stream.cycle is not None:
-            stream.cycle.disconnected()
+        if stream is not None:
+            if stream.cycle is not None:
+                stream.cycle.disconnected()
+            else:  # gone while waiting for a slot
+                self.state.stop_waiting(stream)
+                del self.streams[stream_id]
+                self.settle()
         waiter = self.writers.pop(stream_id, None)
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -329,8 +478,12 @@ class H2Connection(asyncio.Protocol):
             state.request_done()
         if self.engine.queued(stream.stream_id) and not self.write_since:
             self.write_since = state.now  # its body waits for the peer's window: --timeout-write
-        if not self.streams:
-            self.idle_since = state.now
+        self.settle()
+
+    def settle(self) -> None:
+        """A stream left: with none open, the connection is idle (or closes)."""
+        if not self.streams and not self.closing:
+            self.idle_since = self.state.now
             if self.drain_phase == 2 or self.eof:
                 self.frames_queued()
                 self.loop.call_soon(self._close_when_flushed)
@@ -367,19 +520,53 @@ class H2Connection(asyncio.Protocol):
 
     # -- closing and draining ---------------------------------------------------------
 
-    def sweep(self, now: float) -> None:
-        """From the worker's sweep: the graceful GOAWAY once the worker drains."""
-        if self.closing or not self.state.draining:
+    @property
+    def phase(self) -> str:
+        if self.closing:
+            return "closing"
+        if self.head_since:
+            return "head"
+        return "idle" if self.idle_since else "app"
+
+    def tick(self, now: float, timeouts) -> None:
+        """Once a second (io/contract.py): the connection's deadlines (a
+        write that makes no progress, an unfinished header block, idle),
+        each stream's body deadline, and the graceful GOAWAY when the worker
+        drains."""
+        if self.closing:
+            settle_closing(self, now, timeouts.write)
             return
-        if self.drain_phase == 0:
-            self.drain_phase = 1
-            self.notice_at = now
-            self.engine.shutdown_notice()
-            self.engine.ping(_PING)
+        if write_timed_out(self, now, timeouts.write):
+            return
+        if self.head_since and now - self.head_since >= timeouts.header:
+            log.info("%s: 408 Request header timeout (HTTP/2 header block unfinished)", peer_name(self.client))
+            self.state.counters["timeouts"] += 1
+            self.close_reason = "header_timeout"
+            self.engine.goaway(self.last_stream_id)
             self.flush()
-        elif self.drain_phase == 1 and now - self.notice_at >= GOAWAY_GRACE:
-            self._final_goaway()
-            self.flush()
+            self.close()
+            return
+        if self.idle_since:
+            if now - self.idle_since >= timeouts.idle:
+                self.close_idle()
+                if self.closing:
+                    return
+        elif timeouts.body < _INF:
+            for stream in list(self.streams.values()):
+                cycle = stream.cycle
+                if (cycle is not None and not stream.complete and stream.buffered < STREAM_WINDOW
+                        and now - stream.body_since >= timeouts.body):
+                    cycle.timed_out(408, "Request body timeout")
+        if self.state.draining:
+            if self.drain_phase == 0:
+                self.drain_phase = 1
+                self.notice_at = now
+                self.engine.shutdown_notice()
+                self.engine.ping(_PING)
+                self.flush()
+            elif self.drain_phase == 1 and now - self.notice_at >= GOAWAY_GRACE:
+                self._final_goaway()
+                self.flush()
 
     def _final_goaway(self) -> None:
         self.drain_phase = 2
@@ -420,10 +607,13 @@ class H2Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    def timed_out(self, status: int, detail: str) -> None:  # the sweep's HTTP/1.1 path; not reached
-        self.abort()
 
 
+_INF = float("inf")
+# HEADERS, PUSH_PROMISE, CONTINUATION: the frames of a header block.
+_HEADER_BLOCK_FRAMES = frozenset((0x1, 0x5, 0x9))
+# A :path HTTP/1.1 would refuse: a fragment, white space, controls (RFC 9113 8.3.1, RFC 3986).
+_BAD_TARGET = re.compile(rb"[#\x00-\x20\x7f]").search
 _FORWARDING = frozenset((b"forwarded", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"))
 _H2C_HOP_BY_HOP = frozenset((b"connection", b"upgrade", b"http2-settings", b"keep-alive", b"te", b"proxy-connection"))
 _SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"

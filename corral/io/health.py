@@ -16,7 +16,6 @@ import logging
 
 from time import perf_counter
 
-from ..proto.h1 import plan_response
 
 access_log = logging.getLogger("corral.access")
 
@@ -38,8 +37,9 @@ class HealthCheck:
 
 
 class HealthCycle:
-    """The cycle interface ``io/h1.py`` drives (start, request, head, and the
-    notifications), for a response written at once."""
+    """The cycle interface the connections drive (start, request, head, and
+    the notifications), for a response given at once through the
+    connection's ``answer`` (HTTP/1.1 and HTTP/2 alike)."""
 
     __slots__ = ("check", "conn", "request", "head", "status", "started")
 
@@ -56,12 +56,6 @@ class HealthCycle:
         state = conn.state
         request = self.request
         status, body = (503, b"stopping\n") if state.draining else (200, b"ok\n")
-        keep_alive = request.keep_alive and request.complete and not state.draining
-        plan = plan_response(status, _HEADERS, request.method == "HEAD", request.http_version == "1.1", keep_alive, True)
-        self.head = plan
-        self.status = status
-        head = plan.render(len(body), state.extra_headers)
-        conn.transport.write(head + body if plan.body_allowed else head)
         if self.check.log:
             client = request.forwarded.client if request.forwarded else conn.client  # behind a proxy: the real one
             access_log.debug(
@@ -72,8 +66,8 @@ class HealthCycle:
                 request.http_version,
                 status,
             )
-        state.requests -= 1  # not a request of the app: cycle_done counts it back
-        conn.cycle_done(self, plan.keep_alive)
+        state.requests -= 1  # not a request of the app: the connection counts it back
+        conn.answer(self, status, _HEADERS, body)  # HTTP/1.1 or HTTP/2 (the exchange verb)
 
     def disconnected(self) -> None:
         pass
@@ -82,4 +76,7 @@ class HealthCycle:
         pass
 
     def body_arrived(self) -> None:
+        pass
+
+    def body_too_large(self) -> None:
         pass

@@ -28,6 +28,7 @@ import logging
 
 from ..proto.forwarded import TrustedPeers
 from ..proto.proxy import ProxyHeaderError, ProxyParser
+from .contract import settle_closing
 from .h1 import H1Connection
 from .transport import address, half_close, peer_name
 
@@ -179,6 +180,19 @@ class ProxyConnection(asyncio.Protocol):
 
     def close_idle(self) -> None:
         """Never idle: waiting for a header is like a request head in progress."""
+
+    # -- the connection contract (io/contract.py) ------------------------------
+
+    @property
+    def phase(self) -> str:
+        return "closing" if self.closing else "head"
+
+    def tick(self, now: float, timeouts) -> None:
+        if self.closing:
+            settle_closing(self, now, timeouts.write)
+        elif now - self.head_since >= timeouts.header:
+            self.close_reason = "header_timeout"
+            self.timed_out(408, "PROXY header timeout")
 
     def abort(self) -> None:
         self.closing = True

@@ -15,10 +15,11 @@ from email.utils import formatdate
 
 from ..proto.forwarded import Forwarding, TrustedPeers
 from .access import AccessLog
-from .h1 import LINGER_SECONDS
+from .contract import Timeouts
 from .stepper import Stepper
 
 log = logging.getLogger("corral.error")
+_INF = float("inf")
 
 
 class ServerState:
@@ -93,77 +94,32 @@ class ServerState:
         self.sweep()
 
     def sweep(self, idle_timeout: float | None = None) -> None:
-        """Close connections whose timeouts have run out; one pass, no timers."""
+        """One pass, no timers: each connection's tick applies its own
+        deadlines (io/contract.py); then the concurrency queue, the
+        handshakes and the WebSocket keepalive."""
         now = self.now
         config = self.config
-        if idle_timeout is None:
-            idle_timeout = config.timeout_keep_alive
-        header_timeout = config.timeout_header or float("inf")
-        body_timeout = config.timeout_body or float("inf")
-        write_timeout = config.timeout_write or float("inf")
+        timeouts = Timeouts(
+            config.timeout_keep_alive if idle_timeout is None else idle_timeout,
+            config.timeout_header or _INF,
+            config.timeout_body or _INF,
+            config.timeout_write or _INF,
+        )
         for conn in list(self.connections):
             try:
-                self._sweep_one(conn, now, idle_timeout, header_timeout, body_timeout, write_timeout)
+                conn.tick(now, timeouts)
             except Exception:
                 # A bug in one connection's timeouts must not stop the others'.
                 log.exception("timeout sweep failed for a connection; aborting it")
                 conn.abort()
+        if self.waiting:
+            self._expire_waiting(now)
         if self.handshakes:
             self._sweep_handshakes(now)
-        if self.h2:
-            for conn in list(self.h2):
-                conn.sweep(now)
         try:
             self.sweep_upgraded()
         except Exception:
             log.exception("WebSocket keepalive sweep failed")
-
-    def _sweep_one(self, conn, now, idle_timeout, header_timeout, body_timeout, write_timeout) -> None:
-        config = self.config
-        if conn.closing:
-            transport = conn.transport
-            if transport is None:
-                return
-            left = transport.get_write_buffer_size()
-            if left:
-                if left < conn.write_left:  # the client reads: the last response is flushing
-                    conn.linger_since = now
-                conn.write_left = left
-                if now - conn.linger_since >= max(LINGER_SECONDS, write_timeout):
-                    transport.abort()
-            elif now - conn.linger_since >= LINGER_SECONDS:
-                transport.close()
-            return
-        if conn.write_since:
-            # --timeout-write counts time without progress: a client that
-            # reads, however slowly, restarts the clock.
-            left = conn.transport.get_write_buffer_size()
-            if left < conn.write_left:
-                conn.write_since = now
-            conn.write_left = left
-        if conn.write_since and now - conn.write_since >= write_timeout:
-            log.info("closing a client that read none of its response for %.0fs", now - conn.write_since)
-            self.counters["timeouts"] += 1
-            conn.close_reason = "write_timeout"
-            conn.abort()
-        elif conn.idle_since:
-            if now - conn.idle_since >= idle_timeout:
-                conn.close_idle()
-        elif conn.head_since:
-            if now - conn.head_since >= header_timeout:
-                conn.close_reason = "header_timeout"
-                conn.timed_out(408, "Request header timeout")
-        elif conn.waiting_since:
-            if now - conn.waiting_since >= config.limit_concurrency_queue:
-                self._give_up_waiting(conn)
-        elif (
-            conn.cycle is not None
-            and not conn.cycle.request.complete
-            and not conn.reading_paused
-            and now - conn.body_since >= body_timeout
-        ):
-            conn.close_reason = "body_timeout"
-            conn.timed_out(408, "Request body timeout")
 
     def _sweep_handshakes(self, now: float) -> None:
         timeout = self.config.timeout_handshake
@@ -178,9 +134,10 @@ class ServerState:
     # -- concurrency limit ------------------------------------------------
 
     def over_limit(self, conn) -> bool:
-        """Over --limit-concurrency: queue ``conn`` for a slot (returns True:
-        it waits), or answer its next request 503 (returns False: the caller
-        goes on with the requests behind it)."""
+        """Over --limit-concurrency: queue ``conn`` (an HTTP/1.1 connection
+        or an HTTP/2 stream) for a slot (returns True: it waits), or answer
+        it 503 (``reject_busy``; returns False: the caller goes on with the
+        requests behind it)."""
         if self.config.limit_concurrency_queue > 0 and not self.refusing:
             if not conn.waiting_since:
                 conn.waiting_since = self.now or 1e-9
@@ -190,16 +147,23 @@ class ServerState:
         conn.reject_busy()
         return False
 
-    def _give_up_waiting(self, conn) -> None:
-        conn.waiting_since = 0.0
-        try:
-            self.waiting.remove(conn)
-        except ValueError:
-            pass
-        self.counters["rejected_busy"] += 1
-        conn.reject_busy()
-        # The requests behind it wait their own turn (or run, if a slot is free).
-        self.loop.call_soon(conn.run_queue)
+    def _expire_waiting(self, now: float) -> None:
+        """--limit-concurrency-queue ran out for these waiters: 503 (io/contract.py)."""
+        limit = self.config.limit_concurrency_queue
+        for waiter in [w for w in self.waiting if now - w.waiting_since >= limit]:
+            self.waiting.remove(waiter)
+            waiter.waiting_since = 0.0
+            self.counters["rejected_busy"] += 1
+            waiter.give_up()
+
+    def stop_waiting(self, waiter) -> None:
+        """A waiter that left (closed, reset) before its slot."""
+        if waiter.waiting_since:
+            waiter.waiting_since = 0.0
+            try:
+                self.waiting.remove(waiter)
+            except ValueError:
+                pass
 
     def _next_waiting(self) -> None:
         waiting = self.waiting
@@ -223,11 +187,7 @@ class ServerState:
         if self.metrics is not None:
             self.metrics.closed[conn.close_reason] += 1
         if conn.waiting_since:
-            conn.waiting_since = 0.0
-            try:
-                self.waiting.remove(conn)
-            except ValueError:
-                pass
+            self.stop_waiting(conn)
         if self.gate is not None:
             self.gate.closed(len(self.connections) + len(self.upgraded) + len(self.handshakes))
 

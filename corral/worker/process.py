@@ -158,8 +158,10 @@ class Worker:
             state.handler = ASGIHandler(app, state).new_cycle
         if interface != "wsgi":  # WSGI has no WebSockets: upgrades are answered over HTTP
             state.upgrade_handler = WebSocketUpgrade(state, WebSocketHandler(app, state))
-        if config.health_path:
+        if config.health_path:  # every protocol's requests pass through it
             state.handler = HealthCheck(config.health_path, state.handler, config.access_log)
+            if state.h2_handler is not None:
+                state.h2_handler = HealthCheck(config.health_path, state.h2_handler, config.access_log)
         state.limit_max_requests(self.max_requests, lambda: self.report("recycle"))
         lifespan_mode = "off" if interface == "wsgi" else config.lifespan
         self.lifespan = Lifespan(app, lifespan_mode, state.lifespan_state)

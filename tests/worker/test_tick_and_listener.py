@@ -43,18 +43,18 @@ class Boom:
     def abort(self):
         self.aborted = True
 
-    @property
-    def idle_since(self):
+    def tick(self, now, timeouts):
         raise RuntimeError("bug in a timeout path")
 
 
 class Idle:
-    """A keep-alive connection that has been idle for long."""
+    """A keep-alive connection that has been idle for long (its tick closes it)."""
 
-    closing = False
-    write_since = 0.0
-    idle_since = 1e-9
     closed = False
+
+    def tick(self, now, timeouts):
+        if now - 1e-9 >= timeouts.idle:
+            self.close_idle()
 
     def close_idle(self):
         self.closed = True

@@ -1,0 +1,99 @@
+"""The connection contract: what every connection in ``state.connections`` is
+to the worker, and the rules every protocol shares, written once.
+
+Every connection object (``H1Connection``, ``H2Connection``; the PROXY and
+TLS handshakes in front of them sit in ``state.handshakes`` and have their
+own single deadline) has:
+
+* ``phase``: where it is, for the sweep, the drain and the logs;
+* ``tick(now, timeouts)``: called once a second by ``ServerState.sweep``.
+  The connection looks at its own timestamps and acts: it goes on, closes
+  (with a reason for the metrics), or aborts. Nobody else reads its fields
+  to decide that;
+* ``close()``, ``abort()``, ``close_idle()`` (between requests: close;
+  while draining it is how idle connections leave), ``close_reason``;
+* ``closing``, ``linger_since``, ``write_since``, ``write_left``: the
+  shared write-side rules below work on these.
+
+Phases (``phase``; set where the protocol moves on, read by the tick):
+
+==============  ===========================================  ====================
+phase           what the connection waits for                timeout
+==============  ===========================================  ====================
+``idle``        the next request (keep-alive)                ``--timeout-keep-alive``
+``head``        the rest of a request head / header block    ``--timeout-header``
+``body``        request body bytes the app waits for         ``--timeout-body``
+``app``         the app (and, for HTTP/2, any stream)        none (``--timeout-worker``)
+``queued``      a concurrency slot                           ``--limit-concurrency-queue``
+``closing``     its last bytes to flush, then the close      lingering, ``--timeout-write``
+==============  ===========================================  ====================
+
+HTTP/1.1 is in one phase at a time. An HTTP/2 connection multiplexes: it
+is ``idle`` with no stream open, ``head`` while a header block is
+unfinished, and each stream has its own ``body``/``queued`` deadline; the
+connection's tick walks them. A write that makes no progress for
+``--timeout-write`` aborts the connection in every phase.
+
+Things that wait for a concurrency slot (``state.waiting``: an HTTP/1.1
+connection, or one HTTP/2 stream) have ``waiting_since``, ``closing``,
+``run_queue()`` (a slot may be free: try again) and ``give_up()`` (the
+queue time ran out: answer 503); ``ServerState`` expires them, once.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import NamedTuple
+
+from .transport import peer_name
+
+log = logging.getLogger("corral.error")
+
+# Seconds a closing connection keeps reading (and discarding) before the close.
+LINGER_SECONDS = 2.0
+
+
+class Timeouts(NamedTuple):
+    """The sweep's deadlines (seconds; ``inf`` when off)."""
+
+    idle: float
+    header: float
+    body: float
+    write: float
+
+
+def settle_closing(conn, now: float, write_timeout: float) -> None:
+    """A closing connection: wait for its buffered bytes to flush while the
+    client reads (however slowly), then close; abort one that reads nothing."""
+    transport = conn.transport
+    if transport is None:
+        return
+    left = transport.get_write_buffer_size()
+    if left:
+        if left < conn.write_left:  # the client reads: the last response is flushing
+            conn.linger_since = now
+        conn.write_left = left
+        if now - conn.linger_since >= max(LINGER_SECONDS, write_timeout):
+            transport.abort()
+    elif now - conn.linger_since >= LINGER_SECONDS:
+        transport.close()
+
+
+def write_timed_out(conn, now: float, write_timeout: float) -> bool:
+    """--timeout-write counts time without progress: a client that reads,
+    however slowly, restarts the clock. True (the connection is aborted)
+    when it ran out."""
+    since = conn.write_since
+    if not since:
+        return False
+    left = conn.transport.get_write_buffer_size()
+    if left < conn.write_left:
+        conn.write_since = since = now
+    conn.write_left = left
+    if now - since < write_timeout:
+        return False
+    log.info("%s: closing a client that read none of its response for %.0fs", peer_name(conn.client), now - since)
+    conn.state.counters["timeouts"] += 1
+    conn.close_reason = "write_timeout"
+    conn.abort()
+    return True
