@@ -649,9 +649,7 @@ def upgrade_h2c(state, h1, rest: bytes) -> None:
             conn.scheme = h1.scheme
             conn.proxy = h1.proxy
             h1.closing = True
-            h1.close_reason = "upgraded"
-            state.connection_closed(h1)  # counted once: as the HTTP/2 connection from now on
-            state.counters["connections"] -= 1
+            state.hand_over(h1)  # counted once: as the HTTP/2 connection from now on
             transport = h1.transport
             transport.write(_SWITCHING)
             transport.set_protocol(conn)
@@ -675,9 +673,9 @@ def prior_knowledge(state, h1, data: bytes) -> None:
     preface (h2c with prior knowledge). The HTTP/1.1 connection, counted and
     timed from the accept, is closed without a word (counted once: as the
     HTTP/2 connection from now on) and HTTP/2 takes the transport."""
-    h1.close_reason = "upgraded"
-    h1.connection_lost(None)
-    state.counters["connections"] -= 1
+    h1.closing = True
+    h1.parser.detach()
+    state.hand_over(h1)  # counted once: as the HTTP/2 connection from now on
     conn = H2Connection(state)
     conn.scheme = h1.scheme
     transport = h1.transport

@@ -191,6 +191,16 @@ class ServerState:
         if self.gate is not None:
             self.gate.closed(len(self.connections) + len(self.upgraded) + len(self.handshakes))
 
+    def hand_over(self, conn) -> None:
+        """``conn`` gives its transport to the next protocol (h2c upgrade,
+        prior knowledge): not a close. The next one's ``connection_opened``
+        counts the connection again, so it is counted once, opened and
+        closed, whatever protocols it went through."""
+        self.connections.discard(conn)
+        if conn.waiting_since:
+            self.stop_waiting(conn)
+        self.counters["connections"] -= 1
+
     def handshake_started(self, conn) -> None:
         self.handshakes.add(conn)
         if self.gate is not None:

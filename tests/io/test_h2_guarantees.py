@@ -344,3 +344,40 @@ def test_malformed_path_is_a_stream_error(h2pair, path):
     fields = [(b":method", b"GET"), (b":path", path), (b":scheme", b"http"), (b":authority", b"x")]
     stream = pair.finished(pair.client.request(headers=fields))
     assert stream.status is None and stream.reset == 0x1 and seen == []
+
+
+# -- 15. a protocol switch is not a close ------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["upgrade", "prior knowledge"])
+def test_h2c_switch_counts_one_connection_opened_and_closed(pair, how):
+    import h2.config
+    import h2.connection
+
+    from corral.interfaces.asgi_h2 import H2Handler
+    from corral.io.h2 import prior_knowledge, upgrade_h2c
+    from corral.io.metrics import WorkerMetrics
+
+    p = pair(respond(), http="auto")
+    state = p.state
+    state.metrics = WorkerMetrics()
+    state.h2c, state.h2c_upgrade, state.h2c_prior_knowledge = True, upgrade_h2c, prior_knowledge
+    state.h2_handler = H2Handler(respond(), state).new_cycle
+    client = p.connect()  # made after h2c is on: it sniffs for the preface
+    client.responses.feed = lambda data: None  # HTTP/2 frames follow: keep the raw bytes only
+    h2client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+    if how == "upgrade":
+        settings = h2client.initiate_upgrade_connection()  # the HTTP2-Settings value, base64url
+        client.send(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+                    b"HTTP2-Settings: " + settings + b"\r\n\r\n")
+        p.run_until(lambda: b"101 Switching Protocols" in client.received, what="the 101")
+        client.send(h2client.data_to_send())
+    else:
+        h2client.initiate_connection()
+        client.send(h2client.data_to_send())
+    p.run_until(lambda: state.counters["h2_connections"] == 1, what="the HTTP/2 connection")
+    client.sock.close()
+    client.reading = False
+    p.run_until(lambda: state.connections == {p.conn}, what="the connection to close")  # p.conn: the first, still open
+    assert state.counters["connections"] == 2
+    assert sum(state.metrics.closed.values()) == 1
