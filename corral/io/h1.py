@@ -27,7 +27,7 @@ import logging
 from collections import deque
 from time import perf_counter
 
-from ..proto.h1 import ProtocolError, Request, RequestParser, error_response, plan_response
+from ..proto.h1 import CONTINUE, LAST_CHUNK, ProtocolError, Request, RequestParser, encode_chunk, error_response, plan_response
 from .contract import LINGER_SECONDS, settle_closing, write_timed_out  # noqa: F401 (LINGER_SECONDS: tests)
 from .metrics import FIRST, bucket
 from .transport import address, half_close, peer_name
@@ -38,12 +38,15 @@ log = logging.getLogger("corral.error")
 BODY_HIGH_WATER = 256 * 1024
 # Pipelined requests queued behind the current one before reading pauses.
 PIPELINE_HIGH_WATER = 16
+# A response body this long is written beside its head, not joined to it.
+_LARGE_BODY = 64 * 1024
 # RFC 9113 section 3.4: what an HTTP/2 client with prior knowledge sends first.
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
 class H1Connection(asyncio.Protocol):
     __slots__ = (
+        "flow_windows",
         "state",
         "loop",
         "transport",
@@ -76,6 +79,7 @@ class H1Connection(asyncio.Protocol):
     def __init__(self, state) -> None:
         self.state = state
         self.loop = state.loop
+        self.flow_windows = False  # backpressure is the transport's (write_paused, drain)
         self.transport = None
         self.parser = RequestParser(
             self,
@@ -322,6 +326,52 @@ class H1Connection(asyncio.Protocol):
                 self.idle_since = self.state.now
             if self.reading_paused:
                 self.resume_reading()
+
+    # -- the exchange: what a cycle sends through (interfaces/asgi.py) ------------
+
+    def send_head(self, cycle, plan, body: bytes, more: bool) -> None:
+        """The head as ``plan`` frames it and the first body bytes: one write."""
+        head = plan.render(len(body), self.state.extra_headers)
+        if not plan.body_allowed:
+            self.transport.write(head)
+            return
+        if plan.chunked:
+            if body:
+                body = encode_chunk(body)
+            if not more:
+                body += LAST_CHUNK
+        if len(body) < _LARGE_BODY:
+            self.transport.write(head + body)
+        else:
+            self.transport.writelines((head, body))
+
+    def send_body(self, cycle, body: bytes, more: bool) -> None:
+        if cycle.head.chunked:
+            data = encode_chunk(body) if body else b""
+            if not more:
+                data += LAST_CHUNK
+            if data:
+                self.transport.write(data)
+        elif body:
+            self.transport.write(body)
+
+    def send_trailers(self, cycle, fields) -> None:  # the extension is not offered over HTTP/1.1
+        raise RuntimeError("ASGI: response trailers are not sent over HTTP/1.1")
+
+    def send_continue(self, cycle) -> None:
+        self.transport.write(CONTINUE)
+
+    def send_error(self, cycle, status: int) -> None:
+        self.transport.write(error_response(status, "", self.state.extra_headers))
+
+    def cut(self, cycle) -> None:
+        """A response that cannot complete: ``cycle_done(cycle, False)``
+        closes the connection, which is how HTTP/1.1 shows it cut."""
+
+    def body_taken(self, request, size: int) -> None:
+        """The app took the buffered body: read more unless the pipeline is full."""
+        if self.reading_paused and len(self.queue) <= PIPELINE_HIGH_WATER and self.pending_error is None:
+            self.resume_reading()
 
     # -- flow control ---------------------------------------------------------
 

@@ -61,7 +61,7 @@ class H2Stream:
 
     __slots__ = ("conn", "stream_id", "method", "target", "path", "raw_path", "query_string", "headers", "body",
                  "buffered", "received", "complete", "cycle", "http_version", "keep_alive", "forwarded",
-                 "body_since", "waiting_since")
+                 "body_since", "waiting_since", "expect_continue", "reset", "cut")
 
     def __init__(self, conn, stream_id: int, method: str, target: bytes, headers: list) -> None:
         self.conn = conn
@@ -83,6 +83,9 @@ class H2Stream:
         self.forwarded = None  # proto.forwarded.Identity from a trusted proxy (--proxy-headers)
         self.body_since = 0.0  # last body bytes (--timeout-body)
         self.waiting_since = 0.0  # queued for a concurrency slot
+        self.expect_continue = False  # no 100 Continue over HTTP/2: the body is flow-controlled
+        self.reset = False  # a RST_STREAM is queued (reset_after_response)
+        self.cut = False  # the response cannot complete: no END_STREAM, the reset tells
 
     # -- a waiter for a concurrency slot (state.waiting) ------------------------
 
@@ -108,7 +111,7 @@ class H2Stream:
 
 class H2Connection(asyncio.Protocol):
     __slots__ = (
-        "state", "loop", "transport", "engine", "streams", "client", "server", "scheme", "tls",
+        "flow_windows", "state", "loop", "transport", "engine", "streams", "client", "server", "scheme", "tls",
         "closing", "linger_since", "idle_since", "head_since", "body_since", "write_since", "write_left",
         "waiting_since", "cycle", "reading_paused", "write_paused", "in_receive", "flush_scheduled",
         "writers", "drain_phase", "notice_at", "last_stream_id", "proxy", "eof", "close_reason", "starting",
@@ -116,6 +119,7 @@ class H2Connection(asyncio.Protocol):
     )
 
     def __init__(self, state) -> None:
+        self.flow_windows = True  # backpressure per stream (writable, wait_writable); response trailers
         self.state = state
         self.loop = state.loop
         self.transport = None
@@ -393,7 +397,7 @@ class H2Connection(asyncio.Protocol):
         self.engine.send_head(stream_id, headers, False)
         self.engine.send_body(stream_id, body, True)
         if not complete:
-            self.resets.append((stream_id, proto.NO_ERROR))
+            self.reset_after_response(stream_id, proto.NO_ERROR)
         self.frames_queued()
 
     def answer_server(self, stream: H2Stream, status: int, body: bytes, extra=()) -> None:
@@ -408,13 +412,16 @@ class H2Connection(asyncio.Protocol):
         """The exchange verb ``io/health.py`` answers with: the whole
         response at once, then the stream is done."""
         stream = cycle.request
+        if cycle.finished:  # answered by the server meanwhile (413 in the same read)
+            self.stream_done(stream)
+            return
         fields = [(b":status", b"%d" % status), *headers, (b"content-length", b"%d" % len(body))]
         head = stream.method == "HEAD"
         self.engine.send_head(stream.stream_id, fields, head)
         if not head:
             self.engine.send_body(stream.stream_id, body, True)
         if not stream.complete:
-            self.resets.append((stream.stream_id, proto.NO_ERROR))
+            self._reset_stream(stream, proto.NO_ERROR)
         self.frames_queued()
         metrics = self.state.metrics
         if metrics is not None:
@@ -439,8 +446,8 @@ class H2Connection(asyncio.Protocol):
                     del self.streams[stream_id]
                     self._refuse(stream_id, False, 413, "Request body too large")
                     self.settle()
-                else:
-                    stream.cycle.body_too_large()
+                elif not stream.cycle.finished:
+                    self._server_ends(stream, 413, "Request body too large", "bad_requests")
                 return
         if end_stream:
             stream.complete = True
@@ -448,10 +455,108 @@ class H2Connection(asyncio.Protocol):
         if cycle is not None:
             cycle.body_arrived()
 
-    def consumed(self, stream: H2Stream, size: int) -> None:
+    # -- the exchange: what a cycle sends through (interfaces/asgi.py) ------------
+
+    def send_head(self, cycle, plan, body: bytes, more: bool) -> None:
+        """The head as HTTP/2 fields (``plan`` checked and framed it as for
+        HTTP/1.1; connection-specific fields dropped, names lowered) and the
+        first body bytes."""
+        stream = cycle.request
+        status = cycle.status
+        fields = [(b":status", b"%d" % status)]
+        for name, value in cycle.headers:
+            name = name.lower()
+            if name in _CONNECTION_SPECIFIC or (name == b"content-length" and status == 204):
+                continue
+            fields.append((name, value))
+        if plan.add_length:
+            fields.append((b"content-length", b"%d" % len(body)))
+        extra = _extra_fields(self.state.extra_headers)
+        drop = getattr(plan, "drop", None)  # the app set Date or Server itself
+        fields.extend(extra if drop is None else [field for field in extra if field[0] + b":" not in drop])
+        end = not more and not cycle.trailers and not stream.cut
+        engine = self.engine
+        if body and plan.body_allowed:
+            engine.send_head(stream.stream_id, fields, False)
+            engine.send_body(stream.stream_id, body, end)
+        else:
+            engine.send_head(stream.stream_id, fields, end)
+        self.frames_queued()
+
+    def send_body(self, cycle, body: bytes, more: bool) -> None:
+        stream = cycle.request
+        end = not more and not cycle.trailers and not stream.cut
+        if body or end:
+            self.engine.send_body(stream.stream_id, body, end)
+            self.frames_queued()
+
+    def send_trailers(self, cycle, fields) -> None:
+        stream_id = cycle.request.stream_id
+        if fields:
+            self.engine.send_trailers(stream_id, fields)
+        else:
+            self.engine.send_body(stream_id, b"", True)
+        self.frames_queued()
+
+    def send_continue(self, cycle) -> None:  # H2Stream.expect_continue is never set
+        pass
+
+    def send_error(self, cycle, status: int) -> None:
+        fields = [(b":status", b"%d" % status), (b"content-type", b"text/plain; charset=utf-8"),
+                  (b"content-length", b"0"), *_extra_fields(self.state.extra_headers)]
+        self.engine.send_head(cycle.request.stream_id, fields, True)
+        self.frames_queued()
+
+    def cut(self, cycle) -> None:
+        """A response that cannot complete: no END_STREAM; RST_STREAM
+        (INTERNAL_ERROR) once what was queued has gone out."""
+        stream = cycle.request
+        stream.cut = True
+        self._reset_stream(stream, proto.INTERNAL_ERROR)
+
+    def body_taken(self, stream: H2Stream, size: int) -> None:
         """The app took ``size`` bytes of the stream's body: let the client send more."""
         self.engine.consumed(stream.stream_id, size)
         self.frames_queued()
+
+    def cycle_done(self, cycle, keep_alive: bool) -> None:
+        """The stream's response is over (or given up): a body nobody read
+        gives its window back and the client is told to stop sending it
+        (after the response: RFC 9113 8.1); counted; the slot freed."""
+        stream = cycle.request
+        if stream.buffered:
+            self.body_taken(stream, stream.buffered)
+            stream.buffered = 0
+            stream.body.clear()
+        if not stream.complete and not cycle.gone:
+            self._reset_stream(stream, proto.NO_ERROR)
+        metrics = self.state.metrics
+        if metrics is not None:  # no head: the server answered 500 for the app, or the client was gone
+            status = cycle.status if cycle.head is not None else 0 if cycle.gone else 500
+            metrics.record(stream.method, status, perf_counter() - cycle.started)
+        self.stream_done(stream)
+
+    def _reset_stream(self, stream: H2Stream, code: int) -> None:
+        if not stream.reset:
+            stream.reset = True
+            self.reset_after_response(stream.stream_id, code)
+
+    def _server_ends(self, stream: H2Stream, status: int, detail: str, counter: str) -> None:
+        """--limit-request-body (413), --timeout-body (408): the server
+        answers if the app has not, else the stream is reset; the app sees a
+        disconnect."""
+        cycle = stream.cycle
+        log.info("%s: %d %s (HTTP/2 stream %d)", peer_name(self.client), status, detail, stream.stream_id)
+        self.state.counters[counter] += 1
+        if cycle.head is None:
+            cycle.head = _SERVER_ANSWERED
+            cycle.status = status
+            self._answer(stream.stream_id, status, detail.encode("latin-1") + b"\n", (), True)
+            self._reset_stream(stream, proto.NO_ERROR)
+        else:
+            self._reset_stream(stream, proto.CANCEL)
+        cycle.finished = True
+        cycle.disconnected()
 
     def _stream_gone(self, stream_id: int) -> None:
         """RST_STREAM from the client, or the stream closed before its response ended."""
@@ -554,9 +659,9 @@ class H2Connection(asyncio.Protocol):
         elif timeouts.body < _INF:
             for stream in list(self.streams.values()):
                 cycle = stream.cycle
-                if (cycle is not None and not stream.complete and stream.buffered < STREAM_WINDOW
+                if (cycle is not None and not stream.complete and not cycle.finished and stream.buffered < STREAM_WINDOW
                         and now - stream.body_since >= timeouts.body):
-                    cycle.timed_out(408, "Request body timeout")
+                    self._server_ends(stream, 408, "Request body timeout", "timeouts")
         if self.state.draining:
             if self.drain_phase == 0:
                 self.drain_phase = 1
@@ -610,6 +715,25 @@ class H2Connection(asyncio.Protocol):
 
 
 _INF = float("inf")
+_SERVER_ANSWERED = True  # a cycle's head when the server answered for the app (413, 408)
+# Connection-specific fields are not sent over HTTP/2 (RFC 9113 8.2.2).
+_CONNECTION_SPECIFIC = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding",
+                                  b"upgrade", b"te"))
+_extra = [None, []]  # state.extra_headers (Date, Server) last seen, as HTTP/2 fields
+
+
+def _extra_fields(src: bytes) -> list:
+    """Date and Server as HTTP/2 fields, rebuilt when the cached bytes change (once a second)."""
+    if src is not _extra[0]:
+        fields = []
+        for line in src.split(b"\r\n"):
+            if line:
+                name, _, value = line.partition(b": ")
+                fields.append((name, value))
+        _extra[0], _extra[1] = src, fields
+    return _extra[1]
+
+
 # HEADERS, PUSH_PROMISE, CONTINUATION: the frames of a header block.
 _HEADER_BLOCK_FRAMES = frozenset((0x1, 0x5, 0x9))
 # A :path HTTP/1.1 would refuse: a fragment, white space, controls (RFC 9113 8.3.1, RFC 3986).

@@ -41,7 +41,7 @@ class HealthCycle:
     the notifications), for a response given at once through the
     connection's ``answer`` (HTTP/1.1 and HTTP/2 alike)."""
 
-    __slots__ = ("check", "conn", "request", "head", "status", "started")
+    __slots__ = ("check", "conn", "request", "head", "status", "started", "finished")
 
     def __init__(self, check: HealthCheck, conn, request) -> None:
         self.check = check
@@ -49,6 +49,7 @@ class HealthCycle:
         self.request = request
         self.head = None
         self.status = 0  # what --metrics-bind counts (io/h1.py cycle_done)
+        self.finished = False  # HTTP/2: the server answered the stream meanwhile (413 in the same read)
         self.started = perf_counter() if conn.state.metrics is not None else 0.0
 
     def start(self) -> None:
