@@ -195,3 +195,29 @@ def terminated_or_closed(client: H2Client, timeout: float = 10.0):
             raise
     goaways = client.goaways()
     return goaways[-1] if goaways else None
+
+
+class ThroughGoaway:
+    """Feeds an ``h2`` client connection one frame at a time, so that a
+    GOAWAY, which the library takes as the end of everything, still lets the
+    streams below its last stream id finish (RFC 9113 6.8: what a draining
+    server's first GOAWAY promises, and what the tests check)."""
+
+    def __init__(self, conn) -> None:
+        self.conn = conn
+        self.pending = b""
+
+    def receive(self, data: bytes) -> list:
+        from h2.connection import ConnectionState
+
+        self.pending += data
+        events = []
+        while len(self.pending) >= 9:
+            end = 9 + int.from_bytes(self.pending[:3], "big")
+            if len(self.pending) < end:
+                break
+            frame, self.pending = self.pending[:end], self.pending[end:]
+            events += self.conn.receive_data(frame)
+            if frame[3] == 0x7:  # GOAWAY
+                self.conn.state_machine.state = ConnectionState.CLIENT_OPEN
+        return events

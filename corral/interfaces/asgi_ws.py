@@ -85,7 +85,8 @@ class WebSocketHandler:
             "headers": request.headers,
             "subprotocols": handshake.subprotocols,
             "state": self.state.lifespan_state.copy(),
-            "extensions": {"websocket.http.response": {}},
+            # The denial response is HTTP/1.1's (over HTTP/2 a refusal is 403 or 500).
+            "extensions": {} if request.http_version == "2" else {"websocket.http.response": {}},
         }
         if conn.proxy is not None:  # a PROXY header: its TLS details (tls extension)
             scope["extensions"].update(conn.proxy.asgi_extensions())
@@ -255,7 +256,7 @@ class WebSocketCycle:
             if phase == CONNECTING:
                 self.phase = CLOSED
                 if not self.gone:
-                    conn.http_response(error_response(403, "", conn.state.extra_headers), True)
+                    conn.refuse(403)
                     self._log_access(403)
                     self.gone = True
                     self.code = 1006
@@ -360,7 +361,7 @@ class WebSocketCycle:
 
     def _answer_500(self) -> None:
         self.phase = CLOSED
-        self.conn.http_response(error_response(500, "", self.conn.state.extra_headers), True)
+        self.conn.refuse(500)
         self._log_access(500)
 
     def _log_access(self, status: int) -> None:

@@ -61,7 +61,7 @@ class H2Stream:
 
     __slots__ = ("conn", "stream_id", "method", "target", "path", "raw_path", "query_string", "headers", "body",
                  "buffered", "received", "complete", "cycle", "http_version", "keep_alive", "forwarded",
-                 "body_since", "waiting_since", "expect_continue", "reset", "cut")
+                 "body_since", "waiting_since", "expect_continue", "reset", "cut", "tunnel")
 
     def __init__(self, conn, stream_id: int, method: str, target: bytes, headers: list) -> None:
         self.conn = conn
@@ -86,6 +86,7 @@ class H2Stream:
         self.expect_continue = False  # no 100 Continue over HTTP/2: the body is flow-controlled
         self.reset = False  # a RST_STREAM is queued (reset_after_response)
         self.cut = False  # the response cannot complete: no END_STREAM, the reset tells
+        self.tunnel = None  # H2Tunnel: the stream carries a WebSocket (RFC 8441)
 
     # -- a waiter for a concurrency slot (state.waiting) ------------------------
 
@@ -115,7 +116,7 @@ class H2Connection(asyncio.Protocol):
         "closing", "linger_since", "idle_since", "head_since", "body_since", "write_since", "write_left",
         "waiting_since", "cycle", "reading_paused", "write_paused", "in_receive", "flush_scheduled",
         "writers", "drain_phase", "notice_at", "last_stream_id", "proxy", "eof", "close_reason", "starting",
-        "resets", "scan", "scan_skip", "scan_part",
+        "resets", "scan", "scan_skip", "scan_part", "blocked",
     )
 
     def __init__(self, state) -> None:
@@ -158,6 +159,7 @@ class H2Connection(asyncio.Protocol):
         self.scan = bool(state.config.timeout_header)
         self.scan_skip = len(proto.PREFACE)  # bytes before the next frame header
         self.scan_part = b""  # a frame header split across reads
+        self.blocked: set = set()  # tunnels whose protocol waits for the window (pause_writing)
 
     # -- asyncio.Protocol ----------------------------------------------------
 
@@ -182,6 +184,7 @@ class H2Connection(asyncio.Protocol):
             stream_window=STREAM_WINDOW,
             connection_window=CONNECTION_WINDOW,
             upgrade=upgrade,
+            connect_protocol=self.state.upgrade_handler is not None,
         )
 
     def data_received(self, data) -> None:
@@ -206,6 +209,8 @@ class H2Connection(asyncio.Protocol):
                 elif kind is proto.WindowUpdated:
                     self.write_since = self.state.now if self.write_since else 0.0
                     self._wake_writers()
+                    if self.blocked:
+                        self._wake_tunnels()
                 elif kind is proto.PingAcknowledged:
                     if self.drain_phase == 1:
                         self._final_goaway()
@@ -268,6 +273,8 @@ class H2Connection(asyncio.Protocol):
         self.write_paused = False
         self.write_since = 0.0
         self._wake_writers()
+        if self.blocked:
+            self._wake_tunnels()
 
     # -- frames out ------------------------------------------------------------
 
@@ -311,7 +318,7 @@ class H2Connection(asyncio.Protocol):
 
     def _request(self, stream_id: int, fields, end_stream: bool) -> None:
         state = self.state
-        method = target = authority = None
+        method = target = authority = protocol = None
         headers = []
         forwarded = False
         for name, value in fields:
@@ -325,6 +332,8 @@ class H2Connection(asyncio.Protocol):
                     target = value
                 elif name == b":authority":
                     authority = value
+                elif name == b":protocol":
+                    protocol = value
             elif name != b"host" or authority is None:
                 headers.append((name, value))
         if authority is not None:
@@ -337,7 +346,11 @@ class H2Connection(asyncio.Protocol):
             return
         self.last_stream_id = stream_id
         if method == b"CONNECT":
-            self._refuse(stream_id, end_stream, 501, "CONNECT is not supported")
+            if protocol != b"websocket" or target is None or state.upgrade_handler is None:
+                self._refuse(stream_id, end_stream, 501, "CONNECT is not supported")
+                return
+        elif protocol is not None:
+            self.engine.reset(stream_id, proto.PROTOCOL_ERROR)  # :protocol only with CONNECT (RFC 8441 4)
             return
         if target[:1] != b"/" and not (target == b"*" and method == b"OPTIONS") or _BAD_TARGET(target):
             # The same request targets HTTP/1.1 refuses (proto/h1.py): no fragment, no spaces or controls.
@@ -356,6 +369,9 @@ class H2Connection(asyncio.Protocol):
                         break
         self.idle_since = 0.0
         self.streams[stream_id] = stream
+        if protocol is not None:  # a WebSocket (io/ws.py): the stream becomes its transport
+            state.upgrade_handler.over_h2(self, stream)
+            return
         if state.in_flight >= state.limit_concurrency and state.over_limit(stream):
             return  # waits for a slot (run_queue), or was answered 503 (reject_busy)
         if stream_id in self.streams:
@@ -432,6 +448,9 @@ class H2Connection(asyncio.Protocol):
         stream = self.streams.get(stream_id)
         if stream is None:
             self.engine.consumed(stream_id, len(data))  # nobody reads it: keep the connection window open
+            return
+        if stream.tunnel is not None:
+            stream.tunnel.received(data, end_stream)
             return
         size = len(data)
         if size:
@@ -564,6 +583,8 @@ class H2Connection(asyncio.Protocol):
         if stream is not None:
             if stream.cycle is not None:
                 stream.cycle.disconnected()
+            elif stream.tunnel is not None:
+                stream.tunnel.lost()
             else:  # gone while waiting for a slot
                 self.state.stop_waiting(stream)
                 del self.streams[stream_id]
@@ -622,6 +643,10 @@ class H2Connection(asyncio.Protocol):
                     waiter.set_result(None)
         if not writers and not self.write_paused:
             self.write_since = 0.0
+
+    def _wake_tunnels(self) -> None:
+        for tunnel in list(self.blocked):
+            tunnel.check_writable()
 
     # -- closing and draining ---------------------------------------------------------
 
@@ -806,3 +831,143 @@ def prior_knowledge(state, h1, data: bytes) -> None:
     transport.set_protocol(conn)
     conn.connection_made(transport)
     conn.data_received(data)
+
+
+class H2Tunnel:
+    """One HTTP/2 stream as the byte transport of a protocol carried over it
+    (RFC 8441: a WebSocket, ``io/ws.py``), with the asyncio transport's
+    verbs: DATA both ways, END_STREAM as the half-close (``write_eof``,
+    ``close``), RST_STREAM as ``abort``. Flow control: the client's window
+    reopens as the protocol reads (``pause_reading`` holds it shut); the
+    protocol's writes pause while more than ``STREAM_HIGH_WATER`` bytes wait
+    for the client's window.
+
+    The stream sits in ``conn.streams`` (the connection is not idle while
+    it is open, and drains after it) but not in the worker's in-flight
+    requests: like a WebSocket over HTTP/1.1 it is in ``state.upgraded``."""
+
+    __slots__ = ("conn", "stream", "protocol", "paused", "unacked", "write_paused", "ended", "remote_ended", "done")
+
+    def __init__(self, conn: H2Connection, stream: H2Stream) -> None:
+        self.conn = conn
+        self.stream = stream
+        self.protocol = None
+        self.paused = False
+        self.unacked = 0  # bytes read while paused: their window reopens on resume
+        self.write_paused = False
+        self.ended = False  # our END_STREAM (or reset) is queued
+        self.remote_ended = False  # the client's END_STREAM came
+        self.done = False  # connection_lost was called
+        stream.tunnel = self
+
+    # -- the HTTP/2 side -----------------------------------------------------------
+
+    def respond(self, status: int, fields) -> None:
+        """The answer to the CONNECT: 200 opens the tunnel."""
+        conn = self.conn
+        conn.engine.send_head(self.stream.stream_id, [(b":status", b"%d" % status), *fields,
+                                                      *_extra_fields(conn.state.extra_headers)], False)
+        conn.frames_queued()
+
+    def refuse(self, status: int, detail: str = "") -> None:
+        """A short answer in the protocol's place (403, 500, 503); the stream ends."""
+        if not self.ended:
+            self.ended = True
+            conn = self.conn
+            body = (detail or "Refused").encode("latin-1") + b"\n"
+            conn._answer(self.stream.stream_id, status, body, (), self.remote_ended)
+            conn.loop.call_soon(self.lost)
+
+    def received(self, data: bytes, end_stream: bool) -> None:
+        size = len(data)
+        protocol = self.protocol
+        if size and not self.done:
+            if self.paused:
+                self.unacked += size
+            else:
+                self.conn.body_taken(self.stream, size)
+            protocol.data_received(data)
+        if end_stream and not self.remote_ended:
+            self.remote_ended = True
+            if self.ended:  # both ends are shut: the stream is over
+                self.lost()
+            elif not self.done and not protocol.eof_received():
+                self.close()
+
+    def lost(self) -> None:
+        """The stream is over (both ends, a reset, or the connection)."""
+        if self.done:
+            return
+        self.done = True
+        conn = self.conn
+        conn.blocked.discard(self)
+        stream_id = self.stream.stream_id
+        if conn.streams.get(stream_id) is self.stream:
+            del conn.streams[stream_id]
+            conn.settle()
+        self.protocol.connection_lost(None)
+
+    def check_writable(self) -> None:
+        if self.write_paused and (self.done or self.get_write_buffer_size() <= STREAM_HIGH_WATER):
+            self.write_paused = False
+            self.conn.blocked.discard(self)
+            if not self.done:
+                self.protocol.resume_writing()
+
+    # -- the transport verbs the protocol uses ----------------------------------------
+
+    def get_extra_info(self, name, default=None):
+        return self.conn.transport.get_extra_info(name, default)
+
+    def write(self, data) -> None:
+        if self.ended or self.done:
+            return
+        conn = self.conn
+        conn.engine.send_body(self.stream.stream_id, bytes(data), False)
+        conn.frames_queued()
+        if not self.write_paused and (conn.write_paused or self.get_write_buffer_size() > STREAM_HIGH_WATER):
+            self.write_paused = True
+            conn.blocked.add(self)
+            self.protocol.pause_writing()
+
+    def writelines(self, parts) -> None:
+        self.write(b"".join(parts))
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        if not self.ended and not self.done:
+            self.ended = True
+            conn = self.conn
+            conn.engine.send_body(self.stream.stream_id, b"", True)
+            conn.frames_queued()
+            if self.remote_ended:
+                conn.loop.call_soon(self.lost)
+
+    def close(self) -> None:
+        self.write_eof()
+
+    def abort(self) -> None:
+        if not self.done:
+            conn = self.conn
+            self.ended = True
+            conn.engine.reset(self.stream.stream_id, proto.CANCEL)
+            conn.frames_queued()
+            self.lost()
+
+    def is_closing(self) -> bool:
+        return self.ended or self.done
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        if self.paused:
+            self.paused = False
+            if self.unacked and not self.done:
+                self.conn.body_taken(self.stream, self.unacked)
+            self.unacked = 0
+
+    def get_write_buffer_size(self) -> int:
+        return self.conn.engine.queued(self.stream.stream_id)

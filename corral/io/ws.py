@@ -50,12 +50,14 @@ from ..proto.ws import (
     HandshakeError,
     Parser,
     ProtocolError,
+    accept_fields,
     accept_response,
     check_request,
     encode_close,
     encode_frame,
     encode_message,
 )
+from .h2 import H2Tunnel
 from .transport import half_close, peer_name
 
 log = logging.getLogger("corral.error")
@@ -130,6 +132,34 @@ class WebSocketUpgrade:
         ws.cycle = cycle = self.handler(ws, request, handshake)
         cycle.start()
 
+    def over_h2(self, conn, stream) -> None:
+        """RFC 8441: an HTTP/2 stream opened by ``CONNECT`` with ``:protocol
+        websocket`` (``io/h2.py``) carries the WebSocket: the same
+        ``WSConnection`` and ASGI session, on an ``H2Tunnel`` for a transport.
+        The handshake has no key and is answered ``200``."""
+        state = self.state
+        tunnel = H2Tunnel(conn, stream)
+        if state.draining:
+            log.info("%s: 503 Server shutting down (WebSocket over HTTP/2)", peer_name(conn.client))
+            tunnel.refuse(503, "Server shutting down")
+            return
+        try:
+            handshake = check_request(stream.headers, deflate=state.config.ws_per_message_deflate, extended_connect=True)
+        except HandshakeError as exc:
+            log.info("%s: %d %s (WebSocket over HTTP/2)", peer_name(conn.client), exc.status, exc.detail)
+            state.counters["bad_requests"] += 1
+            tunnel.refuse(exc.status, exc.detail)
+            return
+        ws = WSConnection(state, self, tunnel, conn, stream, handshake, b"")
+        ws.tunnel = tunnel
+        tunnel.protocol = ws
+        state.upgraded.add(ws)
+        if state.gate is not None:  # one more open WebSocket for --limit-connections
+            state.gate.opened(len(state.connections) + len(state.upgraded) + len(state.handshakes))
+        state.counters["websockets"] += 1
+        ws.cycle = cycle = self.handler(ws, stream, handshake)
+        cycle.start()
+
     def _refuse(self, conn, status: int, detail: str, headers: bytes = b"") -> None:
         state = self.state
         log.info("%s: %d %s", peer_name(conn.client), status, detail)
@@ -193,6 +223,7 @@ class WSConnection(asyncio.Protocol):
         "lost_waiter",
         "pong_owed",
         "ping_paused",
+        "tunnel",
     )
 
     def __init__(self, state, upgrader, transport, conn, request, handshake, rest: bytes) -> None:
@@ -225,6 +256,7 @@ class WSConnection(asyncio.Protocol):
         self.lost_waiter: asyncio.Future | None = None
         self.pong_owed: bytes | None = None  # the latest ping's payload, while writing is paused
         self.ping_paused = False  # reading paused by a ping we could not answer
+        self.tunnel = None  # io/h2.py H2Tunnel when the WebSocket runs over an HTTP/2 stream (RFC 8441)
 
     def __repr__(self) -> str:
         return f"<WSConnection {peer_name(self.client)} phase={self.phase}>"
@@ -332,8 +364,10 @@ class WSConnection(asyncio.Protocol):
     def accept(self, subprotocol, headers) -> None:
         """Send the 101 (raises ValueError for a bad subprotocol or header)."""
         handshake = self.handshake
-        data = accept_response(handshake, subprotocol, headers, self.state.extra_headers)
-        self.transport.write(data)
+        if self.tunnel is not None:  # HTTP/2: 200 on the stream (RFC 8441 5)
+            self.tunnel.respond(200, accept_fields(handshake, subprotocol, headers))
+        else:
+            self.transport.write(accept_response(handshake, subprotocol, headers, self.state.extra_headers))
         self.phase = OPEN
         self.handshake = None
         deflate = handshake.deflate
@@ -401,10 +435,23 @@ class WSConnection(asyncio.Protocol):
             self.pending_error = None
             self.fail(exc.code, exc.reason)
 
+    def refuse(self, status: int, detail: str = "") -> None:
+        """Answer the handshake with a short error (403, 500, 503) and close."""
+        if self.tunnel is None:
+            self.http_response(error_response(status, detail, self.state.extra_headers), True)
+        elif self.phase == HANDSHAKE:
+            self.tunnel.refuse(status, detail)
+            self.phase = CLOSING
+            self.handshake = None
+            self.early = None
+            self.deadline = self.state.now + CLOSE_TIMEOUT
+
     def http_response(self, data: bytes, done: bool) -> None:
         """Write (part of) an HTTP answer to the handshake; ``done`` closes."""
         if self.phase != HANDSHAKE:
             return
+        if self.tunnel is not None:  # the scope does not offer websocket.http.response over HTTP/2
+            raise RuntimeError("ASGI: the WebSocket denial response is not offered over HTTP/2")
         self.transport.write(data)
         if done:
             self.phase = CLOSING
@@ -467,7 +514,7 @@ class WSConnection(asyncio.Protocol):
         app to finish; the caller bounds the wait."""
         phase = self.phase
         if phase == HANDSHAKE:
-            self.http_response(error_response(503, "Server shutting down", self.state.extra_headers), True)
+            self.refuse(503, "Server shutting down")
             self._disconnected(1001, "")
         elif phase == OPEN:
             self.close(1001, "server shutting down")

@@ -55,10 +55,13 @@ class H2Engine:
     __slots__ = ("conn",)
 
     def __init__(self, *, max_concurrent_streams: int, max_header_list_size: int, stream_window: int,
-                 connection_window: int, upgrade: tuple[bytes, bool] | None = None) -> None:
+                 connection_window: int, upgrade: tuple[bytes, bool] | None = None,
+                 connect_protocol: bool = False) -> None:
         """``upgrade``: (the client's decoded HTTP2-Settings, whether the
         request was HEAD) after ``Upgrade: h2c``; the request is stream 1.
-        Raises ValueError for a malformed settings payload."""
+        Raises ValueError for a malformed settings payload. ``connect_protocol``:
+        advertise SETTINGS_ENABLE_CONNECT_PROTOCOL (RFC 8441: WebSocket over
+        HTTP/2 by an extended CONNECT with ``:protocol``)."""
         config = ngh2.Configuration(
             auto_window_update=False,
             max_inbound_header_list_size=max_header_list_size,
@@ -74,6 +77,8 @@ class H2Engine:
             ngh2.Setting.INITIAL_WINDOW_SIZE: stream_window,
             ngh2.Setting.MAX_HEADER_LIST_SIZE: max_header_list_size,
         }
+        if connect_protocol:
+            settings[ngh2.Setting.ENABLE_CONNECT_PROTOCOL] = 1
         if upgrade is None:
             conn.initiate_connection(settings)
         else:

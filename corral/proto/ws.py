@@ -251,11 +251,14 @@ def _tokens(value: bytes) -> list[bytes]:
     return [token.strip() for token in value.split(b",") if token.strip()]
 
 
-def check_request(headers, *, deflate: bool = True) -> Handshake:
+def check_request(headers, *, deflate: bool = True, extended_connect: bool = False) -> Handshake:
     """Validate an upgrade request's headers (RFC 6455 §4.2.1).
 
     The caller has checked the method (GET), the HTTP version and
     ``Upgrade: websocket``; ``headers`` are (lower-case name, value) pairs.
+    ``extended_connect``: an HTTP/2 CONNECT with ``:protocol websocket``
+    (RFC 8441 §5): no Connection, Upgrade or Sec-WebSocket-Key; the version,
+    subprotocols and extensions as in RFC 6455.
     """
     key = None
     version = None
@@ -278,12 +281,15 @@ def check_request(headers, *, deflate: bool = True) -> Handshake:
             subprotocols += [token.decode("latin-1") for token in _tokens(value)]
         elif name == b"sec-websocket-extensions":
             extensions.append(value)
-    if not upgrade:
+    if not upgrade and not extended_connect:
         raise HandshakeError(400, "WebSocket upgrade needs 'Connection: Upgrade'")
     if version is None:
         raise HandshakeError(400, "Missing Sec-WebSocket-Version header")
     if version != b"13":
         raise HandshakeError(426, "Unsupported WebSocket version", b"sec-websocket-version: 13\r\n")
+    if extended_connect:
+        negotiated = negotiate_deflate(extensions) if deflate and extensions else None
+        return Handshake(None, subprotocols, negotiated)
     if key is None:
         raise HandshakeError(400, "Missing Sec-WebSocket-Key header")
     try:
@@ -389,24 +395,22 @@ _RESERVED_RESPONSE_HEADERS = frozenset(
 )
 
 
-def accept_response(handshake: Handshake, subprotocol: str | None = None, headers=(), extra: bytes = b"") -> bytes:
-    """The ``101 Switching Protocols`` head; ``headers`` come from the app.
+def accept_fields(handshake: Handshake, subprotocol: str | None = None, headers=()) -> list:
+    """The fields of a handshake's answer besides its status, for HTTP/1.1
+    (``accept_response``) and HTTP/2 (RFC 8441: ``:status 200``) alike;
+    ``headers`` come from the app.
 
     Raises ValueError for a subprotocol the client did not offer or a header
     that cannot be sent (bad name, CR/LF/NUL in a value, or one of the
     handshake's own headers).
     """
-    parts = [
-        b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: ",
-        accept_key(handshake.key),
-        b"\r\n",
-    ]
+    fields = []
     if subprotocol is not None:
         if subprotocol not in handshake.subprotocols:
             raise ValueError(f"subprotocol {subprotocol!r} was not offered by the client")
-        parts += (b"sec-websocket-protocol: ", subprotocol.encode("latin-1"), b"\r\n")
+        fields.append((b"sec-websocket-protocol", subprotocol.encode("latin-1")))
     if handshake.deflate is not None:
-        parts += (b"sec-websocket-extensions: ", handshake.deflate.response, b"\r\n")
+        fields.append((b"sec-websocket-extensions", handshake.deflate.response))
     for name, value in headers:
         if type(name) is not bytes or type(value) is not bytes:
             raise ValueError("header names and values must be bytes")
@@ -416,6 +420,18 @@ def accept_response(handshake: Handshake, subprotocol: str | None = None, header
             raise ValueError("header values must not contain CR, LF or NUL")
         if name.lower() in _RESERVED_RESPONSE_HEADERS:
             raise ValueError(f"header {name!r} is set by the server")
+        fields.append((name, value))
+    return fields
+
+
+def accept_response(handshake: Handshake, subprotocol: str | None = None, headers=(), extra: bytes = b"") -> bytes:
+    """The ``101 Switching Protocols`` head (see ``accept_fields``)."""
+    parts = [
+        b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: ",
+        accept_key(handshake.key),
+        b"\r\n",
+    ]
+    for name, value in accept_fields(handshake, subprotocol, headers):
         parts += (name, b": ", value, b"\r\n")
     parts += (extra, b"\r\n")
     return b"".join(parts)

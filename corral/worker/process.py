@@ -305,6 +305,9 @@ class Worker:
             queued,
         )
         deadline = loop.time() + config.timeout_graceful
+        # WebSockets get their 1001 alongside the HTTP drain: one carried by an
+        # HTTP/2 stream (RFC 8441) keeps its connection open until it ends.
+        websockets = loop.create_task(self._close_upgraded(config.timeout_graceful)) if state.upgraded else None
         while (state.connections or state.handshakes) and loop.time() < deadline:
             state.refresh()
             state.sweep(idle_timeout=DRAIN_IDLE_GRACE)
@@ -322,7 +325,8 @@ class Worker:
                 conn.abort()
             await asyncio.sleep(0)
         log.info("worker %d: connections closed (%d)", pid, total)
-        await self._close_upgraded(max(1.0, deadline - loop.time()))
+        if websockets is not None:
+            await websockets
         await self.lifespan.shutdown(config.timeout_graceful)
         counters = state.counters
         log.info(

@@ -8,6 +8,9 @@ import os
 
 
 async def app(scope, receive, send):
+    if scope["type"] == "websocket":
+        await websocket(scope, receive, send)
+        return
     if scope["type"] != "http":
         return
     path = scope["path"]
@@ -59,3 +62,18 @@ def wsgi(environ, start_response):
     body = json.dumps({k: environ[k] for k in keys}).encode()
     start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
     return [body]
+
+
+async def websocket(scope, receive, send):
+    """Says who the client is and how it came, then echoes."""
+    await receive()
+    await send({"type": "websocket.accept"})
+    client = scope["client"]
+    await send({"type": "websocket.send",
+                "text": json.dumps([client[0], client[1], scope["scheme"], scope["http_version"]])})
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            os.write(2, f"ws disconnect {message['code']}\n".encode())
+            return
+        await send({"type": "websocket.send", "text": message.get("text") or ""})

@@ -55,7 +55,7 @@ EXCHANGE_JS = r"""
 class Chromium:
     """Headless Chromium with a DevTools endpoint; ``evaluate`` runs JS in a page."""
 
-    def __init__(self) -> None:
+    def __init__(self, *extra: str) -> None:
         self.profile = tempfile.mkdtemp(prefix="corral-chromium-")
         self.proc = subprocess.Popen(
             [
@@ -70,6 +70,7 @@ class Chromium:
                 f"--user-data-dir={self.profile}",
                 "--remote-debugging-address=127.0.0.1",
                 "--remote-debugging-port=0",
+                *extra,
                 "about:blank",
             ],
             stdout=subprocess.DEVNULL,
@@ -180,3 +181,43 @@ def test_browser_exchanges_messages(server_factory, chromium, compression):
     assert seen["close"] == [4000, "done", True]
     server.wait_log(r"echo disconnect 4000 'done' after 3", start=mark)
     server.wait_log(r'"GET /echo HTTP/1.1" 101', start=mark)
+
+
+SCOPE_JS = r"""
+(async () => {
+  const ws = new WebSocket(URL);
+  const message = await new Promise((resolve, reject) => {
+    ws.onmessage = event => resolve(event.data);
+    ws.onerror = () => reject(new Error("WebSocket error"));
+  });
+  return message;
+})()
+"""
+
+
+def test_browser_runs_the_websocket_as_an_http2_stream(server_factory, tmp_path):
+    """RFC 8441 in a real browser: a page loaded over HTTP/2 (TLS, ALPN h2)
+    opens a wss:// socket to the same origin; Chromium sends it as an
+    extended CONNECT on the HTTP/2 connection it has, and the same WebSocket
+    code answers it on that stream."""
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.cert_chain_pems[0].write_to_path(str(certfile))
+    cert.private_key_pem.write_to_path(str(keyfile))
+    server = server_factory("ws:app", "--ssl-certfile", str(certfile), "--ssl-keyfile", str(keyfile))
+    browser = Chromium("--ignore-certificate-errors")
+    try:
+        origin = f"https://127.0.0.1:{server.port}"
+        with browser.page(f"{origin}/page") as session:
+            assert browser.evaluate(session, "performance.getEntriesByType('navigation')[0].nextHopProtocol") == "h2"
+            view = json.loads(browser.evaluate(session, SCOPE_JS.replace("URL", json.dumps(f"wss://127.0.0.1:{server.port}/scope"))))
+            seen = json.loads(browser.evaluate(session, EXCHANGE_JS.replace("URL", json.dumps(f"wss://127.0.0.1:{server.port}/echo"))))
+    finally:
+        browser.close()
+    assert view["http_version"] == "2"  # the socket ran as an HTTP/2 stream
+    assert view["scheme"] == "wss"
+    assert seen["text"] == "hello ☃" and seen["bigEchoed"] is True and seen["binary"] == [0, 1, 2, 255]
+    assert seen["extensions"].startswith("permessage-deflate")
+    assert seen["close"] == [4000, "done", True]

@@ -30,6 +30,7 @@ import h2.events
 import httptools
 import pytest
 
+from h2support import ThroughGoaway
 from support import Server, wait_until
 
 trustme = pytest.importorskip("trustme")
@@ -46,6 +47,7 @@ class Path:
     h2: bool
     tls: bool
     proxy: bool
+    ws: bool = False  # a WebSocket: over an HTTP/1.1 upgrade, or an HTTP/2 stream (RFC 8441)
 
 
 PATHS = {
@@ -57,6 +59,8 @@ PATHS = {
     "proxy/h1+tls": Path(h2=False, tls=True, proxy=True),
     "proxy/h2c": Path(h2=True, tls=False, proxy=True),
     "proxy/h2+tls": Path(h2=True, tls=True, proxy=True),
+    "ws/h1": Path(h2=False, tls=False, proxy=False, ws=True),
+    "ws/h2c": Path(h2=True, tls=False, proxy=False, ws=True),
 }
 
 # The client a PROXY v2 header names (TEST-NET-3): the app must see it.
@@ -77,6 +81,7 @@ OPTIONS = (
     "--limit-concurrency", "1", "--limit-concurrency-queue", "1",
     "--health-path", "/healthz",
     "--metrics-bind", "127.0.0.1:0",
+    "--ws-max-size", "1000",
 )
 
 
@@ -225,6 +230,7 @@ class H2Client:
         self.sock = sock
         self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
         self.h2.initiate_connection()
+        self.feed = ThroughGoaway(self.h2)
         self.replies: dict[int, Reply] = {}
         self.goaway = None
         self.gone = False
@@ -265,7 +271,7 @@ class H2Client:
         if not data:
             self.gone = True
             return False
-        for event in self.h2.receive_data(data):
+        for event in self.feed.receive(data):  # frame by frame: through a draining server's GOAWAY
             reply = self.replies.get(getattr(event, "stream_id", None))
             if isinstance(event, h2.events.ResponseReceived):
                 reply.headers = {n.lower(): v for n, v in event.headers}
@@ -280,10 +286,6 @@ class H2Client:
                 reply.headers[b"-reset"] = event.error_code
             elif isinstance(event, h2.events.ConnectionTerminated):
                 self.goaway = event
-                # The h2 library closes its side on any GOAWAY; RFC 9113 6.8 lets the
-                # streams below the last stream id finish, and corral's drain relies on
-                # it: keep reading them.
-                self.h2.state_machine.state = h2.connection.ConnectionState.CLIENT_OPEN
         self.flush()
         return True
 
@@ -307,9 +309,21 @@ class H2Client:
         self.sock.close()
 
 
-def connect(server: Server, path: Path, ca):
+def connect(server: Server, path: Path, ca, headers=b""):
+    if path.ws:  # the WebSocket wire clients of test_websocket.py, opened
+        from test_websocket import H2Raw, Raw
+
+        client = (H2Raw if path.h2 else Raw)(server, "/ws", headers=headers)
+        client.open()
+        return client
     sock = open_socket(server, path, ca)
     return H2Client(sock) if path.h2 else H1Client(sock)
+
+
+def ws_hello(client) -> list:
+    opcode, payload = client.read_frame()
+    assert opcode == 0x81, (opcode, payload)
+    return json.loads(payload)
 
 
 # -- the checks: one per guarantee, the same on every path ------------------------------
@@ -426,6 +440,13 @@ def check_underscore_headers(server, path, client, ca, tmp):
 
 
 def check_proxy_identity(server, path, client, ca, tmp):
+    if path.ws:
+        client.close()
+        client = connect(server, path, ca, headers=b"X-Forwarded-For: 198.51.100.9\r\n")
+        host, _, scheme, version = ws_hello(client)
+        client.close()
+        assert (host, scheme, version) == ("198.51.100.9", "ws", "2" if path.h2 else "1.1")
+        return
     reply = client.response(client.request("GET", "/client", headers=[("X-Forwarded-For", "198.51.100.9")]))
     host, port, scheme = json.loads(reply.body)
     if path.proxy:  # the PROXY header names the client; it is not a trusted forwarder itself
@@ -441,6 +462,16 @@ def check_health_path(server, path, client, ca, tmp):
 
 
 def check_metrics_count(server, path, client, ca, tmp):
+    if path.ws:
+        ws_hello(client)  # accepted; the snapshot that shows it open also counts it
+        wait_until(lambda: total(scrape(server), "corral_websocket_connections_open") >= 1, timeout=WAIT,
+                   message="the open WebSocket reported")
+        before = total(scrape(server), "corral_websocket_connections_total")
+        connect(server, path, ca).close()
+        wait_until(lambda: total(scrape(server), "corral_websocket_connections_total") == before + 1, timeout=WAIT,
+                   message="the WebSocket counted once")
+        return
+
     def count():
         return total(scrape(server), "corral_requests_total", method="PATCH")
 
@@ -449,7 +480,26 @@ def check_metrics_count(server, path, client, ca, tmp):
     wait_until(lambda: count() == before + 1, timeout=WAIT, message="the request counted once")
 
 
+def check_message_limit(server, path, client, ca, tmp):
+    from test_websocket import client_frame
+
+    ws_hello(client)
+    client.send(client_frame(0x1, b"x" * 1001))  # over --ws-max-size 1000
+    client.expect_close(1009)
+
+
 def check_drain_on_hup(server, path, client, ca, tmp):
+    if path.ws:
+        from test_websocket import client_frame
+
+        ws_hello(client)
+        mark = server.mark()
+        server.signal(signal.SIGHUP)
+        client.expect_close(1001)  # going away: the old worker drains
+        client.send(client_frame(0x8, (1001).to_bytes(2, "big")))
+        client.expect_eof()
+        server.wait_log(r"ws disconnect 1001", start=mark)
+        return
     flag, held = _hold(server, client, tmp, "drain")
     mark = server.mark()
     server.signal(signal.SIGHUP)
@@ -477,11 +527,29 @@ CHECKS = {
     "proxy identity": check_proxy_identity,
     "health path": check_health_path,
     "metrics count": check_metrics_count,
+    "message size limit (WebSocket)": check_message_limit,
     "drain on HUP": check_drain_on_hup,
 }
 
 # Cells that do not apply, and why. Every other cell must pass.
 NOT_APPLICABLE: dict[tuple[str, str], str] = {}
+for _row in PATHS:
+    if not PATHS[_row].ws:
+        NOT_APPLICABLE[(_row, "message size limit (WebSocket)")] = "HTTP bodies have --limit-request-body (the body limit cell)"
+for _row in ("ws/h1", "ws/h2c"):
+    NOT_APPLICABLE.update({
+        (_row, "header timeout"): "the handshake is a request head: the h1 and h2c rows' cell covers it",
+        (_row, "body timeout"): "no request body; a silent WebSocket is pinged (--ws-ping-interval, --ws-ping-timeout)",
+        (_row, "write timeout"): "a client that does not read makes the app's send wait; the keepalive ping closes it",
+        (_row, "concurrency limit"): "a WebSocket is not a request in flight (--limit-connections bounds them)",
+        (_row, "concurrency queue"): "a WebSocket is not a request in flight",
+        (_row, "body limit"): "messages have --ws-max-size (the message size limit cell)",
+        (_row, "early response"): "no request body to answer early",
+        (_row, "framing"): "frames, not Content-Length; protocol errors close 1002/1007 (test_websocket.py)",
+        (_row, "invalid response headers"): "the accept headers are checked: test_invalid_accept_headers_raise_in_the_app",
+        (_row, "underscore headers (WSGI)"): "WSGI has no WebSocket",
+        (_row, "health path"): "the health path is an HTTP request",
+    })
 
 # Cells whose fix lands separately (strict: the day they pass, this table must shrink).
 AWAITING: dict[tuple[str, str], str] = {}

@@ -17,6 +17,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from corral.proto.ws import _py_apply_mask
+from h2support import ThroughGoaway
 from support import Reader, Server, read_response
 
 KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
@@ -127,6 +128,94 @@ class Raw:
 
     def close(self) -> None:
         self.sock.close()
+
+
+class H2Raw(Raw):
+    """The same raw client over HTTP/2 (RFC 8441): h2c with prior knowledge,
+    an extended CONNECT, and the frames as the stream's DATA; the stream's
+    end (END_STREAM or RST_STREAM) is the EOF."""
+
+    def __init__(self, server, path="/echo", headers=b"", timeout=10.0):
+        import h2.config
+        import h2.connection
+
+        self.sock = server.connect(timeout)
+        self.buf = b""
+        self.path = path
+        self.extra = [tuple(line.lower().split(b": ", 1)) for line in headers.split(b"\r\n") if line]
+        self.ended = False
+        self.status = None
+        self.stream_id = None
+        self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(
+            client_side=True, header_encoding=None, validate_outbound_headers=False, normalize_outbound_headers=False))
+        self.h2.initiate_connection()
+        self.feed = ThroughGoaway(self.h2)
+        self._flush()
+
+    def _flush(self) -> None:
+        data = self.h2.data_to_send()
+        if data:
+            self.sock.sendall(data)
+
+    def _pump(self) -> bool:
+        import h2.events
+
+        try:
+            data = self.sock.recv(65536)
+        except ConnectionResetError:
+            data = b""
+        if not data:
+            self.ended = True
+            return False
+        for event in self.feed.receive(data):  # frame by frame: through a draining server's GOAWAY
+            if getattr(event, "stream_id", None) != self.stream_id:
+                continue
+            if isinstance(event, h2.events.ResponseReceived):
+                self.status = int(dict(event.headers)[b":status"])
+            elif isinstance(event, h2.events.DataReceived):
+                self.buf += event.data
+                self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            elif isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset)):
+                self.ended = True
+        self._flush()
+        return True
+
+    def handshake(self, extra: bytes = b"") -> bytes:
+        while self.h2.remote_settings.get(8) != 1:  # SETTINGS_ENABLE_CONNECT_PROTOCOL
+            assert self._pump(), "closed before the server's SETTINGS"
+        self.stream_id = self.h2.get_next_available_stream_id()
+        fields = [(b":method", b"CONNECT"), (b":protocol", b"websocket"), (b":scheme", b"http"),
+                  (b":path", self.path.encode()), (b":authority", b"x"), (b"sec-websocket-version", b"13"),
+                  *self.extra]
+        self.h2.send_headers(self.stream_id, fields)
+        if extra:
+            self.h2.send_data(self.stream_id, extra)
+        self._flush()
+        while self.status is None:
+            assert self._pump(), "closed during the handshake"
+        return b"HTTP/2 %d" % self.status
+
+    def open(self, extra: bytes = b"") -> None:
+        assert self.handshake(extra) == b"HTTP/2 200"
+
+    def _fill(self, size: int) -> None:
+        while len(self.buf) < size:
+            if self.ended or not self._pump():
+                raise ConnectionError(f"stream ended; {len(self.buf)} bytes buffered")
+
+    def send(self, data: bytes) -> None:
+        self.h2.send_data(self.stream_id, data)
+        self._flush()
+
+    def expect_eof(self, timeout: float = 10.0) -> None:
+        self.sock.settimeout(timeout)
+        while not self.ended:
+            self._pump()
+
+
+# The RFC 6455 wire tests below run over HTTP/1.1 (an upgrade) and over
+# HTTP/2 (RFC 8441: an extended CONNECT): the same WebSocket code serves both.
+TRANSPORTS = pytest.mark.parametrize("Client", [Raw, H2Raw], ids=["http1", "http2"])
 
 
 # -- RFC 6455 §4: opening handshake over corral ----------------------------------
@@ -341,8 +430,9 @@ def test_send_after_disconnect_raises_an_oserror(server):
 # -- RFC 6455 §5-§7 over the wire ------------------------------------------------------
 
 
-def test_ping_is_answered_with_the_same_payload(server):
-    raw = Raw(server)
+@TRANSPORTS
+def test_ping_is_answered_with_the_same_payload(server, Client):
+    raw = Client(server)
     raw.open()
     raw.send(client_frame(0x9, b"are you there"))
     assert raw.read_frame() == (0x8A, b"are you there")
@@ -364,16 +454,18 @@ def test_ping_is_answered_with_the_same_payload(server):
         (client_frame(0x8, (1005).to_bytes(2, "big")), 1002),
     ],
 )
-def test_protocol_errors_are_answered_with_a_close_code(server, frames, code):
-    raw = Raw(server)
+@TRANSPORTS
+def test_protocol_errors_are_answered_with_a_close_code(server, Client, frames, code):
+    raw = Client(server)
     raw.open()
     raw.send(frames)
     raw.expect_close(code)
     raw.expect_eof()
 
 
-def test_message_before_a_bad_frame_is_handled_first(server):
-    raw = Raw(server)
+@TRANSPORTS
+def test_message_before_a_bad_frame_is_handled_first(server, Client):
+    raw = Client(server)
     raw.open()
     raw.send(client_frame(0x1, b"first") + client_frame(0x7) + client_frame(0x9))
     assert raw.read_frame() == (0x81, b"first")
@@ -413,17 +505,19 @@ def test_per_message_deflate_can_be_turned_off(server_factory):
         assert client.recv(timeout=10) == "plain"
 
 
-def test_client_close_is_echoed_and_tcp_closed_by_the_server(server):
-    raw = Raw(server)
+@TRANSPORTS
+def test_client_close_is_echoed_and_tcp_closed_by_the_server(server, Client):
+    raw = Client(server)
     raw.open()
     raw.send(client_frame(0x8, (4321).to_bytes(2, "big") + b"bye"))
     raw.expect_close(4321)
     raw.expect_eof()
 
 
-def test_close_without_a_code_is_echoed_without_one(server):
+@TRANSPORTS
+def test_close_without_a_code_is_echoed_without_one(server, Client):
     mark = server.mark()
-    raw = Raw(server)
+    raw = Client(server)
     raw.open()
     raw.send(client_frame(0x8))
     assert raw.read_frame() == (0x88, b"")
@@ -431,8 +525,9 @@ def test_close_without_a_code_is_echoed_without_one(server):
     server.wait_log(r"echo disconnect 1005 '' after 0", start=mark)
 
 
-def test_close_handshake_times_out_when_the_client_never_answers(server):
-    raw = Raw(server, "/close?code=1000")
+@TRANSPORTS
+def test_close_handshake_times_out_when_the_client_never_answers(server, Client):
+    raw = Client(server, "/close?code=1000")
     raw.open()
     raw.expect_close(1000)
     started = time.monotonic()
