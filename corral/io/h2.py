@@ -40,7 +40,7 @@ from time import perf_counter
 from urllib.parse import unquote_to_bytes
 
 from ..proto import h2 as proto
-from .contract import settle_closing, write_timed_out
+from .contract import LINGER_SECONDS, settle_closing, write_timed_out
 from .transport import address, peer_name
 
 log = logging.getLogger("corral.error")
@@ -116,7 +116,7 @@ class H2Connection(asyncio.Protocol):
         "closing", "linger_since", "idle_since", "head_since", "body_since", "write_since", "write_left",
         "waiting_since", "cycle", "reading_paused", "write_paused", "in_receive", "flush_scheduled",
         "writers", "drain_phase", "notice_at", "last_stream_id", "proxy", "eof", "close_reason", "starting",
-        "resets", "scan", "scan_skip", "scan_part", "blocked",
+        "resets", "scan", "scan_skip", "scan_part", "blocked", "lingering",
     )
 
     def __init__(self, state) -> None:
@@ -154,6 +154,7 @@ class H2Connection(asyncio.Protocol):
         # (stream id, error code): RST_STREAM once the stream's response has
         # left the engine, never before (reset_after_response).
         self.resets: list[tuple[int, int]] = []
+        self.lingering: dict[int, float] = {}  # answered streams whose body is read and dropped, since
         # --timeout-header: the frame headers are followed (9 bytes each) to
         # know when a header block is open (HEADERS without END_HEADERS).
         self.scan = bool(state.config.timeout_header)
@@ -303,10 +304,18 @@ class H2Connection(asyncio.Protocol):
         return engine.data_to_send()
 
     def reset_after_response(self, stream_id: int, code: int = proto.NO_ERROR) -> None:
-        """RST_STREAM once what the stream queued has gone out (an early
-        answer is heard first, RFC 9113 8.1; a cut response shows as cut)."""
-        self.resets.append((stream_id, code))
-        self.frames_queued()
+        """RST_STREAM once what the stream queued has gone out: a cut
+        response shows as cut. NO_ERROR, the answer given before the request
+        ended (RFC 9113 8.1), lingers first: the rest of the body is read and
+        dropped for LINGER_SECONDS, so a client that uploads on gets to the
+        end, and one that is still sending then is told to stop (some
+        clients, curl before 8.11 among them, drop a response followed by
+        that reset)."""
+        if code == proto.NO_ERROR:
+            self.lingering[stream_id] = self.state.now
+        else:
+            self.resets.append((stream_id, code))
+            self.frames_queued()
 
     def frames_queued(self) -> None:
         """The cycle queued frames: written at the end of data_received, or once per loop pass."""
@@ -447,7 +456,9 @@ class H2Connection(asyncio.Protocol):
     def _data(self, stream_id: int, data: bytes, end_stream: bool) -> None:
         stream = self.streams.get(stream_id)
         if stream is None:
-            self.engine.consumed(stream_id, len(data))  # nobody reads it: keep the connection window open
+            self.engine.consumed(stream_id, len(data))  # nobody reads it: keep the windows open
+            if end_stream and self.lingering:
+                self.lingering.pop(stream_id, None)  # the client got to the end: no reset needed
             return
         if stream.tunnel is not None:
             stream.tunnel.received(data, end_stream)
@@ -579,6 +590,8 @@ class H2Connection(asyncio.Protocol):
 
     def _stream_gone(self, stream_id: int) -> None:
         """RST_STREAM from the client, or the stream closed before its response ended."""
+        if self.lingering:
+            self.lingering.pop(stream_id, None)
         stream = self.streams.get(stream_id)
         if stream is not None:
             if stream.cycle is not None:
@@ -644,6 +657,14 @@ class H2Connection(asyncio.Protocol):
         if not writers and not self.write_paused:
             self.write_since = 0.0
 
+    def _end_lingering(self, now: float) -> None:
+        engine = self.engine
+        for stream_id, since in list(self.lingering.items()):
+            if now - since >= LINGER_SECONDS and not engine.queued(stream_id):
+                del self.lingering[stream_id]
+                engine.reset(stream_id, proto.NO_ERROR)
+        self.flush()
+
     def _wake_tunnels(self) -> None:
         for tunnel in list(self.blocked):
             tunnel.check_writable()
@@ -687,6 +708,8 @@ class H2Connection(asyncio.Protocol):
                 if (cycle is not None and not stream.complete and not cycle.finished and stream.buffered < STREAM_WINDOW
                         and now - stream.body_since >= timeouts.body):
                     self._server_ends(stream, 408, "Request body timeout", "timeouts")
+        if self.lingering:
+            self._end_lingering(now)
         if self.state.draining:
             if self.drain_phase == 0:
                 self.drain_phase = 1

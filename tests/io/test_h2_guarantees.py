@@ -66,9 +66,28 @@ def test_response_before_the_body_is_read_reaches_the_client_then_reset(h2pair):
     stream_id = client.request("/upload", "POST", body=b"x" * 1000, end=False)  # more body would follow
     stream = pair.finished(stream_id)
     assert stream.status == 200 and stream.body == b"early" and stream.ended
+    assert pair.state.in_flight == 0
+    # The rest of the body is read and dropped for a while (a client that
+    # uploads on gets to its end); one still sending then is told to stop.
+    client.h2.send_data(stream_id, b"y" * 1000)
+    client.flush()
+    pair.later(1)
+    assert stream.reset is None
+    pair.later(2)
     pair.run_until(lambda: stream.reset is not None, what="the reset after the response")
     assert stream.reset == 0  # NO_ERROR: stop sending, the answer is whole (RFC 9113 8.1)
-    assert pair.state.in_flight == 0
+
+
+def test_early_response_then_the_whole_body_needs_no_reset(h2pair):
+    pair = h2pair(respond(body=b"early"))
+    client = pair.client
+    stream_id = client.request("/upload", "POST", body=b"x" * 1000, end=False)
+    assert pair.finished(stream_id).body == b"early"
+    client.h2.send_data(stream_id, b"y" * 1000, end_stream=True)
+    client.flush()
+    pair.spin()
+    pair.later(3)
+    assert client.streams[stream_id].reset is None and not pair.conn.lingering
 
 
 def test_body_limit_413_reaches_the_client(h2pair):
