@@ -400,3 +400,84 @@ def test_h2c_switch_counts_one_connection_opened_and_closed(pair, how):
     p.run_until(lambda: state.connections == {p.conn}, what="the connection to close")  # p.conn: the first, still open
     assert state.counters["connections"] == 2
     assert sum(state.metrics.closed.values()) == 1
+
+
+# -- attacks on the new paths ------------------------------------------------------------
+
+
+def test_header_block_scan_survives_any_split(loop):
+    """The frame walk behind --timeout-header (H2Connection._scan) against
+    the frames as sent, cut into reads at random places (hypothesis)."""
+    from hypothesis import given, settings, strategies as st
+    from hyperframe.frame import ContinuationFrame, DataFrame, HeadersFrame, PingFrame
+
+    from corral.config import Config
+    from corral.io.h2 import H2Connection
+    from corral.io.state import ServerState
+    from corral.proto.h2 import PREFACE
+
+    # Each frame, and whether a header block is open once it is read.
+    frames = [
+        (HeadersFrame(1, b"\x82\x86\x84", flags=["END_HEADERS"]), False),
+        (DataFrame(1, b"x" * 300), False),
+        (HeadersFrame(3, b"\x82"), True),
+        (ContinuationFrame(3, b"\x86"), True),
+        (PingFrame(0, b"12345678"), True),
+        (ContinuationFrame(3, b"\x84", flags=["END_HEADERS"]), False),
+        (HeadersFrame(5, b"\x82"), True),
+    ]
+    wire = PREFACE + b"".join(frame.serialize() for frame, _ in frames)
+    ends = []
+    offset = len(PREFACE)
+    for frame, _ in frames:
+        offset += len(frame.serialize())
+        ends.append(offset)
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(st.integers(min_value=1, max_value=64), min_size=1, max_size=40))
+    def check(cuts):
+        conn = H2Connection(ServerState(Config(app="x:y", access_log=False, http="2"), loop))
+        conn.state.now = 100.0
+        steps = iter(cuts)
+        position = 0
+        for end, (_, block_open) in zip(ends, frames):
+            while position < end:
+                step = min(next(steps, 7), end - position)
+                conn._scan(wire[position:position + step])
+                position += step
+            assert bool(conn.head_since) == block_open, (end, cuts)
+
+    check()
+
+
+def test_waiting_streams_leave_the_queue_when_the_connection_goes(h2pair):
+    app, gate = gate_app()
+    pair = h2pair(app, limit_concurrency=1, limit_concurrency_queue=5)
+    client = pair.client
+    held = client.request("/hold")
+    other = pair.connect()
+    for _ in range(5):
+        other.request("/next")
+    pair.spin()
+    assert len(pair.state.waiting) == 5
+    other.eof = True
+    other.sock.close()
+    pair.run_until(lambda: not pair.state.waiting, what="the queue to empty")
+    gate.set()
+    assert pair.finished(held).status == 200
+    pair.run_until(lambda: pair.state.in_flight == 0, what="nothing in flight")
+
+
+def test_protocol_pseudo_header_without_connect_is_a_stream_error(h2pair):
+    pair = h2pair(respond())
+    fields = [(b":method", b"GET"), (b":protocol", b"websocket"), (b":path", b"/"), (b":scheme", b"http"),
+              (b":authority", b"x")]
+    stream = pair.finished(pair.client.request(headers=fields))
+    assert stream.status is None and stream.reset == 0x1 and not pair.client.eof
+
+
+def test_connect_without_websocket_support_is_501(h2pair):
+    pair = h2pair(respond())  # no upgrade handler: SETTINGS_ENABLE_CONNECT_PROTOCOL is not sent
+    fields = [(b":method", b"CONNECT"), (b":authority", b"example.com:443")]
+    stream = pair.finished(pair.client.request(headers=fields))
+    assert stream.status == 501 and not pair.client.eof
