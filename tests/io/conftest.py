@@ -228,3 +228,20 @@ def pair(loop):
     yield make
     for p in pairs:
         p.close()
+
+
+@pytest.fixture
+def h2pair(loop):
+    """``h2pair(app, **config)``: an ``h2io.H2Pair`` (HTTP/2 over a socketpair); closed after the test."""
+    from h2io import H2Pair
+
+    pairs = []
+
+    def make(app, **config):
+        made = H2Pair(loop, app, **config)
+        pairs.append(made)
+        return made
+
+    yield make
+    for made in pairs:
+        made.close()

@@ -17,9 +17,11 @@ import h2.events
 
 from corral.config import Config
 from corral.interfaces.asgi_h2 import H2Handler
+from corral.interfaces.asgi_ws import WebSocketHandler
 from corral.io.h2 import H2Connection
 from corral.io.health import HealthCheck
 from corral.io.state import ServerState
+from corral.io.ws import WebSocketUpgrade
 
 from h2support import request_headers
 
@@ -44,7 +46,9 @@ class Stream:
 
 
 class H2Pair:
-    def __init__(self, loop, app, *, handler=None, **config) -> None:
+    def __init__(self, loop, app, *, websocket: bool = False, **config) -> None:
+        """``websocket``: WebSocket support, so SETTINGS_ENABLE_CONNECT_PROTOCOL
+        is advertised and extended CONNECTs are served (RFC 8441)."""
         config.setdefault("access_log", False)
         config.setdefault("http", "2")
         self.loop = loop
@@ -52,7 +56,9 @@ class H2Pair:
         cycle = H2Handler(app, state).new_cycle
         if state.config.health_path:
             cycle = HealthCheck(state.config.health_path, cycle, False)
-        state.h2_handler = handler or cycle
+        state.h2_handler = cycle
+        if websocket:
+            state.upgrade_handler = WebSocketUpgrade(state, WebSocketHandler(app, state))
         self.conns = []
         self.client = self.connect()
 

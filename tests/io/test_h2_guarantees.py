@@ -9,38 +9,6 @@ import logging
 
 import pytest
 
-from h2io import H2Pair
-
-try:
-    import uvloop
-except ImportError:  # pragma: no cover
-    uvloop = None
-
-
-@pytest.fixture
-def loop():
-    loop = uvloop.new_event_loop() if uvloop is not None else asyncio.new_event_loop()
-    yield loop
-    for task in asyncio.all_tasks(loop):
-        task.cancel()
-    loop.run_until_complete(asyncio.sleep(0))
-    loop.close()
-
-
-@pytest.fixture
-def h2pair(loop):
-    pairs = []
-
-    def make(app, **config):
-        pair = H2Pair(loop, app, **config)
-        pairs.append(pair)
-        return pair
-
-    yield make
-    for pair in pairs:
-        pair.close()
-
-
 def respond(status=200, headers=(), body=b"ok", read=False, parts=None):
     """An app that answers without reading the body (unless ``read``)."""
 

@@ -11,27 +11,6 @@ import struct
 
 import pytest
 
-from corral.interfaces.asgi_ws import WebSocketHandler
-from corral.io.ws import WebSocketUpgrade
-
-from h2io import H2Pair
-
-try:
-    import uvloop
-except ImportError:  # pragma: no cover
-    uvloop = None
-
-
-@pytest.fixture
-def loop():
-    loop = uvloop.new_event_loop() if uvloop is not None else asyncio.new_event_loop()
-    yield loop
-    for task in asyncio.all_tasks(loop):
-        task.cancel()
-    loop.run_until_complete(asyncio.sleep(0))
-    loop.close()
-
-
 def masked(opcode: int, payload: bytes) -> bytes:
     """A client frame (masked, RFC 6455 5.3)."""
     mask = os.urandom(4)
@@ -84,29 +63,8 @@ def connect_fields(path="/ws", extra=()):
 
 
 @pytest.fixture
-def wspair(loop):
-    pairs = []
-
-    def make(app, **config):
-        pair = H2Pair.__new__(H2Pair)
-        config.setdefault("access_log", False)
-        config.setdefault("http", "2")
-        from corral.config import Config
-        from corral.interfaces.asgi_h2 import H2Handler
-        from corral.io.state import ServerState
-
-        pair.loop = loop
-        pair.state = state = ServerState(Config(app="x:y", **config), loop)
-        state.h2_handler = H2Handler(app, state).new_cycle
-        state.upgrade_handler = WebSocketUpgrade(state, WebSocketHandler(app, state))
-        pair.conns = []
-        pair.client = pair.connect()
-        pairs.append(pair)
-        return pair
-
-    yield make
-    for pair in pairs:
-        pair.close()
+def wspair(h2pair):
+    return lambda app, **config: h2pair(app, websocket=True, **config)
 
 
 def test_settings_advertise_the_extended_connect(wspair):
