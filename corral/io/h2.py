@@ -36,6 +36,7 @@ import base64
 import binascii
 import logging
 import re
+from http import HTTPStatus
 from time import perf_counter
 from urllib.parse import unquote_to_bytes
 
@@ -52,6 +53,7 @@ STREAM_WINDOW = 256 * 1024
 CONNECTION_WINDOW = 1024 * 1024
 GOAWAY_GRACE = 1.0  # seconds between the two GOAWAYs when the PING is not answered
 _PING = b"corral\x00\x01"
+_TEXT = ((b"content-type", b"text/plain; charset=utf-8"),)  # the server's own short answers
 
 
 class H2Stream:
@@ -405,7 +407,7 @@ class H2Connection(asyncio.Protocol):
         """A request refused before any app sees it (logged, counted)."""
         log.info("%s: %d %s (HTTP/2 stream %d)", peer_name(self.client), status, detail, stream_id)
         self.state.counters["bad_requests"] += 1
-        self._answer(stream_id, status, detail.encode("latin-1") + b"\n", (), end_stream)
+        self._answer(stream_id, status, detail.encode("latin-1") + b"\n", _TEXT, end_stream)
 
     def upgraded_request(self, request) -> None:
         """Stream 1 after ``Upgrade: h2c``: the HTTP/1.1 request, received whole."""
@@ -414,21 +416,28 @@ class H2Connection(asyncio.Protocol):
         fields = [(b":method", request.method.encode("latin-1")), (b":path", path), *headers]
         self._request(1, fields, True)
 
-    def _answer(self, stream_id: int, status: int, body: bytes, extra=(), complete: bool = True) -> None:
-        """A short plain-text answer from the server itself (no app); a
-        request still sending its body is reset once the answer is out."""
-        headers = [(b":status", b"%d" % status), (b"content-type", b"text/plain; charset=utf-8"),
-                   (b"content-length", b"%d" % len(body)), *extra]
-        self.engine.send_head(stream_id, headers, False)
-        self.engine.send_body(stream_id, body, True)
+    def _answer(self, stream_id: int, status: int, body: bytes, headers=_TEXT, complete: bool = True,
+                head_request: bool = False) -> None:
+        """A whole short answer from the server itself (no app: 400, 413,
+        503, the health check, 500 for an app): one HEADERS and one DATA,
+        with Date and Server as every response; a request still sending its
+        body lingers, then is reset (``reset_after_response``)."""
+        fields = [(b":status", b"%d" % status), *headers, (b"content-length", b"%d" % len(body)),
+                  *_extra_fields(self.state.extra_headers)]
+        engine = self.engine
+        if head_request or not body:
+            engine.send_head(stream_id, fields, True)
+        else:
+            engine.send_head(stream_id, fields, False)
+            engine.send_body(stream_id, body, True)
         if not complete:
             self.reset_after_response(stream_id, proto.NO_ERROR)
         self.frames_queued()
 
     def answer_server(self, stream: H2Stream, status: int, body: bytes, extra=()) -> None:
         """``_answer`` for a stream the server answers in the app's place
-        (503 busy, --health-path): counted in the metrics like a request."""
-        self._answer(stream.stream_id, status, body if stream.method != "HEAD" else b"", extra, stream.complete)
+        (503 busy): counted in the metrics like a request."""
+        self._answer(stream.stream_id, status, body, (*_TEXT, *extra), stream.complete, stream.method == "HEAD")
         metrics = self.state.metrics
         if metrics is not None:
             metrics.record(stream.method, status, 0.0)
@@ -437,20 +446,13 @@ class H2Connection(asyncio.Protocol):
         """The exchange verb ``io/health.py`` answers with: the whole
         response at once, then the stream is done."""
         stream = cycle.request
-        if cycle.finished:  # answered by the server meanwhile (413 in the same read)
-            self.stream_done(stream)
-            return
-        fields = [(b":status", b"%d" % status), *headers, (b"content-length", b"%d" % len(body))]
-        head = stream.method == "HEAD"
-        self.engine.send_head(stream.stream_id, fields, head)
-        if not head:
-            self.engine.send_body(stream.stream_id, body, True)
-        if not stream.complete:
-            self._reset_stream(stream, proto.NO_ERROR)
-        self.frames_queued()
-        metrics = self.state.metrics
-        if metrics is not None:
-            metrics.record(stream.method, status, perf_counter() - cycle.started)
+        if not cycle.finished:  # else answered by the server meanwhile (413 in the same read)
+            self._answer(stream.stream_id, status, body, headers, True, stream.method == "HEAD")
+            if not stream.complete:
+                self._reset_stream(stream, proto.NO_ERROR)
+            metrics = self.state.metrics
+            if metrics is not None:
+                metrics.record(stream.method, status, perf_counter() - cycle.started)
         self.stream_done(stream)
 
     def _data(self, stream_id: int, data: bytes, end_stream: bool) -> None:
@@ -532,10 +534,9 @@ class H2Connection(asyncio.Protocol):
         pass
 
     def send_error(self, cycle, status: int) -> None:
-        fields = [(b":status", b"%d" % status), (b"content-type", b"text/plain; charset=utf-8"),
-                  (b"content-length", b"0"), *_extra_fields(self.state.extra_headers)]
-        self.engine.send_head(cycle.request.stream_id, fields, True)
-        self.frames_queued()
+        stream = cycle.request
+        self._answer(stream.stream_id, status, HTTPStatus(status).phrase.encode() + b"\n", _TEXT, True,
+                     stream.method == "HEAD")
 
     def cut(self, cycle) -> None:
         """A response that cannot complete: no END_STREAM; RST_STREAM
@@ -581,7 +582,7 @@ class H2Connection(asyncio.Protocol):
         if cycle.head is None:
             cycle.head = _SERVER_ANSWERED
             cycle.status = status
-            self._answer(stream.stream_id, status, detail.encode("latin-1") + b"\n", (), True)
+            self._answer(stream.stream_id, status, detail.encode("latin-1") + b"\n")
             self._reset_stream(stream, proto.NO_ERROR)
         else:
             self._reset_stream(stream, proto.CANCEL)
@@ -898,7 +899,7 @@ class H2Tunnel:
             self.ended = True
             conn = self.conn
             body = (detail or "Refused").encode("latin-1") + b"\n"
-            conn._answer(self.stream.stream_id, status, body, (), self.remote_ended)
+            conn._answer(self.stream.stream_id, status, body, _TEXT, self.remote_ended)
             conn.loop.call_soon(self.lost)
 
     def received(self, data: bytes, end_stream: bool) -> None:

@@ -73,7 +73,8 @@ def test_body_longer_than_content_length_is_500_not_a_protocol_error(h2pair, cap
     pair = h2pair(respond(headers=[(b"content-length", b"2")], body=b"toolong"))
     with caplog.at_level(logging.ERROR, "corral.error"):
         stream = pair.finished(pair.client.request())
-    assert stream.status == 500 and stream.body == b""
+    assert stream.status == 500 and stream.body == b"Internal Server Error\n"  # as over HTTP/1.1
+    assert stream.header(b"date") is not None and stream.header(b"server") == b"corral"
     assert "longer than its Content-Length" in caplog.text
     assert not pair.client.eof  # the connection goes on
 
