@@ -22,21 +22,22 @@ def build_parser() -> argparse.ArgumentParser:
         argument_default=argparse.SUPPRESS,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Every option can also be set as CORRAL_<OPTION> in the environment "
-        "or in the TOML file given with --config. Precedence: CLI > env > file > defaults.",
+        "or in the TOML file given with --config. Precedence: CLI > env > --env-file > file > defaults.",
     )
     parser.add_argument("app", nargs="?", metavar="MODULE:ATTR", help="The application, e.g. myproject.asgi:app.")
-    parser.add_argument("--config", metavar="FILE", help="TOML file with options (keys as in --help, [corral] table optional).")
+    parser.add_argument("-c", "--config", metavar="FILE", help="TOML file with options (keys as in --help, [corral] table optional).")
     parser.add_argument("--version", action="version", version=f"corral {__version__}")
     for option in OPTIONS:
         if option.name == "app":
             continue
         default = f" (default: {_show(option.default)})"
+        flags = [option.short, option.cli] if option.short else [option.cli]
         if option.flag:
-            parser.add_argument(option.cli, action=argparse.BooleanOptionalAction, help=option.help + default)
+            parser.add_argument(*flags, action=argparse.BooleanOptionalAction, help=option.help + default)
         elif option.many:
-            parser.add_argument(option.cli, action="append", metavar=option.metavar, help=option.help + default)
+            parser.add_argument(*flags, action="append", metavar=option.metavar, help=option.help + default)
         else:
-            parser.add_argument(option.cli, metavar=option.metavar, help=option.help + default)
+            parser.add_argument(*flags, metavar=option.metavar, help=option.help + default)
     return parser
 
 

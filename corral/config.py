@@ -8,6 +8,7 @@ Precedence: CLI > environment > file > defaults.
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
@@ -168,7 +169,7 @@ class Option:
     metavar: str | None = None
     flag: bool = False  # boolean: --name / --no-name
     many: bool = False  # repeatable on the command line; a list in TOML
-
+    short: str | None = None  # a one-letter flag too (-w), where gunicorn and uvicorn have the same
 
     @property
     def cli(self) -> str:
@@ -198,8 +199,45 @@ def _access_log_format(value: str) -> str:
     return check_format(str(value))
 
 
-def _opt(name, default, parse, help, metavar=None):
-    return Option(name, default, parse, help, metavar, flag=parse is _bool, many=parse is _list)
+def _opt(name, default, parse, help, metavar=None, short=None):
+    return Option(name, default, parse, help, metavar, flag=parse is _bool, many=parse is _list, short=short)
+
+
+def _user(value: Any) -> str | None:
+    """A user name or a numeric uid that exists here (checked at start, so a typo is one line)."""
+    import pwd
+
+    text = _optional_text(value if not isinstance(value, int) or isinstance(value, bool) else str(value))
+    if text is None:
+        return None
+    try:
+        if text.isdigit():
+            pwd.getpwuid(int(text))
+        else:
+            pwd.getpwnam(text)
+    except KeyError:
+        if not text.isdigit():
+            raise ValueError("no such user on this system") from None
+        # a numeric uid without a passwd entry (containers): allowed, with --group
+    return text
+
+
+def _group(value: Any) -> str | None:
+    import grp
+
+    text = _optional_text(value if not isinstance(value, int) or isinstance(value, bool) else str(value))
+    if text is None:
+        return None
+    if not text.isdigit():
+        try:
+            grp.getgrnam(text)
+        except KeyError:
+            raise ValueError("no such group on this system") from None
+    return text
+
+
+def _megabytes(value: Any) -> int:
+    return _int_range(0)(value)
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -218,7 +256,7 @@ OPTIONS: tuple[Option, ...] = (
     _opt("fd", None, _optional_int(0), "Serve an inherited listening socket file descriptor.", "N"),
     _opt("backlog", 2048, _int_range(1), "Listen backlog (clamped to net.core.somaxconn).", "N"),
     # processes
-    _opt("workers", 1, _workers, "Number of worker processes (auto = CPU count).", "N|auto"),
+    _opt("workers", 1, _workers, "Number of worker processes (auto = CPU count).", "N|auto", short="-w"),
     _opt("threads", 1, _int_range(1, 1024), "WSGI: threads per worker; 1 runs the app on the worker's event loop, one request at a time (see WSGI).", "N"),
     _opt("accept", "shared", _choice("shared", "reuseport"), "shared: one queue for all workers; reuseport: one SO_REUSEPORT socket per worker slot.", "shared|reuseport"),
     _opt("timeout_worker", 30.0, _seconds, "Kill and replace a worker whose loop is blocked this long (0 = off).", "SECONDS"),
@@ -228,6 +266,16 @@ OPTIONS: tuple[Option, ...] = (
     _opt("health_path", None, _health_path, "Answer this path with 200 (503 while stopping) without calling the app; for readiness probes and load balancer health checks.", "PATH"),
     _opt("limit_max_requests", 0, _int_range(0), "Recycle a worker after this many requests (0 = never).", "N"),
     _opt("max_requests_jitter", 0, _int_range(0), "Random extra requests added to --limit-max-requests per worker.", "N"),
+    _opt("workers_max_rss", 0, _megabytes, "Recycle a worker (zero-loss, like HUP) whose resident memory is over this many MiB at a sample (once a second; 0 = off).", "MB"),
+    _opt("workers_lifetime", 0.0, _seconds, "Recycle a worker (zero-loss, like HUP) this long after it started (0 = never).", "SECONDS"),
+    _opt("workers_lifetime_jitter", 0.0, _seconds, "Random extra seconds added to --workers-lifetime per worker, so workers started together are not recycled together.", "SECONDS"),
+    # operating the process
+    _opt("pid", None, _optional_text, "Write the master's pid to FILE once the sockets are bound (atomically); a USR2 upgrade's new master rewrites it, the master removes it at exit; a stale file is replaced, a running master's refuses the start.", "FILE"),
+    _opt("chdir", None, _optional_text, "Change to this directory before anything else: relative paths (the app, --app-dir, --pid, --uds, --env-file, --log-file, certificates) are taken from it.", "DIR"),
+    _opt("env_file", None, _optional_text, "Load environment variables from this dotenv file (python-dotenv); variables already set win; CORRAL_* ones in it set options.", "PATH"),
+    _opt("user", None, _user, "Run the master and the workers as this user (name or uid) once the sockets are bound as root; before any app code runs.", "USER"),
+    _opt("group", None, _group, "Run as this group (name or gid; default: the --user's primary group).", "GROUP"),
+    _opt("umask", None, _mode, "File mode creation mask of the master and the workers, in octal (e.g. 027; default: inherited).", "MASK"),
     # HTTP
     _opt("timeout_keep_alive", 5.0, _seconds, "Close an idle keep-alive connection after this long.", "SECONDS"),
     _opt("limit_request_line", 8192, _int_range(64), "Longest request line in bytes (414 beyond).", "BYTES"),
@@ -340,16 +388,54 @@ def from_env(environ: Mapping[str, str]) -> dict[str, str]:
     return {o.name: environ[o.env] for o in OPTIONS if o.env in environ}
 
 
+def env_file_path(path: str, chdir: str | None) -> str:
+    """--env-file is taken from --chdir when relative (read before the change)."""
+    return path if os.path.isabs(path) or not chdir else os.path.join(chdir, path)
+
+
+def read_env_file(path: str) -> dict[str, str]:
+    """The variables of a dotenv file (python-dotenv's format: quotes, ``export``,
+    ``${VAR}`` expansion, multi-line values); a line it cannot parse is an error."""
+    try:
+        from dotenv import dotenv_values
+        from dotenv.parser import parse_stream
+    except ImportError:
+        raise ConfigError("--env-file needs python-dotenv: pip install 'corral[dotenv]' (or python-dotenv)") from None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise ConfigError(f"--env-file: cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"--env-file: {path} is not UTF-8 text") from None
+    for binding in parse_stream(io.StringIO(text)):
+        if binding.error:
+            shown = binding.original.string.strip()[:60]
+            raise ConfigError(f"--env-file: {path} line {binding.original.line} is not KEY=VALUE: {shown!r}")
+    values = dotenv_values(stream=io.StringIO(text), interpolate=True)
+    return {key: value for key, value in values.items() if value is not None}  # a bare KEY sets nothing
+
+
 def resolve(cli: Mapping[str, Any], environ: Mapping[str, str], config_file: str | None) -> Config:
-    """Merge the sources in precedence order: CLI > env > file > defaults."""
-    config = Config()
+    """Merge the sources in precedence order: CLI > env > --env-file > file > defaults."""
     config_file = config_file or environ.get("CORRAL_CONFIG")
-    if config_file:
-        config.update(load_file(config_file), source=config_file)
-    if "FORWARDED_ALLOW_IPS" in environ:  # as uvicorn and gunicorn read it; CORRAL_FORWARDED_ALLOW_IPS wins
-        config.update({"forwarded_allow_ips": environ["FORWARDED_ALLOW_IPS"]}, source="FORWARDED_ALLOW_IPS")
-    config.update(from_env(environ), source="env")
-    config.update(cli, source="cli")
+    file_values = load_file(config_file) if config_file else {}
+
+    def build(dotenv: Mapping[str, str]) -> Config:
+        config = Config()
+        if config_file:
+            config.update(file_values, source=config_file)
+        # CORRAL_* variables of --env-file, under the real environment's
+        config.update({k: v for k, v in from_env(dotenv).items() if k not in ("env_file",)}, source="env")
+        if "FORWARDED_ALLOW_IPS" in environ:  # as uvicorn and gunicorn read it; CORRAL_FORWARDED_ALLOW_IPS wins
+            config.update({"forwarded_allow_ips": environ["FORWARDED_ALLOW_IPS"]}, source="FORWARDED_ALLOW_IPS")
+        config.update(from_env(environ), source="env")
+        config.update(cli, source="cli")
+        return config
+
+    config = build({})
+    if config.env_file:
+        config = build(read_env_file(env_file_path(config.env_file, config.chdir)))
     if not config.app:
         raise ConfigError("no application given: pass MODULE:ATTR (or set CORRAL_APP or app in the config file)")
     if config.proxy_protocol != "off" and config.ssl_certfile:
@@ -372,6 +458,8 @@ def options_markdown() -> str:
             flag = f"`{option.cli}` / `--no-{option.cli[2:]}`"
         else:
             flag = f"`{option.cli} {option.metavar}`"
+        if option.short:
+            flag = f"`{option.short}`, {flag}"
         default = option.default
         if isinstance(default, bool):
             shown = "on" if default else "off"

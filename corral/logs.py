@@ -109,3 +109,14 @@ def reopen() -> None:
                 handler.stream = handler._open()
             finally:
                 handler.release()
+
+
+def set_title(text: str) -> None:
+    """What ``ps`` and ``top`` show for this process (``corral: master [app]``,
+    ``corral: worker 2 [app]``), where setproctitle is installed (optional:
+    ``pip install 'corral[proctitle]'``); without it, titles stay as they are."""
+    try:
+        from setproctitle import setproctitle
+    except ImportError:
+        return
+    setproctitle(text)

@@ -1,45 +1,111 @@
-"""The master process: binds sockets once, then supervises the workers."""
+"""The master process: binds sockets once, then supervises the workers.
+
+``serve`` runs the start in order: ``--chdir``, ``--env-file``, ``--umask``;
+the checks that need no socket (``--reload``, TLS files, a running master's
+``--pid``); binding (or adopting a USR2 handover); ``--metrics-bind``;
+writing ``--pid``; dropping to ``--user``/``--group``; then the master loop.
+Each refusal is one line (``corral: error: ...``) and exit 2.
+"""
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 
+from .. import logs
+from ..config import ConfigError, env_file_path, read_env_file
 from ..io.tls import TLSConfigError, build_context
 from . import upgrade
 from .master import Master
+from .pidfile import PidFile, PidFileError
+from .privileges import PrivilegeError, drop
 from .sockets import BindError, Sockets
+
+log = logging.getLogger("corral.error")
+
+
+def _error(message: str) -> int:
+    print(f"corral: error: {message}", file=sys.stderr, flush=True)
+    return 2
+
+
+def prepare(config) -> None:
+    """--chdir, --env-file, --umask: before anything reads a path or the environment."""
+    upgrade.start_cwd = os.getcwd()  # a USR2 re-executes the command line from here
+    if config.env_file:
+        values = read_env_file(env_file_path(config.env_file, config.chdir))
+    if config.chdir:
+        try:
+            os.chdir(config.chdir)
+        except OSError as exc:
+            raise ConfigError(f"--chdir: cannot change to {config.chdir}: {exc.strerror}") from None
+    if config.env_file:
+        for key, value in values.items():
+            if key not in os.environ:  # the real environment wins, as with python-dotenv's load_dotenv
+                os.environ[key] = value
+                upgrade.env_file_keys.add(key)  # a USR2's new master reads the file afresh
+    if config.umask is not None:
+        os.umask(config.umask)
 
 
 def serve(config) -> int:
+    try:
+        prepare(config)
+    except ConfigError as exc:
+        return _error(str(exc))
     if config.reload:
         from .reload import check
 
         problem = check(config)
         if problem:
-            print(f"corral: error: {problem}", file=sys.stderr)
-            return 2
+            return _error(problem)
     try:
         build_context(config)  # each worker builds its own after the fork
     except TLSConfigError as exc:
-        print(f"corral: error: {exc}", file=sys.stderr)
-        return 2
+        return _error(str(exc))
     handover = upgrade.take()  # started by an old master's USR2
+    pidfile = PidFile(config.pid) if config.pid else None
+    if pidfile is not None and handover is None:  # after a USR2 the file names the old master, our parent
+        try:
+            pidfile.check()
+        except PidFileError as exc:
+            return _error(str(exc))
     sockets = Sockets(config, handover)
     try:
         sockets.bind()
     except BindError as exc:
-        print(f"corral: error: {exc}", file=sys.stderr)
-        return 2
+        return _error(str(exc))
     master = Master(config, sockets)
-    if handover is not None:
-        master.upgrade_notify = handover["notify"]
-    if config.metrics_bind:
-        from .metrics import bind
+    master.pidfile = pidfile
+    try:
+        if handover is not None:
+            master.upgrade_notify = handover["notify"]
+        if config.metrics_bind:
+            from .metrics import bind
 
+            try:
+                master.metrics_socket = bind(config.metrics_bind)
+            except OSError as exc:
+                sockets.close()
+                return _error(f"--metrics-bind {config.metrics_bind}: {exc.strerror or exc}")
         try:
-            master.metrics_socket = bind(config.metrics_bind)
-        except OSError as exc:
+            if pidfile is not None and handover is None:
+                pidfile.write()  # the new master of a USR2 writes it once it is ready (Master._upgrade_ready)
+            if config.user or config.group:
+                own = [path for path in (sockets.uds_path, config.log_file) if path and handover is None]
+                done = drop(config.user, config.group, own)
+                if done:
+                    log.info("master %d: %s", os.getpid(), done)
+                    build_context(config)  # the workers read the TLS files as this user
+        except (PidFileError, PrivilegeError) as exc:
             sockets.close()
-            print(f"corral: error: --metrics-bind {config.metrics_bind}: {exc.strerror or exc}", file=sys.stderr)
-            return 2
-    return master.run()
+            return _error(str(exc))
+        except TLSConfigError as exc:
+            sockets.close()
+            return _error(f"{exc} (as --user {config.user or '-'}, --group {config.group or '-'})")
+        logs.set_title(f"corral: master [{config.app}]")
+        return master.run()
+    finally:
+        if pidfile is not None:
+            pidfile.remove()

@@ -26,7 +26,7 @@ import time
 from collections import deque
 
 from ..worker.process import EXIT_BOOT, EXIT_CONFIG, PHASE_LAME_DUCK, PHASE_STOPPING, Worker
-from .metrics import MasterMetrics, MetricsEndpoint
+from .metrics import MasterMetrics, MetricsEndpoint, rss
 
 log = logging.getLogger("corral.error")
 
@@ -59,8 +59,11 @@ class WorkerProc:
         self.generation = generation
         self.state = "booting"  # -> ready -> draining
         self.retiring = False
-        self.recycle = False
+        self.recycle = ""  # why it is to be recycled (a log phrase), "" if not
+        self.recycle_cause = "recycle"  # its exit cause in the metrics: recycle, max_rss, lifetime
         self.started = time.monotonic()
+        self.retire_at: float | None = None  # --workers-lifetime (+ jitter)
+        self.rss = 0  # bytes, at the last sample (--workers-max-rss)
         self.last_heartbeat = self.started
         self.kill_at: float | None = None
         self.buffer = b""
@@ -113,6 +116,7 @@ class Master:
         self.metrics = MasterMetrics()
         self.metrics_socket = None  # bound by serve() with --metrics-bind
         self.metrics_endpoint: MetricsEndpoint | None = None
+        self.pidfile = None  # --pid (pidfile.PidFile), written by serve() or, after a USR2, by _upgrade_ready
 
     # -- main loop -----------------------------------------------------------
 
@@ -295,6 +299,14 @@ class Master:
         ready = {w.slot for w in self.workers.values() if w.state == "ready"}
         if not all(slot in ready for slot in range(self.target)):
             return
+        if self.pidfile is not None:
+            from .pidfile import PidFileError
+
+            try:
+                self.pidfile.write()  # this master is the one in charge from now on
+                log.info("master: upgrade: --pid %s now names %d", self.pidfile.path, os.getpid())
+            except PidFileError as exc:
+                log.error("master: upgrade: %s", exc)
         try:
             os.write(self.upgrade_notify, b"ready\n")
         except OSError:
@@ -403,11 +415,11 @@ class Master:
             for worker in workers:
                 if worker.recycle and not worker.retiring:
                     worker.retiring = True
-                    log.info("master: recycling worker %d after %d requests", worker.pid, worker.requests)
+                    log.info("master: recycling worker %d: %s; a new worker first", worker.pid, worker.recycle)
                     return
 
     def _retire(self, worker: WorkerProc, why: str) -> None:
-        worker.exit_cause = "recycle" if worker.recycle else "scale_down" if why == "worker count lowered" else "reload"
+        worker.exit_cause = worker.recycle_cause if worker.recycle else "scale_down" if why == "worker count lowered" else "reload"
         worker.state = "draining"
         worker.kill_at = time.monotonic() + self.config.timeout_graceful + KILL_GRACE
         log.info("master: stopping worker %d (%s)", worker.pid, why)
@@ -443,7 +455,9 @@ class Master:
                 os._exit(code)
         os.close(write_fd)
         os.set_blocking(read_fd, False)
-        self.workers[pid] = WorkerProc(pid, slot, read_fd, self.generation)
+        worker = self.workers[pid] = WorkerProc(pid, slot, read_fd, self.generation)
+        if config.workers_lifetime:
+            worker.retire_at = worker.started + config.workers_lifetime + random.uniform(0, config.workers_lifetime_jitter)
         self.metrics.starts += 1
         log.info("master: started worker %d (slot %d, generation %d)", pid, slot, self.generation)
 
@@ -474,6 +488,8 @@ class Master:
                 worker.in_flight, worker.connections, worker.requests = map(int, rest.split())
             except ValueError:
                 pass
+            if worker.state == "ready" and not worker.recycle:
+                self._check_limits(worker)
         elif kind == "ready":
             if worker.state == "booting":
                 worker.state = "ready"
@@ -485,9 +501,29 @@ class Master:
         elif kind == "m":
             self.metrics.worker_report(worker, rest, self.sockets)
         elif kind == "recycle":
-            worker.recycle = True
+            if not worker.recycle:
+                worker.recycle = f"{worker.requests} requests served (--limit-max-requests)"
         elif kind == "error":
             worker.error = rest
+
+    def _check_limits(self, worker: WorkerProc) -> None:
+        """Each heartbeat (once a second) of a serving worker: --workers-max-rss
+        (its RSS, sampled) and --workers-lifetime. Either one marks it for
+        recycling, which goes through the reload path: a new worker in its
+        slot first, then this one drains."""
+        config = self.config
+        if config.workers_max_rss:
+            worker.rss = rss(worker.pid) or 0
+            if worker.rss > config.workers_max_rss * MIB:
+                worker.recycle_cause = "max_rss"
+                worker.recycle = (
+                    f"RSS {worker.rss / MIB:.0f} MiB over --workers-max-rss {config.workers_max_rss} MiB "
+                    f"after {worker.requests} requests"
+                )
+                return
+        if worker.retire_at is not None and time.monotonic() >= worker.retire_at:
+            worker.recycle_cause = "lifetime"
+            worker.recycle = f"{time.monotonic() - worker.started:.0f}s old (--workers-lifetime {config.workers_lifetime:g}s)"
 
     def _reap(self) -> None:
         while True:
@@ -654,6 +690,9 @@ class Master:
         except OSError as exc:  # pragma: no cover
             if exc.errno != errno.ESRCH:
                 raise
+
+
+MIB = 1024 * 1024
 
 
 def _how(status: int) -> str:

@@ -113,6 +113,7 @@ class Worker:
         self._reset_signals()
         self.pid = os.getpid()
         config = self.config
+        logs.set_title(f"corral: worker {self.slot} [{config.app}]")
         try:
             app = import_app(config.app, factory=config.factory, app_dir=config.app_dir)
         except AppLoadError as exc:
