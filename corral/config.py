@@ -411,7 +411,7 @@ def read_env_file(path: str) -> dict[str, str]:
     for binding in parse_stream(io.StringIO(text)):
         if binding.error:
             shown = binding.original.string.strip()[:60]
-            raise ConfigError(f"--env-file: {path} line {binding.original.line} is not KEY=VALUE: {shown!r}")
+            raise ConfigError(f"--env-file {path}: line {binding.original.line} is not KEY=VALUE: {shown!r}")
     values = dotenv_values(stream=io.StringIO(text), interpolate=True)
     return {key: value for key, value in values.items() if value is not None}  # a bare KEY sets nothing
 
@@ -421,12 +421,12 @@ def resolve(cli: Mapping[str, Any], environ: Mapping[str, str], config_file: str
     config_file = config_file or environ.get("CORRAL_CONFIG")
     file_values = load_file(config_file) if config_file else {}
 
-    def build(dotenv: Mapping[str, str]) -> Config:
+    def build(dotenv: Mapping[str, str], dotenv_path: str = "") -> Config:
         config = Config()
         if config_file:
             config.update(file_values, source=config_file)
         # CORRAL_* variables of --env-file, under the real environment's
-        config.update({k: v for k, v in from_env(dotenv).items() if k not in ("env_file",)}, source="env")
+        config.update({k: v for k, v in from_env(dotenv).items() if k != "env_file"}, source=f"--env-file {dotenv_path}")
         if "FORWARDED_ALLOW_IPS" in environ:  # as uvicorn and gunicorn read it; CORRAL_FORWARDED_ALLOW_IPS wins
             config.update({"forwarded_allow_ips": environ["FORWARDED_ALLOW_IPS"]}, source="FORWARDED_ALLOW_IPS")
         config.update(from_env(environ), source="env")
@@ -435,7 +435,8 @@ def resolve(cli: Mapping[str, Any], environ: Mapping[str, str], config_file: str
 
     config = build({})
     if config.env_file:
-        config = build(read_env_file(env_file_path(config.env_file, config.chdir)))
+        path = env_file_path(config.env_file, config.chdir)
+        config = build(read_env_file(path), path)
     if not config.app:
         raise ConfigError("no application given: pass MODULE:ATTR (or set CORRAL_APP or app in the config file)")
     if config.proxy_protocol != "off" and config.ssl_certfile:
