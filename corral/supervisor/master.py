@@ -523,7 +523,7 @@ class Master:
                 return
         if worker.retire_at is not None and time.monotonic() >= worker.retire_at:
             worker.recycle_cause = "lifetime"
-            worker.recycle = f"{time.monotonic() - worker.started:.0f}s old (--workers-lifetime {config.workers_lifetime:g}s)"
+            worker.recycle = f"{time.monotonic() - worker.started:.1f}s old (--workers-lifetime {config.workers_lifetime:g}s)"
 
     def _reap(self) -> None:
         while True:

@@ -1,5 +1,6 @@
 """Test app for the operators' options (tests/integration/test_ops_*.py)."""
 
+import asyncio
 import json
 import os
 
@@ -17,8 +18,9 @@ async def app(scope, receive, send):
             "greeting": os.environ.get("GREETING"), "shadowed": os.environ.get("OPS_SHADOWED"),
             "umask": _umask(),
         }).encode()
-    elif path == "/leak":
-        LEAK.append(bytearray(1024 * 1024))  # touched memory: counted in RSS
+    elif path == "/leak":  # 1 MiB kept per request (written, so resident), then ?SECONDS of sleep
+        LEAK.append(b"\x01" * (1024 * 1024))
+        await asyncio.sleep(float(scope["query_string"].decode() or "0"))
         body = str(os.getpid()).encode()
     else:
         body = str(os.getpid()).encode()
