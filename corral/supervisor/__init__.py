@@ -54,6 +54,10 @@ def serve(config) -> int:
         prepare(config)
     except ConfigError as exc:
         return _error(str(exc))
+    try:
+        logs.setup(config.log_level, config.log_file, config.log_format)
+    except OSError as exc:
+        return _error(f"--log-file: cannot open {config.log_file}: {exc.strerror}")
     if config.reload:
         from .reload import check
 
