@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         "or in the TOML file given with --config. Precedence: CLI > env > file > defaults (CORRAL_* from --env-file: below env, above the file).",
     )
     parser.add_argument("app", nargs="?", metavar="MODULE:ATTR", help="The application, e.g. myproject.asgi:app.")
-    parser.add_argument("-c", "--config", metavar="FILE", help="TOML file with options (keys as in --help, [corral] table optional).")
+    parser.add_argument("-c", "--config", metavar="FILE", help="TOML file with options (keys as in --help, [corral] table optional), or a Python file (.py) with options and hooks.")
     parser.add_argument("--version", action="version", version=f"corral {__version__}")
     for option in OPTIONS:
         if option.name == "app":

@@ -330,13 +330,42 @@ OPTIONS: tuple[Option, ...] = (
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
 
 
+# Hooks a Python config file may define (as gunicorn's server hooks): where each runs.
+HOOKS = {
+    "on_starting": "master, before the sockets are bound; raising stops the start",
+    "when_ready": "master, once every worker is ready for the first time",
+    "post_fork": "each worker, after the fork, before the app is imported; raising fails its boot",
+    "worker_exit": "each worker, after its shutdown (lifespan included), before it exits",
+    "on_reload": "master, on HUP or --reload, before the new workers start",
+    "on_exit": "master, just before it exits",
+}
+
+
 class Config:
-    """Resolved settings: one attribute per entry of ``OPTIONS``."""
+    """Resolved settings: one attribute per entry of ``OPTIONS``, and ``hooks``
+    (name -> callable, from a Python config file)."""
 
     def __init__(self, **values: Any) -> None:
         for option in OPTIONS:
             setattr(self, option.name, option.default)
+        self.hooks: dict[str, Callable] = {}
         self.update(values, source="argument")
+
+    def run_hook(self, name: str, *args: Any) -> BaseException | None:
+        """Call hook ``name`` if the config file defines it. What it raises is
+        logged with its traceback and returned (the caller decides whether the
+        start fails); None when it ran or there is none."""
+        hook = self.hooks.get(name)
+        if hook is None:
+            return None
+        try:
+            hook(*args)
+        except Exception as exc:  # noqa: BLE001 - the operator's code: anything
+            import logging
+
+            logging.getLogger("corral.error").exception("%s hook raised %s: %s", name, type(exc).__name__, exc)
+            return exc
+        return None
 
     def update(self, values: Mapping[str, Any], source: str) -> None:
         for name, value in values.items():
@@ -369,6 +398,40 @@ def _describe(option: Option, source: str) -> str:
     if source == "FORWARDED_ALLOW_IPS":
         return source
     return f"{source}: {option.name}"
+
+
+def load_python_file(path: str) -> tuple[dict[str, Any], dict[str, Callable]]:
+    """A Python config file (``corral.conf.py``, as gunicorn's): options as module
+    variables, hooks as functions (``HOOKS``). Names starting with ``_`` and
+    imported modules are the file's own; any other name must be an option or a
+    hook, so a misspelt one is an error, not silently ignored."""
+    import __future__
+    import runpy
+    import types
+
+    if not os.path.isfile(path):
+        raise ConfigError(f"--config: cannot read {path}: No such file or directory")
+    try:
+        namespace = runpy.run_path(path, run_name="corral_config")
+    except OSError as exc:
+        raise ConfigError(f"--config: cannot read {path}: {exc.strerror}") from None
+    except Exception as exc:  # noqa: BLE001 - SyntaxError, NameError, what the file raises
+        where = f" (line {exc.lineno})" if isinstance(exc, SyntaxError) and exc.lineno else ""
+        raise ConfigError(f"--config: {path} raised {type(exc).__name__}{where}: {exc}") from None
+    values: dict[str, Any] = {}
+    hooks: dict[str, Callable] = {}
+    for name, value in namespace.items():
+        if name.startswith("_") or isinstance(value, (types.ModuleType, __future__._Feature)):
+            continue
+        if name in HOOKS:
+            if not callable(value):
+                raise ConfigError(f"--config: {path}: hook {name} must be a function")
+            hooks[name] = value
+        elif name in OPTIONS_BY_NAME:
+            values[name] = value
+        else:
+            raise ConfigError(f"--config: {path}: unknown option or hook {name!r} (name the file's own helpers with a leading _)")
+    return values, hooks
 
 
 def load_file(path: str) -> dict[str, Any]:
@@ -419,7 +482,11 @@ def read_env_file(path: str) -> dict[str, str]:
 def resolve(cli: Mapping[str, Any], environ: Mapping[str, str], config_file: str | None) -> Config:
     """Merge the sources in precedence order: CLI > env > --env-file > file > defaults."""
     config_file = config_file or environ.get("CORRAL_CONFIG")
-    file_values = load_file(config_file) if config_file else {}
+    hooks: dict[str, Callable] = {}
+    if config_file and config_file.endswith(".py"):
+        file_values, hooks = load_python_file(config_file)
+    else:
+        file_values = load_file(config_file) if config_file else {}
 
     def build(dotenv: Mapping[str, str], dotenv_path: str = "") -> Config:
         config = Config()
@@ -431,6 +498,7 @@ def resolve(cli: Mapping[str, Any], environ: Mapping[str, str], config_file: str
             config.update({"forwarded_allow_ips": environ["FORWARDED_ALLOW_IPS"]}, source="FORWARDED_ALLOW_IPS")
         config.update(from_env(environ), source="env")
         config.update(cli, source="cli")
+        config.hooks = dict(hooks)
         return config
 
     config = build({})

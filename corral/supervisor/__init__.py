@@ -1,8 +1,8 @@
 """The master process: binds sockets once, then supervises the workers.
 
 ``serve`` runs the start in order: ``--chdir``, ``--env-file``, ``--umask``;
-the checks that need no socket (``--reload``, TLS files, a running master's
-``--pid``); binding (or adopting a USR2 handover); ``--metrics-bind``;
+logging; the checks that need no socket (``--reload``, TLS files, a running master's
+``--pid``); the ``on_starting`` hook; binding (or adopting a USR2 handover); ``--metrics-bind``;
 writing ``--pid``; dropping to ``--user``/``--group``; then the master loop.
 Each refusal is one line (``corral: error: ...``) and exit 2.
 """
@@ -76,12 +76,15 @@ def serve(config) -> int:
         except PidFileError as exc:
             return _error(str(exc))
     sockets = Sockets(config, handover)
+    master = Master(config, sockets)
+    master.pidfile = pidfile
+    failed = config.run_hook("on_starting", master)
+    if failed is not None:
+        return _error(f"on_starting hook raised {type(failed).__name__}: {failed}")
     try:
         sockets.bind()
     except BindError as exc:
         return _error(str(exc))
-    master = Master(config, sockets)
-    master.pidfile = pidfile
     try:
         if handover is not None:
             master.upgrade_notify = handover["notify"]

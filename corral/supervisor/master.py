@@ -117,6 +117,12 @@ class Master:
         self.metrics_socket = None  # bound by serve() with --metrics-bind
         self.metrics_endpoint: MetricsEndpoint | None = None
         self.pidfile = None  # --pid (pidfile.PidFile), written by serve() or, after a USR2, by _upgrade_ready
+        self.announced_ready = False  # the when_ready hook ran
+
+    @property
+    def pid(self) -> int:
+        """For hooks: ``server.pid``, ``server.config``, ``server.target`` (the worker count)."""
+        return os.getpid()
 
     # -- main loop -----------------------------------------------------------
 
@@ -157,6 +163,7 @@ class Master:
             self.metrics_endpoint.close()
         self.sockets.close()
         log.info("master %d: all workers gone, sockets closed; exit %d", os.getpid(), self.exit_code)
+        self.config.run_hook("on_exit", self)
         if self.fatal:
             print(f"corral: error: {self.fatal}", file=sys.stderr, flush=True)
         return self.exit_code
@@ -225,6 +232,7 @@ class Master:
     def handle_hup(self, why: str = "SIGHUP") -> None:
         if self.stopping or self.lame_duck_until is not None:
             return
+        self.config.run_hook("on_reload", self)  # logged if it raises; the reload goes on
         self.generation += 1
         self.metrics.reloads += 1
         self.reloading = True
@@ -293,6 +301,10 @@ class Master:
             worker.state = "draining"
             worker.kill_at = now + self.config.timeout_graceful + KILL_GRACE
             self._signal(worker, signal.SIGTERM)
+
+    def _all_ready(self) -> bool:
+        ready = {w.slot for w in self.workers.values() if w.state == "ready"}
+        return all(slot in ready for slot in range(self.target))
 
     def _upgrade_ready(self) -> None:
         """In a new master started by USR2: once every slot has a ready worker, tell the old one."""
@@ -498,6 +510,9 @@ class Master:
             log.info("master: worker %d ready (%.2fs)", worker.pid, time.monotonic() - worker.started)
             if self.upgrade_notify >= 0:
                 self._upgrade_ready()
+            if not self.announced_ready and self._all_ready():
+                self.announced_ready = True
+                self.config.run_hook("when_ready", self)
         elif kind == "m":
             self.metrics.worker_report(worker, rest, self.sockets)
         elif kind == "recycle":

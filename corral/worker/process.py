@@ -114,6 +114,10 @@ class Worker:
         self.pid = os.getpid()
         config = self.config
         logs.set_title(f"corral: worker {self.slot} [{config.app}]")
+        failed = config.run_hook("post_fork", self)  # before the app: per-worker set-up (OpenTelemetry, pools)
+        if failed is not None:
+            self.report(f"error post_fork hook raised {type(failed).__name__}: {failed}")
+            return EXIT_BOOT
         try:
             app = import_app(config.app, factory=config.factory, app_dir=config.app_dir)
         except AppLoadError as exc:
@@ -167,6 +171,7 @@ class Worker:
         try:
             return loop.run_until_complete(self._main())
         finally:
+            config.run_hook("worker_exit", self)  # logged if it raises; the exit goes on
             if state.access is not None:
                 state.access.close()  # the last lines, whatever the exit
             state.stepper.close()

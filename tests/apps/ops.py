@@ -16,7 +16,7 @@ async def app(scope, receive, send):
             "uid": os.getuid(), "euid": os.geteuid(), "gid": os.getgid(), "egid": os.getegid(),
             "groups": sorted(os.getgroups()), "cwd": os.getcwd(), "home": os.environ.get("HOME"),
             "greeting": os.environ.get("GREETING"), "shadowed": os.environ.get("OPS_SHADOWED"),
-            "umask": _umask(),
+            "umask": _umask(), "pid": os.getpid(), "resource": os.environ.get("OPS_RESOURCE"),
         }).encode()
     elif path == "/leak":  # 1 MiB kept per request (written, so resident), then ?SECONDS of sleep
         LEAK.append(b"\x01" * (1024 * 1024))
