@@ -254,3 +254,46 @@ def test_memory_cap_and_lifetime_values():
     assert (config.workers_max_rss, config.workers_lifetime, config.workers_lifetime_jitter) == (512, 3600.0, 600.0)
     with pytest.raises(ConfigError, match=r"^--workers-max-rss: must be an integer >= 0"):
         resolve({"app": "m:a", "workers_max_rss": "-1"}, {}, None)
+
+
+def test_python_config_file_options_and_hooks(tmp_path):
+    path = tmp_path / "corral.conf.py"
+    path.write_text(
+        "from __future__ import annotations\nimport os\n\napp = 'm:a'\nworkers = 3\nreload_dir = ['src']\n"
+        "_helper = 1\n\n\ndef post_fork(worker):\n    pass\n\n\ndef on_exit(server):\n    pass\n"
+    )
+    config = resolve({"workers": "5"}, {}, str(path))
+    assert (config.app, config.workers, config.reload_dir) == ("m:a", 5, ("src",))
+    assert sorted(config.hooks) == ["on_exit", "post_fork"]
+    assert resolve({}, {"CORRAL_CONFIG": str(path)}, None).hooks.keys() == {"on_exit", "post_fork"}
+    assert resolve({"app": "m:a"}, {}, None).hooks == {}
+
+
+def test_python_config_file_mistakes(tmp_path):
+    path = tmp_path / "corral.conf.py"
+    path.write_text("when_ready = 1\n")
+    with pytest.raises(ConfigError, match=r"hook when_ready must be a function$"):
+        resolve({"app": "m:a"}, {}, str(path))
+    path.write_text("raise KeyError('DATABASE_URL')\n")
+    with pytest.raises(ConfigError) as info:
+        resolve({"app": "m:a"}, {}, str(path))
+    assert str(info.value) == f"--config: {path} raised KeyError: 'DATABASE_URL'"
+    with pytest.raises(ConfigError) as info:
+        resolve({"app": "m:a"}, {}, str(tmp_path / "missing.conf.py"))
+    assert str(info.value) == f"--config: cannot read {tmp_path / 'missing.conf.py'}: No such file or directory"
+
+
+def test_a_hook_that_raises_is_logged_and_returned(caplog):
+    config = Config()
+    calls = []
+    config.hooks = {"on_reload": lambda server: calls.append(server), "on_exit": lambda server: 1 / 0}
+    assert config.run_hook("on_reload", "master") is None and calls == ["master"]
+    assert config.run_hook("when_ready", "master") is None  # not defined: nothing to do
+    logger = __import__("logging").getLogger("corral.error")
+    logger.addHandler(caplog.handler)
+    try:
+        failed = config.run_hook("on_exit", "master")
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert isinstance(failed, ZeroDivisionError)
+    assert "on_exit hook raised ZeroDivisionError: division by zero" in caplog.text and "Traceback" in caplog.text
