@@ -216,7 +216,11 @@ class Worker:
 
     def _reopen_logs(self) -> None:
         if self.state.access is not None:
-            self.state.access.reopen()
+            try:
+                self.state.access.reopen()
+            except OSError as exc:  # it keeps the old file (e.g. --user cannot create the new one)
+                log.warning("worker %d: cannot reopen the access log %s (%s); still writing to the old one",
+                            self.pid, self.state.access.path, exc.strerror)
         logs.reopen()
 
     def _connection(self):

@@ -124,3 +124,62 @@ def test_switching_user_needs_root(user):
 
     assert as_user(user, attempt) == f"--user/--group: switching to uid 0, gid 0 needs root (corral runs as uid {user.pw_uid})"
     assert as_user(user, lambda: drop(USER, None, [])) is None  # already that user (a USR2's new master): nothing to do
+
+
+def test_log_rotation_as_the_user(user, tmp_path):
+    """--log-file opened as root is handed to the user; USR1 after a rotation reopens it
+    where the user may (logrotate's "create MODE USER GROUP"), and where it may not the
+    old file keeps the lines: no process dies."""
+    import re
+
+    from support import wait_until
+
+    logs = tempfile.mkdtemp(prefix="ops-logs-")  # root's, 0755: the user cannot create files here
+    os.chmod(logs, 0o755)
+    log_file = os.path.join(logs, "corral.log")
+    command = [sys.executable, "-m", "corral", "ops:app", "--app-dir", str(APPS), "--port", "0", "--workers", "2",
+               "--user", USER, "--log-file", log_file, "--pid", os.path.join(logs, "corral.pid")]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+
+    def text(path=log_file) -> str:
+        try:
+            with open(path) as handle:
+                return handle.read()
+        except FileNotFoundError:
+            return ""
+
+    try:
+        wait_until(lambda: text().count("master: worker") >= 2 and "ready" in text(), timeout=20, message="workers ready")
+        port = int(re.search(r"serving http://127\.0\.0\.1:(\d+)", text()).group(1))
+        assert (os.stat(log_file).st_uid, os.stat(log_file).st_gid) == (user.pw_uid, user.pw_gid)
+
+        def request(path: str) -> None:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+                assert read_response(sock)[0] == b"HTTP/1.1 200 OK"
+
+        # 1. Rotated away with no new file: the user cannot create one in root's directory.
+        os.rename(log_file, log_file + ".1")
+        proc.send_signal(signal.SIGUSR1)
+        wait_until(lambda: text(log_file + ".1").count("still writing to the old one") >= 3, message="three warnings")
+        request("/first")
+        wait_until(lambda: '"GET /first' in text(log_file + ".1"), message="the access line in the old file")
+        # 2. logrotate's way: the new file made for the user, then USR1.
+        with open(log_file, "w"):
+            pass
+        os.chown(log_file, user.pw_uid, user.pw_gid)
+        proc.send_signal(signal.SIGUSR1)
+        # Requests until one's line lands in the new file (the reopen is asynchronous).
+        wait_until(lambda: (request("/second") or True) and '"GET /second' in text(), message="the access line in the new file")
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+        assert "exit 0" in text()
+        assert proc.stderr.read() == b""  # nothing escaped the log: no traceback
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        for name in os.listdir(logs):
+            os.unlink(os.path.join(logs, name))
+        os.rmdir(logs)
