@@ -272,7 +272,7 @@ OPTIONS: tuple[Option, ...] = (
     # operating the process
     _opt("pid", None, _optional_text, "Write the master's pid to FILE once the sockets are bound (atomically); a USR2 upgrade's new master rewrites it, the master removes it at exit; a stale file is replaced, a running master's refuses the start.", "FILE"),
     _opt("chdir", None, _optional_text, "Change to this directory before anything else: relative paths (the app, --app-dir, --pid, --uds, --env-file, --log-file, certificates) are taken from it.", "DIR"),
-    _opt("env_file", None, _optional_text, "Load environment variables from this dotenv file (python-dotenv); variables already set win; CORRAL_* ones in it set options.", "PATH"),
+    _opt("env_file", None, _optional_text, "Load environment variables from this dotenv file (python-dotenv), again on each reload; variables already set win; CORRAL_* ones in it set options.", "PATH"),
     _opt("user", None, _user, "Run the master and the workers as this user (name or uid) once the sockets are bound as root; before any app code runs.", "USER"),
     _opt("group", None, _group, "Run as this group (name or gid; default: the --user's primary group).", "GROUP"),
     _opt("umask", None, _mode, "File mode creation mask of the master and the workers, in octal (e.g. 027; default: inherited).", "MASK"),

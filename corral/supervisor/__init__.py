@@ -14,9 +14,10 @@ import os
 import sys
 
 from .. import logs
-from ..config import ConfigError, env_file_path, read_env_file
+from ..config import ConfigError, env_file_path
 from ..io.tls import TLSConfigError, build_context
 from . import upgrade
+from .envfile import EnvFile
 from .master import Master
 from .pidfile import PidFile, PidFileError
 from .privileges import PrivilegeError, drop
@@ -30,28 +31,27 @@ def _error(message: str) -> int:
     return 2
 
 
-def prepare(config) -> None:
+def prepare(config) -> EnvFile | None:
     """--chdir, --env-file, --umask: before anything reads a path or the environment."""
     upgrade.start_cwd = os.getcwd()  # a USR2 re-executes the command line from here
-    if config.env_file:
-        values = read_env_file(env_file_path(config.env_file, config.chdir))
+    env_file = None
+    if config.env_file:  # its path is taken from --chdir, made absolute before the change
+        env_file = EnvFile(env_file_path(config.env_file, config.chdir), upgrade.env_file_keys)
     if config.chdir:
         try:
             os.chdir(config.chdir)
         except OSError as exc:
             raise ConfigError(f"--chdir: cannot change to {config.chdir}: {exc.strerror}") from None
-    if config.env_file:
-        for key, value in values.items():
-            if key not in os.environ:  # the real environment wins, as with python-dotenv's load_dotenv
-                os.environ[key] = value
-                upgrade.env_file_keys.add(key)  # a USR2's new master reads the file afresh
+    if env_file is not None:
+        env_file.load()  # the real environment wins, as with python-dotenv's load_dotenv
     if config.umask is not None:
         os.umask(config.umask)
+    return env_file
 
 
 def serve(config) -> int:
     try:
-        prepare(config)
+        env_file = prepare(config)
     except ConfigError as exc:
         return _error(str(exc))
     try:
@@ -78,6 +78,7 @@ def serve(config) -> int:
     sockets = Sockets(config, handover)
     master = Master(config, sockets)
     master.pidfile = pidfile
+    master.env_file = env_file
     failed = config.run_hook("on_starting", master)
     if failed is not None:
         return _error(f"on_starting hook raised {type(failed).__name__}: {failed}")

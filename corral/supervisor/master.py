@@ -118,6 +118,7 @@ class Master:
         self.metrics_endpoint: MetricsEndpoint | None = None
         self.pidfile = None  # --pid (pidfile.PidFile), written by serve() or, after a USR2, by _upgrade_ready
         self.announced_ready = False  # the when_ready hook ran
+        self.env_file = None  # --env-file (envfile.EnvFile), re-read on each reload
 
     @property
     def pid(self) -> int:
@@ -233,6 +234,14 @@ class Master:
         if self.stopping or self.lame_duck_until is not None:
             return
         self.config.run_hook("on_reload", self)  # logged if it raises; the reload goes on
+        if self.env_file is not None:
+            from ..config import ConfigError
+
+            try:
+                count = self.env_file.load()
+                log.info("master: %s: --env-file %s read again (%d variables)", why, self.env_file.path, count)
+            except ConfigError as exc:
+                log.error("master: %s: %s; the new workers get the variables as they were", why, exc)
         self.generation += 1
         self.metrics.reloads += 1
         self.reloading = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 
@@ -77,3 +78,30 @@ def test_bad_env_file_line(tmp_path):
     result = corral("--env-file", str(tmp_path / "bad.env"))
     assert result.returncode == 2
     assert result.stderr == f"corral: error: --env-file {tmp_path / 'bad.env'}: line 2 is not KEY=VALUE: 'not a variable'\n"
+
+
+def test_a_reload_reads_the_env_file_again(server_factory, tmp_path):
+    env_file = tmp_path / "app.env"
+    env_file.write_text("GREETING=first\nOPS_SHADOWED=from-file\n")
+    server = server_factory("ops:app", "--env-file", str(env_file), extra_env={"OPS_SHADOWED": "from-environment"})
+    assert json.loads(get(server, "/ids"))["greeting"] == "first"
+    env_file.write_text("GREETING=rotated\nOPS_SHADOWED=from-file-2\n")
+    mark = server.mark()
+    server.signal(signal.SIGHUP)
+    server.wait_log(rf"master: SIGHUP: --env-file {env_file} read again \(2 variables\)", start=mark)
+    server.wait_log(r"master: reload complete", start=mark, timeout=30)
+    ids = json.loads(get(server, "/ids"))
+    assert (ids["greeting"], ids["shadowed"]) == ("rotated", "from-environment")
+    # A variable gone from the file is gone; a broken file keeps the variables as they were.
+    env_file.write_text("OTHER=1\n")
+    mark = server.mark()
+    server.signal(signal.SIGHUP)
+    server.wait_log(r"master: reload complete", start=mark, timeout=30)
+    assert json.loads(get(server, "/ids"))["greeting"] is None
+    env_file.write_text("GREETING=broken\nnot a line\n")
+    mark = server.mark()
+    server.signal(signal.SIGHUP)
+    server.wait_log(rf"master: SIGHUP: --env-file {env_file}: line 2 is not KEY=VALUE: 'not a line'; the new workers get the variables as they were", start=mark)
+    server.wait_log(r"master: reload complete", start=mark, timeout=30)
+    assert json.loads(get(server, "/ids"))["greeting"] is None
+    assert server.stop() == 0
