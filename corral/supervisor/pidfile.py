@@ -9,7 +9,7 @@
   the same directory and renames it over FILE, so a reader sees the old pid
   or the new one, never a partial file.
 * A new master started by ``USR2`` skips the check (the file names the old
-  master, its parent) and writes the file when every worker of its is ready,
+  master, its parent) and writes the file when all its workers are ready,
   just before it tells the old master to go: until then the old master is the
   one in charge, and if the new one fails the file never changed.
 * At exit the master removes the file only if it still holds its own pid
