@@ -1,10 +1,11 @@
 """The master process: binds sockets once, then supervises the workers.
 
-``serve`` runs the start in order: ``--chdir``, ``--env-file``, ``--umask``;
-logging; the checks that need no socket (``--reload``, TLS files, a running master's
-``--pid``); the ``on_starting`` hook; binding (or adopting a USR2 handover); ``--metrics-bind``;
-writing ``--pid``; dropping to ``--user``/``--group``; then the master loop.
-Each refusal is one line (``corral: error: ...``) and exit 2.
+``serve`` runs the start in order: ``--chdir``, ``--env-file``,
+``--umask``; logging; the checks that need no socket (``--reload``, TLS
+files, a running master's ``--pid``); the ``on_starting`` hook; binding (or
+adopting a USR2 handover); ``--metrics-bind``; writing ``--pid``; dropping
+to ``--user``/``--group``; then the master loop. Each refusal is one line
+(``corral: error: ...``) and exit 2.
 """
 
 from __future__ import annotations
