@@ -108,7 +108,7 @@ def test_workers_recycled_by_age_with_jitter(server_factory):
         load.stop()
     assert load.failures == [], load.failures[:5]
     ages = [float(m.group(2)) for m in recycled]
-    assert all(2.0 <= age < 5.0 for age in ages), ages  # 2 s + up to 1 s of jitter, checked once a second
+    assert all(2.0 <= age < 6.0 for age in ages), ages  # 2 s + up to 1 s of jitter, checked at the once-a-second heartbeat
     assert len({m.group(1) for m in recycled}) == 4  # four different workers, one at a time
     wait_until(lambda: exits(server, "lifetime") >= 3, message="exits counted with cause lifetime")
     assert server.stop() == 0
