@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from . import __version__, logs
+from . import __version__
 from .config import OPTIONS, ConfigError, resolve
 
 
@@ -22,21 +22,22 @@ def build_parser() -> argparse.ArgumentParser:
         argument_default=argparse.SUPPRESS,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Every option can also be set as CORRAL_<OPTION> in the environment "
-        "or in the TOML file given with --config. Precedence: CLI > env > file > defaults.",
+        "or in the TOML file given with --config. Precedence: CLI > env > file > defaults (CORRAL_* from --env-file: below env, above the file).",
     )
     parser.add_argument("app", nargs="?", metavar="MODULE:ATTR", help="The application, e.g. myproject.asgi:app.")
-    parser.add_argument("--config", metavar="FILE", help="TOML file with options (keys as in --help, [corral] table optional).")
+    parser.add_argument("-c", "--config", metavar="FILE", help="TOML file with options (keys as in --help, [corral] table optional), or a Python file (.py) with options and hooks.")
     parser.add_argument("--version", action="version", version=f"corral {__version__}")
     for option in OPTIONS:
         if option.name == "app":
             continue
         default = f" (default: {_show(option.default)})"
+        flags = [option.short, option.cli] if option.short else [option.cli]
         if option.flag:
-            parser.add_argument(option.cli, action=argparse.BooleanOptionalAction, help=option.help + default)
+            parser.add_argument(*flags, action=argparse.BooleanOptionalAction, help=option.help + default)
         elif option.many:
-            parser.add_argument(option.cli, action="append", metavar=option.metavar, help=option.help + default)
+            parser.add_argument(*flags, action="append", metavar=option.metavar, help=option.help + default)
         else:
-            parser.add_argument(option.cli, metavar=option.metavar, help=option.help + default)
+            parser.add_argument(*flags, metavar=option.metavar, help=option.help + default)
     return parser
 
 
@@ -62,8 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"corral: error: {exc}", file=sys.stderr)
         return 2
-    logs.setup(config.log_level, config.log_file, config.log_format)
-    from .supervisor import serve
+    from .supervisor import serve  # sets up logging once --chdir is done (a relative --log-file is taken from it)
 
     return serve(config)
 

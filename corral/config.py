@@ -8,6 +8,7 @@ Precedence: CLI > environment > file > defaults.
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
@@ -168,7 +169,7 @@ class Option:
     metavar: str | None = None
     flag: bool = False  # boolean: --name / --no-name
     many: bool = False  # repeatable on the command line; a list in TOML
-
+    short: str | None = None  # a one-letter flag too (-w), where gunicorn and uvicorn have the same
 
     @property
     def cli(self) -> str:
@@ -198,8 +199,45 @@ def _access_log_format(value: str) -> str:
     return check_format(str(value))
 
 
-def _opt(name, default, parse, help, metavar=None):
-    return Option(name, default, parse, help, metavar, flag=parse is _bool, many=parse is _list)
+def _opt(name, default, parse, help, metavar=None, short=None):
+    return Option(name, default, parse, help, metavar, flag=parse is _bool, many=parse is _list, short=short)
+
+
+def _user(value: Any) -> str | None:
+    """A user name or a numeric uid that exists here (checked at start, so a typo is one line)."""
+    import pwd
+
+    text = _optional_text(value if not isinstance(value, int) or isinstance(value, bool) else str(value))
+    if text is None:
+        return None
+    try:
+        if text.isdigit():
+            pwd.getpwuid(int(text))
+        else:
+            pwd.getpwnam(text)
+    except KeyError:
+        if not text.isdigit():
+            raise ValueError("no such user on this system") from None
+        # a numeric uid without a passwd entry (containers): allowed, with --group
+    return text
+
+
+def _group(value: Any) -> str | None:
+    import grp
+
+    text = _optional_text(value if not isinstance(value, int) or isinstance(value, bool) else str(value))
+    if text is None:
+        return None
+    if not text.isdigit():
+        try:
+            grp.getgrnam(text)
+        except KeyError:
+            raise ValueError("no such group on this system") from None
+    return text
+
+
+def _megabytes(value: Any) -> int:
+    return _int_range(0)(value)
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -218,7 +256,7 @@ OPTIONS: tuple[Option, ...] = (
     _opt("fd", None, _optional_int(0), "Serve an inherited listening socket file descriptor.", "N"),
     _opt("backlog", 2048, _int_range(1), "Listen backlog (clamped to net.core.somaxconn).", "N"),
     # processes
-    _opt("workers", 1, _workers, "Number of worker processes (auto = CPU count).", "N|auto"),
+    _opt("workers", 1, _workers, "Number of worker processes (auto = CPU count).", "N|auto", short="-w"),
     _opt("threads", 1, _int_range(1, 1024), "WSGI: threads per worker; 1 runs the app on the worker's event loop, one request at a time (see WSGI).", "N"),
     _opt("accept", "shared", _choice("shared", "reuseport"), "shared: one queue for all workers; reuseport: one SO_REUSEPORT socket per worker slot.", "shared|reuseport"),
     _opt("timeout_worker", 30.0, _seconds, "Kill and replace a worker whose loop is blocked this long (0 = off).", "SECONDS"),
@@ -228,6 +266,16 @@ OPTIONS: tuple[Option, ...] = (
     _opt("health_path", None, _health_path, "Answer this path with 200 (503 while stopping) without calling the app; for readiness probes and load balancer health checks.", "PATH"),
     _opt("limit_max_requests", 0, _int_range(0), "Recycle a worker after this many requests (0 = never).", "N"),
     _opt("max_requests_jitter", 0, _int_range(0), "Random extra requests added to --limit-max-requests per worker.", "N"),
+    _opt("workers_max_rss", 0, _megabytes, "Recycle a worker (zero-loss, like HUP) whose resident memory is over this many MiB at a sample (once a second; 0 = off).", "MB"),
+    _opt("workers_lifetime", 0.0, _seconds, "Recycle a worker (zero-loss, like HUP) this long after it started (0 = never).", "SECONDS"),
+    _opt("workers_lifetime_jitter", 0.0, _seconds, "Random extra seconds added to --workers-lifetime per worker, so workers started together are not recycled together.", "SECONDS"),
+    # operating the process
+    _opt("pid", None, _optional_text, "Write the master's pid to FILE once the sockets are bound (atomically); a USR2 upgrade's new master rewrites it, the master removes it at exit; a stale file is replaced, a running master's refuses the start.", "FILE"),
+    _opt("chdir", None, _optional_text, "Change to this directory before anything else: relative paths (the app, --app-dir, --pid, --uds, --env-file, --log-file, certificates) are taken from it.", "DIR"),
+    _opt("env_file", None, _optional_text, "Load environment variables from this dotenv file (python-dotenv), again on each reload; variables already set win; CORRAL_* ones in it set options.", "PATH"),
+    _opt("user", None, _user, "Run the master and the workers as this user (name or uid) once the sockets are bound as root; before any app code runs.", "USER"),
+    _opt("group", None, _group, "Run as this group (name or gid; default: the --user's primary group).", "GROUP"),
+    _opt("umask", None, _mode, "File mode creation mask of the master and the workers, in octal (e.g. 027; default: inherited).", "MASK"),
     # HTTP
     _opt("timeout_keep_alive", 5.0, _seconds, "Close an idle keep-alive connection after this long.", "SECONDS"),
     _opt("limit_request_line", 8192, _int_range(64), "Longest request line in bytes (414 beyond).", "BYTES"),
@@ -282,13 +330,42 @@ OPTIONS: tuple[Option, ...] = (
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
 
 
+# Hooks a Python config file may define (as gunicorn's server hooks): where each runs.
+HOOKS = {
+    "on_starting": "master, before the sockets are bound; raising stops the start",
+    "when_ready": "master, once every worker is ready for the first time",
+    "post_fork": "each worker, after the fork, before the app is imported; raising fails its boot",
+    "worker_exit": "each worker, after its shutdown (lifespan included), before it exits",
+    "on_reload": "master, on HUP or --reload, before the new workers start",
+    "on_exit": "master, just before it exits",
+}
+
+
 class Config:
-    """Resolved settings: one attribute per entry of ``OPTIONS``."""
+    """Resolved settings: one attribute per entry of ``OPTIONS``, and ``hooks``
+    (name -> callable, from a Python config file)."""
 
     def __init__(self, **values: Any) -> None:
         for option in OPTIONS:
             setattr(self, option.name, option.default)
+        self.hooks: dict[str, Callable] = {}
         self.update(values, source="argument")
+
+    def run_hook(self, name: str, *args: Any) -> BaseException | None:
+        """Call hook ``name`` if the config file defines it. What it raises is
+        logged with its traceback and returned (the caller decides whether the
+        start fails); None when it ran or there is none."""
+        hook = self.hooks.get(name)
+        if hook is None:
+            return None
+        try:
+            hook(*args)
+        except Exception as exc:  # noqa: BLE001 - the operator's code: anything
+            import logging
+
+            logging.getLogger("corral.error").exception("%s hook raised %s: %s", name, type(exc).__name__, exc)
+            return exc
+        return None
 
     def update(self, values: Mapping[str, Any], source: str) -> None:
         for name, value in values.items():
@@ -323,6 +400,40 @@ def _describe(option: Option, source: str) -> str:
     return f"{source}: {option.name}"
 
 
+def load_python_file(path: str) -> tuple[dict[str, Any], dict[str, Callable]]:
+    """A Python config file (``corral.conf.py``, as gunicorn's): options as module
+    variables, hooks as functions (``HOOKS``). Names starting with ``_`` and
+    imported modules are the file's own; any other name must be an option or a
+    hook, so a misspelt one is an error, not silently ignored."""
+    import __future__
+    import runpy
+    import types
+
+    if not os.path.isfile(path):
+        raise ConfigError(f"--config: cannot read {path}: No such file or directory")
+    try:
+        namespace = runpy.run_path(path, run_name="corral_config")
+    except OSError as exc:
+        raise ConfigError(f"--config: cannot read {path}: {exc.strerror}") from None
+    except Exception as exc:  # noqa: BLE001 - SyntaxError, NameError, what the file raises
+        where = f" (line {exc.lineno})" if isinstance(exc, SyntaxError) and exc.lineno else ""
+        raise ConfigError(f"--config: {path} raised {type(exc).__name__}{where}: {exc}") from None
+    values: dict[str, Any] = {}
+    hooks: dict[str, Callable] = {}
+    for name, value in namespace.items():
+        if name.startswith("_") or isinstance(value, (types.ModuleType, __future__._Feature)):
+            continue
+        if name in HOOKS:
+            if not callable(value):
+                raise ConfigError(f"--config: {path}: hook {name} must be a function")
+            hooks[name] = value
+        elif name in OPTIONS_BY_NAME:
+            values[name] = value
+        else:
+            raise ConfigError(f"--config: {path}: unknown option or hook {name!r} (name the file's own helpers with a leading _)")
+    return values, hooks
+
+
 def load_file(path: str) -> dict[str, Any]:
     """Read a TOML file; keys may use dashes or underscores, optionally under [corral]."""
     try:
@@ -340,16 +451,60 @@ def from_env(environ: Mapping[str, str]) -> dict[str, str]:
     return {o.name: environ[o.env] for o in OPTIONS if o.env in environ}
 
 
+def env_file_path(path: str, chdir: str | None) -> str:
+    """--env-file is taken from --chdir when relative (read before the change)."""
+    return path if os.path.isabs(path) or not chdir else os.path.join(chdir, path)
+
+
+def read_env_file(path: str) -> dict[str, str]:
+    """The variables of a dotenv file (python-dotenv's format: quotes, ``export``,
+    ``${VAR}`` expansion, multi-line values); a line it cannot parse is an error."""
+    try:
+        from dotenv import dotenv_values
+        from dotenv.parser import parse_stream
+    except ImportError:
+        raise ConfigError("--env-file needs python-dotenv: pip install 'corral[dotenv]' (or python-dotenv)") from None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise ConfigError(f"--env-file: cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"--env-file: {path} is not UTF-8 text") from None
+    for binding in parse_stream(io.StringIO(text)):
+        if binding.error:
+            shown = binding.original.string.strip()[:60]
+            raise ConfigError(f"--env-file {path}: line {binding.original.line} is not KEY=VALUE: {shown!r}")
+    values = dotenv_values(stream=io.StringIO(text), interpolate=True)
+    return {key: value for key, value in values.items() if value is not None}  # a bare KEY sets nothing
+
+
 def resolve(cli: Mapping[str, Any], environ: Mapping[str, str], config_file: str | None) -> Config:
-    """Merge the sources in precedence order: CLI > env > file > defaults."""
-    config = Config()
+    """Merge the sources in precedence order: CLI > env > --env-file > file > defaults."""
     config_file = config_file or environ.get("CORRAL_CONFIG")
-    if config_file:
-        config.update(load_file(config_file), source=config_file)
-    if "FORWARDED_ALLOW_IPS" in environ:  # as uvicorn and gunicorn read it; CORRAL_FORWARDED_ALLOW_IPS wins
-        config.update({"forwarded_allow_ips": environ["FORWARDED_ALLOW_IPS"]}, source="FORWARDED_ALLOW_IPS")
-    config.update(from_env(environ), source="env")
-    config.update(cli, source="cli")
+    hooks: dict[str, Callable] = {}
+    if config_file and config_file.endswith(".py"):
+        file_values, hooks = load_python_file(config_file)
+    else:
+        file_values = load_file(config_file) if config_file else {}
+
+    def build(dotenv: Mapping[str, str], dotenv_path: str = "") -> Config:
+        config = Config()
+        if config_file:
+            config.update(file_values, source=config_file)
+        # CORRAL_* variables of --env-file, under the real environment's
+        config.update({k: v for k, v in from_env(dotenv).items() if k != "env_file"}, source=f"--env-file {dotenv_path}")
+        if "FORWARDED_ALLOW_IPS" in environ:  # as uvicorn and gunicorn read it; CORRAL_FORWARDED_ALLOW_IPS wins
+            config.update({"forwarded_allow_ips": environ["FORWARDED_ALLOW_IPS"]}, source="FORWARDED_ALLOW_IPS")
+        config.update(from_env(environ), source="env")
+        config.update(cli, source="cli")
+        config.hooks = dict(hooks)
+        return config
+
+    config = build({})
+    if config.env_file:
+        path = env_file_path(config.env_file, config.chdir)
+        config = build(read_env_file(path), path)
     if not config.app:
         raise ConfigError("no application given: pass MODULE:ATTR (or set CORRAL_APP or app in the config file)")
     if config.proxy_protocol != "off" and config.ssl_certfile:
@@ -372,6 +527,8 @@ def options_markdown() -> str:
             flag = f"`{option.cli}` / `--no-{option.cli[2:]}`"
         else:
             flag = f"`{option.cli} {option.metavar}`"
+        if option.short:
+            flag = f"`{option.short}`, {flag}"
         default = option.default
         if isinstance(default, bool):
             shown = "on" if default else "off"

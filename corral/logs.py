@@ -101,11 +101,35 @@ def setup(level: str = "info", log_file: str | None = None, fmt: str = "text") -
 
 def reopen() -> None:
     """SIGUSR1: reopen log files so rotated files are released."""
+    failed = None
     for handler in _handlers:
         if isinstance(handler, logging.FileHandler):
             handler.acquire()
             try:
-                handler.close()
-                handler.stream = handler._open()
+                try:
+                    stream = handler._open()  # the new file first: if it cannot be made, keep the old one
+                except OSError as exc:
+                    failed = (handler.baseFilename, exc.strerror)
+                    continue
+                old, handler.stream = handler.stream, stream
+                if old is not None:
+                    old.close()
             finally:
                 handler.release()
+    if failed:
+        # e.g. --user without the right to create files in the log's directory:
+        # logrotate's "create MODE USER GROUP" makes the new file for it.
+        logging.getLogger("corral.error").warning(
+            "cannot reopen the log file %s (%s); still writing to the old one", *failed
+        )
+
+
+def set_title(text: str) -> None:
+    """What ``ps`` and ``top`` show for this process (``corral: master [app]``,
+    ``corral: worker 2 [app]``), where setproctitle is installed (optional:
+    ``pip install 'corral[proctitle]'``); without it, titles stay as they are."""
+    try:
+        from setproctitle import setproctitle
+    except ImportError:
+        return
+    setproctitle(text)

@@ -176,3 +176,124 @@ def test_trusted_peer_lists_are_checked(tmp_path):
 def test_proxy_protocol_with_tls_is_refused_not_ignored():
     with pytest.raises(ConfigError, match="--proxy-protocol cannot be combined with --ssl-certfile"):
         resolve({"app": "m:a", "proxy_protocol": "v2", "ssl_certfile": "cert.pem"}, {}, None)
+
+
+# -- issue 22: the operators' options ------------------------------------------
+
+
+def test_env_file_sets_options_under_the_real_environment(tmp_path):
+    env_file = tmp_path / "app.env"
+    env_file.write_text('export CORRAL_WORKERS=3\nCORRAL_PORT="9001"\nCORRAL_ROOT_PATH=/dotenv\nSECRET=x\n')
+    config = resolve({"app": "m:a", "env_file": str(env_file)}, {"CORRAL_PORT": "9002"}, None)
+    assert (config.workers, config.port, config.root_path) == (3, 9002, "/dotenv")
+    config = resolve({"app": "m:a", "env_file": str(env_file), "workers": "5"}, {}, None)
+    assert config.workers == 5
+    path = write(tmp_path, 'app = "m:a"\nworkers = 7\nroot-path = "/file"\n')  # the env file wins over the TOML file
+    config = resolve({"env_file": str(env_file)}, {}, path)
+    assert (config.workers, config.root_path) == (3, "/dotenv")
+
+
+def test_env_file_relative_to_chdir(tmp_path):
+    (tmp_path / ".env").write_text("CORRAL_WORKERS=4\n")
+    assert resolve({"app": "m:a", "env_file": ".env", "chdir": str(tmp_path)}, {}, None).workers == 4
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("GOOD=1\nthis is not a line\n", "line 2 is not KEY=VALUE: 'this is not a line'"),
+        ("CORRAL_WORKERS=many\n", "workers: must be an integer (got 'many')"),
+    ],
+)
+def test_bad_env_file_is_one_line(tmp_path, text, message):
+    env_file = tmp_path / "bad.env"
+    env_file.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        resolve({"app": "m:a", "env_file": str(env_file)}, {}, None)
+    assert str(info.value).startswith("--env-file ") and str(info.value).endswith(message), str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_env_file(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        resolve({"app": "m:a", "env_file": str(tmp_path / "nope.env")}, {}, None)
+    assert str(info.value) == f"--env-file: cannot read {tmp_path / 'nope.env'}: No such file or directory"
+
+
+def test_unknown_user_and_group_are_refused():
+    with pytest.raises(ConfigError) as info:
+        resolve({"app": "m:a", "user": "no-such-user-for-corral"}, {}, None)
+    assert str(info.value) == "--user: no such user on this system (got 'no-such-user-for-corral')"
+    with pytest.raises(ConfigError) as info:
+        resolve({"app": "m:a", "group": "no-such-group-for-corral"}, {}, None)
+    assert str(info.value) == "--group: no such group on this system (got 'no-such-group-for-corral')"
+    config = resolve({"app": "m:a", "user": "root", "group": "0"}, {}, None)
+    assert (config.user, config.group) == ("root", "0")
+    assert resolve({"app": "m:a", "user": "54321"}, {}, None).user == "54321"  # a uid with no passwd entry (containers)
+
+
+def test_umask_is_octal():
+    assert resolve({"app": "m:a", "umask": "027"}, {}, None).umask == 0o027
+    with pytest.raises(ConfigError, match=r"^--umask: must be an octal file mode"):
+        resolve({"app": "m:a", "umask": "9"}, {}, None)
+
+
+def test_short_flags_mean_what_they_mean_in_gunicorn(tmp_path):
+    from corral.cli import build_parser
+
+    path = write(tmp_path, 'app = "m:a"\n')
+    args = vars(build_parser().parse_args(["-w", "3", "-c", path]))
+    assert args == {"workers": "3", "config": path}
+    help_text = build_parser().format_help()
+    assert "-w N|auto, --workers N|auto" in help_text and "-c FILE, --config FILE" in help_text
+    assert "-b" not in help_text.split()  # only once --bind exists
+
+
+def test_memory_cap_and_lifetime_values():
+    config = resolve({"app": "m:a", "workers_max_rss": "512", "workers_lifetime": "3600", "workers_lifetime_jitter": "600"}, {}, None)
+    assert (config.workers_max_rss, config.workers_lifetime, config.workers_lifetime_jitter) == (512, 3600.0, 600.0)
+    with pytest.raises(ConfigError, match=r"^--workers-max-rss: must be an integer >= 0"):
+        resolve({"app": "m:a", "workers_max_rss": "-1"}, {}, None)
+
+
+def test_python_config_file_options_and_hooks(tmp_path):
+    path = tmp_path / "corral.conf.py"
+    path.write_text(
+        "from __future__ import annotations\nimport os\n\napp = 'm:a'\nworkers = 3\nreload_dir = ['src']\n"
+        "_helper = 1\n\n\ndef post_fork(worker):\n    pass\n\n\ndef on_exit(server):\n    pass\n"
+    )
+    config = resolve({"workers": "5"}, {}, str(path))
+    assert (config.app, config.workers, config.reload_dir) == ("m:a", 5, ("src",))
+    assert sorted(config.hooks) == ["on_exit", "post_fork"]
+    assert resolve({}, {"CORRAL_CONFIG": str(path)}, None).hooks.keys() == {"on_exit", "post_fork"}
+    assert resolve({"app": "m:a"}, {}, None).hooks == {}
+
+
+def test_python_config_file_mistakes(tmp_path):
+    path = tmp_path / "corral.conf.py"
+    path.write_text("when_ready = 1\n")
+    with pytest.raises(ConfigError, match=r"hook when_ready must be a function$"):
+        resolve({"app": "m:a"}, {}, str(path))
+    path.write_text("raise KeyError('DATABASE_URL')\n")
+    with pytest.raises(ConfigError) as info:
+        resolve({"app": "m:a"}, {}, str(path))
+    assert str(info.value) == f"--config: {path} raised KeyError: 'DATABASE_URL'"
+    with pytest.raises(ConfigError) as info:
+        resolve({"app": "m:a"}, {}, str(tmp_path / "missing.conf.py"))
+    assert str(info.value) == f"--config: cannot read {tmp_path / 'missing.conf.py'}: No such file or directory"
+
+
+def test_a_hook_that_raises_is_logged_and_returned(caplog):
+    config = Config()
+    calls = []
+    config.hooks = {"on_reload": lambda server: calls.append(server), "on_exit": lambda server: 1 / 0}
+    assert config.run_hook("on_reload", "master") is None and calls == ["master"]
+    assert config.run_hook("when_ready", "master") is None  # not defined: nothing to do
+    logger = __import__("logging").getLogger("corral.error")
+    logger.addHandler(caplog.handler)
+    try:
+        failed = config.run_hook("on_exit", "master")
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert isinstance(failed, ZeroDivisionError)
+    assert "on_exit hook raised ZeroDivisionError: division by zero" in caplog.text and "Traceback" in caplog.text

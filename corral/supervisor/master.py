@@ -26,7 +26,7 @@ import time
 from collections import deque
 
 from ..worker.process import EXIT_BOOT, EXIT_CONFIG, PHASE_LAME_DUCK, PHASE_STOPPING, Worker
-from .metrics import MasterMetrics, MetricsEndpoint
+from .metrics import MasterMetrics, MetricsEndpoint, rss
 
 log = logging.getLogger("corral.error")
 
@@ -59,8 +59,11 @@ class WorkerProc:
         self.generation = generation
         self.state = "booting"  # -> ready -> draining
         self.retiring = False
-        self.recycle = False
+        self.recycle = ""  # why it is to be recycled (a log phrase), "" if not
+        self.recycle_cause = "recycle"  # its exit cause in the metrics: recycle, max_rss, lifetime
         self.started = time.monotonic()
+        self.retire_at: float | None = None  # --workers-lifetime (+ jitter)
+        self.rss = 0  # bytes, at the last sample (--workers-max-rss)
         self.last_heartbeat = self.started
         self.kill_at: float | None = None
         self.buffer = b""
@@ -113,6 +116,14 @@ class Master:
         self.metrics = MasterMetrics()
         self.metrics_socket = None  # bound by serve() with --metrics-bind
         self.metrics_endpoint: MetricsEndpoint | None = None
+        self.pidfile = None  # --pid (pidfile.PidFile), written by serve() or, after a USR2, by _upgrade_ready
+        self.announced_ready = False  # the when_ready hook ran
+        self.env_file = None  # --env-file (envfile.EnvFile), re-read on each reload
+
+    @property
+    def pid(self) -> int:
+        """For hooks: ``server.pid``, ``server.config``, ``server.target`` (the worker count)."""
+        return os.getpid()
 
     # -- main loop -----------------------------------------------------------
 
@@ -153,6 +164,7 @@ class Master:
             self.metrics_endpoint.close()
         self.sockets.close()
         log.info("master %d: all workers gone, sockets closed; exit %d", os.getpid(), self.exit_code)
+        self.config.run_hook("on_exit", self)
         if self.fatal:
             print(f"corral: error: {self.fatal}", file=sys.stderr, flush=True)
         return self.exit_code
@@ -221,6 +233,15 @@ class Master:
     def handle_hup(self, why: str = "SIGHUP") -> None:
         if self.stopping or self.lame_duck_until is not None:
             return
+        self.config.run_hook("on_reload", self)  # logged if it raises; the reload goes on
+        if self.env_file is not None:
+            from ..config import ConfigError
+
+            try:
+                count = self.env_file.load()
+                log.info("master: %s: --env-file %s read again (%d variables)", why, self.env_file.path, count)
+            except ConfigError as exc:
+                log.error("master: %s: %s; the new workers get the variables as they were", why, exc)
         self.generation += 1
         self.metrics.reloads += 1
         self.reloading = True
@@ -290,11 +311,23 @@ class Master:
             worker.kill_at = now + self.config.timeout_graceful + KILL_GRACE
             self._signal(worker, signal.SIGTERM)
 
+    def _all_ready(self) -> bool:
+        ready = {w.slot for w in self.workers.values() if w.state == "ready"}
+        return all(slot in ready for slot in range(self.target))
+
     def _upgrade_ready(self) -> None:
         """In a new master started by USR2: once every slot has a ready worker, tell the old one."""
         ready = {w.slot for w in self.workers.values() if w.state == "ready"}
         if not all(slot in ready for slot in range(self.target)):
             return
+        if self.pidfile is not None:
+            from .pidfile import PidFileError
+
+            try:
+                self.pidfile.write()  # this master is the one in charge from now on
+                log.info("master: upgrade: --pid %s now names %d", self.pidfile.path, os.getpid())
+            except PidFileError as exc:
+                log.error("master: upgrade: %s", exc)
         try:
             os.write(self.upgrade_notify, b"ready\n")
         except OSError:
@@ -403,11 +436,11 @@ class Master:
             for worker in workers:
                 if worker.recycle and not worker.retiring:
                     worker.retiring = True
-                    log.info("master: recycling worker %d after %d requests", worker.pid, worker.requests)
+                    log.info("master: recycling worker %d: %s; a new worker first", worker.pid, worker.recycle)
                     return
 
     def _retire(self, worker: WorkerProc, why: str) -> None:
-        worker.exit_cause = "recycle" if worker.recycle else "scale_down" if why == "worker count lowered" else "reload"
+        worker.exit_cause = worker.recycle_cause if worker.recycle else "scale_down" if why == "worker count lowered" else "reload"
         worker.state = "draining"
         worker.kill_at = time.monotonic() + self.config.timeout_graceful + KILL_GRACE
         log.info("master: stopping worker %d (%s)", worker.pid, why)
@@ -443,7 +476,9 @@ class Master:
                 os._exit(code)
         os.close(write_fd)
         os.set_blocking(read_fd, False)
-        self.workers[pid] = WorkerProc(pid, slot, read_fd, self.generation)
+        worker = self.workers[pid] = WorkerProc(pid, slot, read_fd, self.generation)
+        if config.workers_lifetime:
+            worker.retire_at = worker.started + config.workers_lifetime + random.uniform(0, config.workers_lifetime_jitter)
         self.metrics.starts += 1
         log.info("master: started worker %d (slot %d, generation %d)", pid, slot, self.generation)
 
@@ -474,6 +509,8 @@ class Master:
                 worker.in_flight, worker.connections, worker.requests = map(int, rest.split())
             except ValueError:
                 pass
+            if worker.state == "ready" and not worker.recycle:
+                self._check_limits(worker)
         elif kind == "ready":
             if worker.state == "booting":
                 worker.state = "ready"
@@ -482,12 +519,35 @@ class Master:
             log.info("master: worker %d ready (%.2fs)", worker.pid, time.monotonic() - worker.started)
             if self.upgrade_notify >= 0:
                 self._upgrade_ready()
+            if not self.announced_ready and self._all_ready():
+                self.announced_ready = True
+                self.config.run_hook("when_ready", self)
         elif kind == "m":
             self.metrics.worker_report(worker, rest, self.sockets)
         elif kind == "recycle":
-            worker.recycle = True
+            if not worker.recycle:
+                worker.recycle = f"{worker.requests} requests served (--limit-max-requests)"
         elif kind == "error":
             worker.error = rest
+
+    def _check_limits(self, worker: WorkerProc) -> None:
+        """Each heartbeat (once a second) of a serving worker: --workers-max-rss
+        (its RSS, sampled) and --workers-lifetime. Either one marks it for
+        recycling, which goes through the reload path: a new worker in its
+        slot first, then this one drains."""
+        config = self.config
+        if config.workers_max_rss:
+            worker.rss = rss(worker.pid) or 0
+            if worker.rss > config.workers_max_rss * MIB:
+                worker.recycle_cause = "max_rss"
+                worker.recycle = (
+                    f"RSS {worker.rss / MIB:.0f} MiB over --workers-max-rss {config.workers_max_rss} MiB "
+                    f"after {worker.requests} requests"
+                )
+                return
+        if worker.retire_at is not None and time.monotonic() >= worker.retire_at:
+            worker.recycle_cause = "lifetime"
+            worker.recycle = f"{time.monotonic() - worker.started:.1f}s old (--workers-lifetime {config.workers_lifetime:g}s)"
 
     def _reap(self) -> None:
         while True:
@@ -654,6 +714,9 @@ class Master:
         except OSError as exc:  # pragma: no cover
             if exc.errno != errno.ESRCH:
                 raise
+
+
+MIB = 1024 * 1024
 
 
 def _how(status: int) -> str:

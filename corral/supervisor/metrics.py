@@ -38,7 +38,8 @@ from ..io.metrics import BUCKETS, CLOSE_REASONS
 
 log = logging.getLogger("corral.error")
 
-EXIT_CAUSES = ("crash", "timeout", "recycle", "reload", "scale_down", "shutdown", "boot_failure")
+# recycle: --limit-max-requests; max_rss: --workers-max-rss; lifetime: --workers-lifetime
+EXIT_CAUSES = ("crash", "timeout", "recycle", "max_rss", "lifetime", "reload", "scale_down", "shutdown", "boot_failure")
 STATES = ("booting", "serving", "draining", "stuck")
 SUMMED = ("accepted", "rejected", "ws", "ws_in", "ws_out", "latency_sum")
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -81,7 +82,7 @@ def accept_queue(sock: socket.socket) -> tuple[int, int] | None:
     return struct.unpack_from("=II", info, 24)
 
 
-def _rss(pid: int) -> int | None:
+def rss(pid: int) -> int | None:
     try:
         with open(f"/proc/{pid}/statm") as handle:
             return int(handle.read().split()[1]) * PAGE
@@ -270,9 +271,9 @@ class MasterMetrics:
             sample("corral_worker_start_time_seconds", round(now_wall - (now - w.started), 3), pid=w.pid, slot=w.slot)
         family("corral_worker_rss_bytes", "gauge", "Resident memory of each live worker.")
         for w in rows:
-            rss = _rss(w.pid)
-            if rss is not None:
-                sample("corral_worker_rss_bytes", rss, pid=w.pid, slot=w.slot)
+            resident = rss(w.pid)
+            if resident is not None:
+                sample("corral_worker_rss_bytes", resident, pid=w.pid, slot=w.slot)
         family("corral_worker_loop_lag_seconds", "gauge", "How late each worker's once-a-second tick ran (worst in the last second).")
         for w in rows:
             if w.metrics:

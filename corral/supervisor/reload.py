@@ -143,6 +143,9 @@ def start_watcher(config, close_in_child) -> tuple[int, int]:
                 signal.signal(signum, signal.SIG_IGN)
             _die_with_parent()
             close_in_child()
+            from .. import logs
+
+            logs.set_title(f"corral: reload watcher [{config.app}]")
             code = run_watcher(config, write_fd)
         except BaseException:
             log.exception("reload watcher crashed")

@@ -15,6 +15,12 @@ all its workers (they drain as on a reload; the new workers serve the
 kernel's queue all along) and exits 0 without closing, filtering or
 unlinking the sockets: they are the new master's now.
 
+The new master starts in the directory the old one was started in (before
+``--chdir``), so relative paths on the command line mean what they meant,
+and without the variables the old one loaded from ``--env-file``, so it
+reads that file afresh. It writes ``--pid`` once it is ready, just before
+it reports ``ready`` (``pidfile.py``).
+
 If the new master exits before it is ready (an import error, five failed
 boots, a command line that no longer parses), the pipe closes without
 ``ready``: the old master logs why and keeps serving.
@@ -31,6 +37,9 @@ log = logging.getLogger("corral.error")
 
 ENV = "CORRAL_UPGRADE"
 
+start_cwd: str | None = None  # where corral was started, before --chdir (supervisor.prepare)
+env_file_keys: set[str] = set()  # the variables --env-file added to this process's environment
+
 
 def command_line() -> list[str]:
     """How this corral was started, to be started again."""
@@ -46,7 +55,8 @@ def launch(spec: dict) -> tuple[int, int]:
     read_fd, write_fd = os.pipe()
     spec = dict(spec, notify=write_fd)
     argv = command_line()
-    environ = dict(os.environ, **{ENV: json.dumps(spec)})
+    environ = {key: value for key, value in os.environ.items() if key not in env_file_keys}
+    environ[ENV] = json.dumps(spec)
     inherited = [write_fd, *spec["shared"], *spec["slots"].values()]
     sys.stdout.flush()
     sys.stderr.flush()
@@ -54,6 +64,11 @@ def launch(spec: dict) -> tuple[int, int]:
     if pid == 0:  # child: becomes the new master
         try:
             os.close(read_fd)
+            if start_cwd:
+                try:
+                    os.chdir(start_cwd)
+                except OSError as exc:  # e.g. no longer readable after --user
+                    os.write(2, f"corral: upgrade: staying in {os.getcwd()}: cannot change to {start_cwd}: {exc.strerror}\n".encode())
             for fd in inherited:
                 os.set_inheritable(fd, True)
             os.execvpe(argv[0], argv, environ)

@@ -113,6 +113,11 @@ class Worker:
         self._reset_signals()
         self.pid = os.getpid()
         config = self.config
+        logs.set_title(f"corral: worker {self.slot} [{config.app}]")
+        failed = config.run_hook("post_fork", self)  # before the app: per-worker set-up (OpenTelemetry, pools)
+        if failed is not None:
+            self.report(f"error post_fork hook raised {type(failed).__name__}: {failed}")
+            return EXIT_BOOT
         try:
             app = import_app(config.app, factory=config.factory, app_dir=config.app_dir)
         except AppLoadError as exc:
@@ -168,6 +173,7 @@ class Worker:
         try:
             return loop.run_until_complete(self._main())
         finally:
+            config.run_hook("worker_exit", self)  # logged if it raises; the exit goes on
             if state.access is not None:
                 state.access.close()  # the last lines, whatever the exit
             state.stepper.close()
@@ -212,7 +218,11 @@ class Worker:
 
     def _reopen_logs(self) -> None:
         if self.state.access is not None:
-            self.state.access.reopen()
+            try:
+                self.state.access.reopen()
+            except OSError as exc:  # it keeps the old file (e.g. --user cannot create the new one)
+                log.warning("worker %d: cannot reopen the access log %s (%s); still writing to the old one",
+                            self.pid, self.state.access.path, exc.strerror)
         logs.reopen()
 
     def _connection(self):
