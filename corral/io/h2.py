@@ -346,11 +346,12 @@ class H2Connection(asyncio.Protocol):
                 elif name == b":protocol":
                     protocol = value
             elif name != b"host" or authority is None:
+                # RFC 9113 8.3.1: :authority stands for Host; a Host field beside
+                # it never reaches the app as a second, different host. (nghttp2
+                # refuses pseudo-header fields after regular ones: :authority
+                # is known by the time a Host field comes.)
                 headers.append((name, value))
         if authority is not None:
-            # RFC 9113 8.3.1: :authority stands for Host; a Host field beside
-            # it never reaches the app as a second, different host.
-            headers = [field for field in headers if field[0] != b"host"]
             headers.insert(0, (b"host", authority))
         if method is None or (target is None and method != b"CONNECT"):
             self.engine.reset(stream_id, proto.PROTOCOL_ERROR)
@@ -383,14 +384,13 @@ class H2Connection(asyncio.Protocol):
         if protocol is not None:  # a WebSocket (io/ws.py): the stream becomes its transport
             state.upgrade_handler.over_h2(self, stream)
             return
-        if state.in_flight >= state.limit_concurrency and state.over_limit(stream):
-            return  # waits for a slot (run_queue), or was answered 503 (reject_busy)
-        if stream_id in self.streams:
-            self.start_stream(stream)
+        self.start_stream(stream)
 
     def start_stream(self, stream: H2Stream) -> None:
         """Give the stream a slot and its cycle; its app starts once the
-        current read is taken in (rapid reset), or now."""
+        current read is taken in (rapid reset), or now. Over
+        --limit-concurrency it waits for a slot (``run_queue`` comes back
+        here) or is answered 503 (``reject_busy``)."""
         state = self.state
         if state.in_flight >= state.limit_concurrency:
             state.over_limit(stream)
