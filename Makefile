@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 4
 
-.PHONY: run test install bench clean options-table test-packages fuzz
+.PHONY: run test install bench clean options-table test-packages fuzz dist
 
 # setup.py compiles the hot path with Cython where a compiler is (the
 # pure-Python build, with a warning, where there is none; CORRAL_PURE=1 forces
@@ -52,8 +52,18 @@ test-packages:
 		|| $(APT) install -y $$package || { $(APT) update && $(APT) install -y $$package; } \
 		|| echo "$$package could not be installed; the tests that need it will be skipped"; done
 
+# The release files: the sdist, then a wheel built from it (by `python -m
+# build`, in isolated build environments), both checked by twine (--strict:
+# the README must render as the long description). Into DIST_DIR (dist/).
+# tests/test_dist.py runs this target and installs what it made.
+DIST_DIR ?= dist
+dist: $(VENV)/.installed-test
+	rm -rf $(DIST_DIR)
+	$(BIN)/python -m build --outdir $(DIST_DIR) .
+	$(BIN)/python -m twine check --strict $(DIST_DIR)/*
+
 clean:
-	rm -rf $(VENV) .venv-bench *.egg-info .pytest_cache build
+	rm -rf $(VENV) .venv-bench *.egg-info .pytest_cache build dist
 	find corral \( -name '*.c' -o -name '*.so' \) -delete
 
 -include bench/Makefile.inc
