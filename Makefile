@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 4
 
-.PHONY: run test install bench clean options-table test-packages fuzz dist
+.PHONY: run test install bench clean options-table test-packages fuzz dist test-versions
 
 # setup.py compiles the hot path with Cython where a compiler is (the
 # pure-Python build, with a warning, where there is none; CORRAL_PURE=1 forces
@@ -40,6 +40,13 @@ test: $(VENV)/.installed-test $(VENV)/.compiled test-packages
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	CORRAL_PURE=1 $(BIN)/python -m pytest tests/proto tests/io tests/test_build.py $(PYTEST_ARGS)
 
+# The proto/ and io/ tiers and an integration smoke (start, HTTP/1.1, HTTP/2,
+# HUP, TERM) on every other Python >= 3.10 that pyenv has here, compiled and
+# pure, each in its own .venv-3.X (tests/versions/run.sh; PYTHONS="3.10 3.13"
+# picks some). Without pyenv it says so and passes.
+test-versions:
+	PYTHON=$(PYTHON) tests/versions/run.sh
+
 # The Debian packages tests use, as PACKAGE:EXECUTABLE: each missing one is
 # installed; where that fails the build goes on and the tests that need it
 # are skipped with the reason. chromium: tests/integration/test_browser.py;
@@ -63,7 +70,7 @@ dist: $(VENV)/.installed-test
 	$(BIN)/python -m twine check --strict $(DIST_DIR)/*
 
 clean:
-	rm -rf $(VENV) .venv-bench *.egg-info .pytest_cache build dist
+	rm -rf $(VENV) .venv-bench .venv-3.* *.egg-info .pytest_cache build dist
 	find corral \( -name '*.c' -o -name '*.so' \) -delete
 
 -include bench/Makefile.inc
