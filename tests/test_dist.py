@@ -172,3 +172,9 @@ def test_a_platform_other_than_linux_exits_with_one_line(platform):
     assert refused.stdout == ""
     version = run("--version")  # --help and --version still answer
     assert (version.returncode, version.stdout) == (0, f"corral {corral.__version__}\n")
+
+
+def test_the_test_versions_extra_is_a_subset_of_test():
+    """make test-versions installs the lighter extra; its lines are test's own."""
+    extras = PYPROJECT["project"]["optional-dependencies"]
+    assert set(extras["test-versions"]) <= set(extras["test"])

@@ -6,7 +6,7 @@
 # Each Python gets its own environment, .venv-3.X, with corral installed
 # editable (its parser compiled in place for that Python, beside the other
 # Pythons' builds: the extension modules' names carry the version) and the
-# test extras. It is made again when pyproject.toml or setup.py changes, and
+# test-versions extra (what these tiers import; less to install than test). It is made again when pyproject.toml or setup.py changes, and
 # the parser compiled again when corral/proto/h1.py or h1.pxd does.
 #
 # Skipped: the Python `make test` runs (PYTHON, the same series), and
@@ -66,10 +66,10 @@ for series in "${selected[@]}"; do
         rm -rf "$venv"
         log=$venv/install.log
         if ! { "$root/versions/$version/bin/python3" -m venv "$venv" \
-               && "$venv/bin/pip" install -q -e '.[test]' >"$log" 2>&1 \
+               && "$venv/bin/pip" install -q -e '.[test-versions]' >"$log" 2>&1 \
                && "$venv/bin/python" -c "import corral, pytest"; }; then
             grep -v "is ignored: it is neither" "$log" | tail -n 40
-            echo "make test-versions: $series: FAILED to install corral and its test extras"
+            echo "make test-versions: $series: FAILED to install corral and its test-versions extra"
             results+=("$series install FAILED")
             failed=1
             continue
