@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # make test-versions: the proto/ and io/ tiers and the integration smoke
-# (tests/versions/test_smoke.py) on every Python >= 3.10 that pyenv has here,
+# (tests/versions/test_python_smoke.py) on every Python >= 3.10 that pyenv has here,
 # compiled and pure.
 #
 # Each Python gets its own environment, .venv-3.X, with corral installed
