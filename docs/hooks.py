@@ -74,8 +74,10 @@ def _relink(text: str) -> str:
             return match.group(0)
         if target.startswith("docs/"):
             return f"{bang}[{label}]({target[len('docs/'):]})"
-        label = label.strip("`")
-        return f"`{label}`" if label == target.rstrip("/") or label == target else f"{label} (`{target}`)"
+        bare = label.strip("`")
+        if target.startswith(bare.rstrip("/")):  # [`deploy/`](deploy/README.md): the path says it
+            return f"`{target}`"
+        return f"{label} (`{target}`)"
 
     out = []
     for _, line, code in _lines_outside_fences(text):
