@@ -10,6 +10,9 @@ A page holds directives on lines of their own, replaced at build time:
   README, the CHANGELOG), its headings moved one level down.
 * ``<!-- options-table -->``: the options reference, generated from
   ``corral/config.py`` as the README's table is (``make options-table``).
+* ``<!-- check-corral-options -->``: every ``--option`` in the second column
+  of the page's tables (the migration guide's "corral" column) must be one
+  of corral's (``corral/config.py``), or the build fails.
 
 Headings inside fenced code blocks are not headings. A directive naming a
 heading the README no longer has, and a README ``##`` section that no page
@@ -33,6 +36,7 @@ from mkdocs.exceptions import PluginError
 ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("mkdocs.hooks.readme")
 DIRECTIVE = re.compile(r"^<!-- (readme|readme-intro|include): (.+?) -->$|^<!-- options-table -->$", re.M)
+CHECK_OPTIONS = "<!-- check-corral-options -->"
 HEADING = re.compile(r"^(#{1,6}) (.+?)\s*$")
 LINK = re.compile(r"(!?)\[([^\]]*)\]\(([^)\s]+)\)")
 _used: set[str] = set()
@@ -106,13 +110,35 @@ def _readme_section(title: str, intro_only: bool, page: str) -> str:
     return _relink("\n".join(lines).rstrip() + "\n")
 
 
-def _options_table() -> str:
+def _config():
     sys.path.insert(0, str(ROOT))
     try:
-        from corral.config import options_markdown
+        from corral import config
     finally:
         sys.path.remove(str(ROOT))
-    return options_markdown()
+    return config
+
+
+def _options_table() -> str:
+    return _config().options_markdown()
+
+
+def _check_options(markdown: str, page: str) -> None:
+    """The second column of each table row names only corral's options."""
+    known = {"--config", "--version", "--help"}
+    for option in _config().OPTIONS:
+        known.add(option.cli)
+        if option.flag:
+            known.add("--no-" + option.cli[2:])
+    unknown = []
+    for _, line, code in _lines_outside_fences(markdown):
+        if code or not line.startswith("|") or re.fullmatch(r"[|\s:-]+", line):
+            continue
+        cells = re.split(r"(?<!\\)\|", line)
+        if len(cells) > 2:
+            unknown += [name for name in re.findall(r"--[a-z][a-z0-9-]*", cells[2]) if name not in known]
+    if unknown:
+        raise PluginError(f"{page}: corral has no option {', '.join(sorted(set(unknown)))} (corral/config.py)")
 
 
 def on_pre_build(config):
@@ -120,6 +146,10 @@ def on_pre_build(config):
 
 
 def on_page_markdown(markdown: str, page, config, files):
+    if CHECK_OPTIONS in markdown:
+        _check_options(markdown, page.file.src_path)
+        markdown = markdown.replace(CHECK_OPTIONS, "")
+
     def replace(match: re.Match) -> str:
         kind, argument = match.group(1), match.group(2)
         if kind is None:
@@ -139,3 +169,9 @@ def on_post_build(config):
     missing = [title for title, (level, *_) in sections(readme).items() if level == 2 and title not in _used]
     for title in missing:
         log.warning("the README section %r is on no page of the docs site (docs/*.md: <!-- readme: ... -->)", title)
+
+
+def on_page_content(html: str, page, config, files):
+    """A pipe in a table cell's code is written ``\\|`` in Markdown (GitHub
+    renders it as ``|``); Python-Markdown keeps the backslash in code spans."""
+    return re.sub(r"<td>.*?</td>", lambda m: m.group(0).replace("\\|", "|"), html, flags=re.S)
