@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 WORKERS ?= 4
 
-.PHONY: run test install bench clean options-table test-packages fuzz
+.PHONY: run test install bench clean options-table test-packages fuzz dist test-versions docs
 
 # setup.py compiles the hot path with Cython where a compiler is (the
 # pure-Python build, with a warning, where there is none; CORRAL_PURE=1 forces
@@ -35,10 +35,18 @@ run: $(VENV)/.installed $(VENV)/.compiled
 	$(BIN)/corral examples.app:app --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
 # The whole suite on the build as installed (compiled where a compiler is),
-# then the protocol and io tiers on the pure-Python modules.
-test: $(VENV)/.installed-test $(VENV)/.compiled test-packages
+# then the protocol and io tiers on the pure-Python modules; first the docs
+# site, built strictly.
+test: $(VENV)/.installed-test $(VENV)/.compiled test-packages docs
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	CORRAL_PURE=1 $(BIN)/python -m pytest tests/proto tests/io tests/test_build.py $(PYTEST_ARGS)
+
+# The proto/ and io/ tiers and an integration smoke (start, HTTP/1.1, HTTP/2,
+# HUP, TERM) on every other Python >= 3.10 that pyenv has here, compiled and
+# pure, each in its own .venv-3.X (tests/versions/run.sh; PYTHONS="3.10 3.13"
+# picks some). Without pyenv it says so and passes.
+test-versions:
+	PYTHON=$(PYTHON) tests/versions/run.sh
 
 # The Debian packages tests use, as PACKAGE:EXECUTABLE: each missing one is
 # installed; where that fails the build goes on and the tests that need it
@@ -52,8 +60,25 @@ test-packages:
 		|| $(APT) install -y $$package || { $(APT) update && $(APT) install -y $$package; } \
 		|| echo "$$package could not be installed; the tests that need it will be skipped"; done
 
+# The docs site (mkdocs.yml, docs/; mkdocs-material), into SITE_DIR (site/).
+# --strict: a broken link, a missing file, a README heading a page names that
+# is gone, or a README section no page shows fails the build (docs/hooks.py).
+SITE_DIR ?= site
+docs: $(VENV)/.installed-test
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict --quiet --site-dir $(SITE_DIR)
+
+# The release files: the sdist, then a wheel built from it (by `python -m
+# build`, in isolated build environments), both checked by twine (--strict:
+# the README must render as the long description). Into DIST_DIR (dist/).
+# tests/test_dist.py runs this target and installs what it made.
+DIST_DIR ?= dist
+dist: $(VENV)/.installed-test
+	rm -rf $(DIST_DIR)
+	$(BIN)/python -m build --outdir $(DIST_DIR) .
+	$(BIN)/python -m twine check --strict $(DIST_DIR)/*
+
 clean:
-	rm -rf $(VENV) .venv-bench *.egg-info .pytest_cache build
+	rm -rf $(VENV) .venv-bench .venv-3.* *.egg-info .pytest_cache build dist site
 	find corral \( -name '*.c' -o -name '*.so' \) -delete
 
 -include bench/Makefile.inc

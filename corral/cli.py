@@ -49,6 +49,16 @@ def _show(value) -> str:
     return str(value)
 
 
+def platform_error() -> str | None:
+    """corral serves on Linux only (it relies on epoll's exclusive wake-ups,
+    SO_REUSEPORT balancing, /proc and TCP_INFO): elsewhere, the one line it
+    exits with, before the options are resolved (``--help`` and ``--version`` still
+    answer)."""
+    if sys.platform.startswith("linux"):
+        return None
+    return f"corral runs on Linux only; this is {sys.platform}"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["top"]:  # corral top: the live view (corral/top)
@@ -56,7 +66,11 @@ def main(argv: list[str] | None = None) -> int:
 
         return top(argv[1:])
     parser = build_parser()
-    args = vars(parser.parse_args(argv))
+    args = vars(parser.parse_args(argv))  # --help and --version answer on any platform
+    error = platform_error()
+    if error:
+        print(f"corral: error: {error}", file=sys.stderr)
+        return 2
     config_file = args.pop("config", None)
     try:
         config = resolve(args, os.environ, config_file)

@@ -25,8 +25,10 @@ class Server:
     started: list["Server"] = []  # every server of the running test (tests/conftest.py)
 
     def __init__(self, app: str = "basic:app", *args: str, workers: int = 1, env=None, uds: str | None = None,
-                 wait_ready: bool = True, extra_env=None, pass_fds=(), prefix=()):
-        command = [*prefix, sys.executable, "-m", "corral", app, "--app-dir", str(APPS), "--workers", str(workers)]
+                 wait_ready: bool = True, extra_env=None, pass_fds=(), prefix=(),
+                 corral=(sys.executable, "-m", "corral"), cwd=ROOT):
+        # corral: the command that starts it (tests/test_dist.py: an installed console script).
+        command = [*prefix, *corral, app, "--app-dir", str(APPS), "--workers", str(workers)]
         if uds:
             command += ["--uds", uds]
         else:
@@ -38,7 +40,7 @@ class Server:
         self.lines: list[str] = []
         self._cond = threading.Condition()
         Server.started.append(self)  # tests/conftest.py shows its log when a test fails
-        self.proc = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, cwd=ROOT,
+        self.proc = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, cwd=cwd,
                                      env=environ, start_new_session=True, pass_fds=pass_fds)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()

@@ -40,7 +40,7 @@ def build_wheel(tmp_path, **env_changes):
     """A wheel built from a fresh copy of the sources (no build products): (wheel, build output, mode)."""
     source = tmp_path / "src"
     source.mkdir()
-    for name in ("pyproject.toml", "setup.py", "README.md"):
+    for name in ("pyproject.toml", "setup.py", "README.md", "LICENSE", "MANIFEST.in"):
         shutil.copy(ROOT / name, source / name)
     shutil.copytree(ROOT / "corral", source / "corral",
                     ignore=shutil.ignore_patterns("*.so", "*.c", "__pycache__"))
