@@ -56,6 +56,7 @@ CLOSE_REASONS = (
     "limit",
     "shutdown",
     "upgraded",
+    "handshake_timeout",
 )
 
 

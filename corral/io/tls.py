@@ -23,7 +23,9 @@ from __future__ import annotations
 import logging
 import ssl
 
-from .transport import address, peer_name
+from ..proto.h1 import error_response
+from .switch import front_closed, front_opened, recount, switch
+from .transport import address, half_close, peer_name
 
 log = logging.getLogger("corral.error")
 
@@ -45,8 +47,6 @@ def build_context(config) -> ssl.SSLContext | None:
     """The server context from the --ssl-* options, or None when TLS is off.
     ALPN offers what ``--http`` allows (h2 first)."""
     certfile = config.ssl_certfile
-    if certfile and getattr(config, "proxy_protocol", "off") != "off":
-        raise TLSConfigError("--proxy-protocol with --ssl-certfile is not supported: end TLS at the proxy, or use one of them")
     if not certfile:
         for name in ("ssl_keyfile", "ssl_ca_certs"):
             if getattr(config, name):
@@ -188,7 +188,9 @@ def _rfc4514(cert: dict | None) -> str | None:
 
 
 class TLSHandshake:
-    """One accepted TCP connection until its TLS handshake is done.
+    """One accepted TCP connection (or one whose PROXY header was read) until
+    its TLS handshake is done: a phase in ``state.handshakes``
+    (``io/switch.py``).
 
     ``protocols`` maps an ALPN name (None: none negotiated) to a factory of
     the HTTP protocol that takes the connection over.
@@ -199,22 +201,35 @@ class TLSHandshake:
     paused (now it holds), ``start_tls`` puts the SSL layer in place, and
     the bytes already read are handed to it. ``start_tls`` is stepped by
     hand (no Task): its setup runs at once, the rest when its waiter is done.
+
+    Every way it ends frees its slot exactly once: handed over
+    (``switch``), or closed (``_end``, guarded by the phase) when the client
+    leaves, the handshake fails or expires, or the SSL transport comes back
+    already closed (an expired handshake that was aborted: uvloop then
+    completes ``start_tls`` with a dead transport).
+
+    First bytes that are an HTTP request line (plain HTTP sent to the TLS
+    port) get nginx's answer: 400 "The plain HTTP request was sent to HTTPS
+    port", then the close.
     """
 
-    __slots__ = ("state", "tls", "protocols", "transport", "client", "buffer", "eof", "lost", "coro",
-                 "phase", "started", "expired")
+    __slots__ = ("state", "info", "protocols", "transport", "client", "server", "scheme", "tls", "proxy", "buffer",
+                 "eof", "coro", "phase", "started", "expired")
 
-    def __init__(self, state, tls: TLSInfo, protocols) -> None:
+    def __init__(self, state, info: TLSInfo, protocols) -> None:
         self.state = state
-        self.tls = tls
+        self.info = info
         self.protocols = protocols
         self.transport = None
         self.client = None
+        self.server = None
+        self.scheme = "https"
+        self.tls = None  # the ASGI tls extension, once the handshake is done
+        self.proxy = None  # proto.proxy.ProxyInfo when a PROXY header came first
         self.buffer: list[bytes] = []
         self.eof = False
-        self.lost = False
         self.coro = None
-        self.phase = "tcp"  # tcp -> tls (start_tls running) -> done
+        self.phase = "tcp"  # tcp -> tls (start_tls running) -> done; or tcp -> plain (400 sent) -> done
         self.started = 0.0
         self.expired = False
 
@@ -223,21 +238,34 @@ class TLSHandshake:
     def connection_made(self, transport) -> None:
         self.transport = transport
         self.client = address(transport.get_extra_info("peername"))
+        self.server = address(transport.get_extra_info("sockname"))
         self.started = self.state.now
-        self.state.handshake_started(self)
+        front_opened(self.state, self)
 
     def _start(self, first: bytes) -> None:
+        if first[:1] in _REQUEST_LINE_START:
+            self._plain_http()
+            return
         self.phase = "tls"
         transport = self.transport
         transport.pause_reading()
         self.coro = self.state.loop.start_tls(
-            transport, self, self.tls.context, server_side=True, ssl_handshake_timeout=self.tls.timeout + 5.0
+            transport, self, self.info.context, server_side=True, ssl_handshake_timeout=self.info.timeout + 5.0
         )
         self._step(None)
         if self.coro is not None:
             # After start_tls's own connection_made and resume_reading (queued
             # by it just now), before the next read.
             self.state.loop.call_soon(self._feed, transport.get_protocol(), first)
+
+    def _plain_http(self) -> None:
+        """Issue 20: plain HTTP to the TLS port is answered, as nginx does."""
+        self.phase = "plain"
+        state = self.state
+        state.counters["bad_requests"] += 1
+        log.info("%s: plain HTTP sent to the TLS port; answered 400", peer_name(self.client))
+        self.transport.write(error_response(400, PLAIN_HTTP, state.extra_headers))
+        half_close(self.transport)  # what the client still sends is read and dropped; closed on its FIN
 
     def _feed(self, ssl_protocol, data: bytes) -> None:
         view = memoryview(data)
@@ -262,31 +290,45 @@ class TLSHandshake:
         waiter.add_done_callback(self._step)
 
     def _failed(self, exc: BaseException) -> None:
-        self.phase = "done"
-        self.state.handshake_done(self)
-        if not self.expired:
+        if not self.expired and self.phase != "done":
             log.debug("%s: TLS handshake failed: %r", peer_name(self.client), exc)
+        lost = isinstance(exc, (ConnectionResetError, BrokenPipeError))  # the client left
+        self._end("normal" if lost else "bad_request")
         self.transport.abort()
 
     def _handshaken(self, ssl_transport) -> None:
-        state = self.state
-        self.phase = "done"
-        if self.lost or ssl_transport is None:
-            state.handshake_done(self)
+        ssl_object = None
+        if ssl_transport is not None and not ssl_transport.is_closing():
+            ssl_object = ssl_transport.get_extra_info("ssl_object")
+        if ssl_object is None or self.phase == "done":
+            # Closed while the handshake ran (expired, or aborted by a stop):
+            # uvloop returns the SSL transport of a connection that is gone.
+            self._end("normal")
+            if ssl_transport is not None:
+                ssl_transport.abort()
             return
-        ssl_object = ssl_transport.get_extra_info("ssl_object")
-        factory = self.protocols.get(ssl_object.selected_alpn_protocol()) or self.protocols[None]
-        conn = factory()
-        conn.scheme = "https"
-        conn.tls = self.tls.extension(ssl_object)
-        ssl_transport.set_protocol(conn)
-        conn.connection_made(ssl_transport)
-        state.handshake_done(self)  # after: the connection is counted by now
-        for data in self.buffer:
-            conn.data_received(data)
-        self.buffer.clear()
-        if self.eof and conn.eof_received() is not True:
-            ssl_transport.close()
+        self.phase = "done"
+        try:
+            factory = self.protocols.get(ssl_object.selected_alpn_protocol()) or self.protocols[None]
+            self.tls = self.info.extension(ssl_object)
+            if self.proxy is not None:
+                self.proxy.own_tls = self.tls  # the tls extension when the header carried none
+            data = b"".join(self.buffer)
+            self.buffer.clear()
+            switch(self, factory(), ssl_transport, data, self.eof)
+        except Exception:  # noqa: BLE001 - a bug must not leak the slot
+            log.exception("%s: handing the TLS connection over failed; closing it", peer_name(self.client))
+            if not front_closed(self.state, self, "normal"):
+                recount(self.state)  # left mid-switch: the gate sees the count as it is
+            ssl_transport.abort()
+
+    def _end(self, reason: str) -> None:
+        """Closed, not handed over: the slot is freed and the close counted, once."""
+        if self.phase == "done":
+            return
+        self.phase = "done"
+        self.coro = None
+        front_closed(self.state, self, "handshake_timeout" if self.expired else reason)
 
     def expire(self) -> None:
         """The sweep found the handshake over --timeout-handshake."""
@@ -294,11 +336,11 @@ class TLSHandshake:
             return
         self.expired = True
         self.state.counters["timeouts"] += 1
-        log.info("%s: TLS handshake not completed in %.1fs; closed", peer_name(self.client), self.tls.timeout)
+        log.info("%s: TLS handshake not completed in %.1fs; closed", peer_name(self.client), self.info.timeout)
+        if self.phase != "tls":
+            self._end("handshake_timeout")
+        # In "tls", start_tls ends once the transport is gone: _failed or _handshaken ends it.
         self.abort()
-        if self.phase == "tcp":
-            self.phase = "done"
-            self.state.handshake_done(self)
 
     def abort(self) -> None:
         if self.transport is not None:
@@ -310,23 +352,29 @@ class TLSHandshake:
     def data_received(self, data: bytes) -> None:
         if self.phase == "tcp":
             self._start(bytes(data))
-        else:
+        elif self.phase == "tls":
             self.buffer.append(bytes(data))
+        # "plain": the rest of the request is dropped
 
     def eof_received(self):
-        if self.phase == "tcp":
-            return False  # closed before saying hello: close
-        self.eof = True
-        return True
+        if self.phase == "tls":
+            self.eof = True
+            return True
+        return False  # closed before saying hello, or after the 400: close
 
     def connection_lost(self, exc) -> None:
-        self.lost = True
-        if self.phase == "tcp":
-            self.phase = "done"
-            self.state.handshake_done(self)
+        if self.phase != "tls":
+            self._end("bad_request" if self.phase == "plain" else "normal")
 
     def pause_writing(self) -> None:
         pass
 
     def resume_writing(self) -> None:
         pass
+
+
+# Issue 20: nginx's words for plain HTTP on a TLS port.
+PLAIN_HTTP = "The plain HTTP request was sent to HTTPS port"
+# A TLS record starts with its content type (22, handshake); a request line
+# with an upper-case method letter.
+_REQUEST_LINE_START = frozenset(bytes([c]) for c in b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")

@@ -104,16 +104,19 @@ def test_curl(server, certs):
     assert out.stdout == "one,two,three 1.1 HTTPS"
 
 
-def test_plain_http_to_a_tls_port_gets_no_response(server):
+def test_plain_http_to_a_tls_port_gets_400_as_from_nginx(server, certs):
+    # Issue 20: was closed without a word.
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         data = b""
-        try:
-            while chunk := sock.recv(4096):
-                data += chunk
-        except ConnectionResetError:
-            pass
-    assert not data.startswith(b"HTTP/")  # a TLS alert at most, then the close
+        while chunk := sock.recv(4096):  # then the close, without a reset
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 Bad Request\r\n") and b"connection: close" in head
+    assert body == b"The plain HTTP request was sent to HTTPS port\n"
+    server.wait_log(r"127\.0\.0\.1:\d+: plain HTTP sent to the TLS port; answered 400")
+    # The port still speaks TLS.
+    assert httpx.get(url(server, "/pid"), verify=certs.client_context()).status_code == 200
 
 
 def test_min_version_13_refuses_a_tls12_client(certs):
