@@ -507,9 +507,6 @@ def resolve(cli: Mapping[str, Any], environ: Mapping[str, str], config_file: str
         config = build(read_env_file(path), path)
     if not config.app:
         raise ConfigError("no application given: pass MODULE:ATTR (or set CORRAL_APP or app in the config file)")
-    if config.proxy_protocol != "off" and config.ssl_certfile:
-        # The PROXY header precedes the TLS handshake: not wired up yet.
-        raise ConfigError("--proxy-protocol cannot be combined with --ssl-certfile yet: end TLS at the proxy")
     return config
 
 

@@ -173,9 +173,10 @@ def test_trusted_peer_lists_are_checked(tmp_path):
     assert (config.forwarded_allow_ips, config.proxy_protocol) == ("10.0.0.0/8,::1", "v2")
 
 
-def test_proxy_protocol_with_tls_is_refused_not_ignored():
-    with pytest.raises(ConfigError, match="--proxy-protocol cannot be combined with --ssl-certfile"):
-        resolve({"app": "m:a", "proxy_protocol": "v2", "ssl_certfile": "cert.pem"}, {}, None)
+def test_proxy_protocol_composes_with_tls():
+    # Issue 19 finding 13: the PROXY header, then the TLS handshake (was refused).
+    config = resolve({"app": "m:a", "proxy_protocol": "v2", "ssl_certfile": "cert.pem"}, {}, None)
+    assert (config.proxy_protocol, config.ssl_certfile) == ("v2", "cert.pem")
 
 
 # -- issue 22: the operators' options ------------------------------------------

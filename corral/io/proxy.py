@@ -1,10 +1,13 @@
-"""PROXY protocol connections: read the header, then hand over to HTTP/1.1.
+"""PROXY protocol connections: read the header, then hand over to what comes next.
 
 With ``--proxy-protocol v1|v2|auto`` the worker accepts every connection as a
 ``ProxyConnection`` (``ProxyPolicy.connection``). It feeds the first bytes to
-``proto.proxy.ProxyParser`` and then moves the transport to a new
-``H1Connection`` (``transport.set_protocol``), whose client, server and
-scheme are those the header named, and passes it the bytes that followed.
+``proto.proxy.ProxyParser`` and then hands the transport over
+(``io/switch.py``) to the next phase, ``ProxyPolicy.next``: the TLS
+handshake with ``--ssl-certfile``, else ``H1Connection`` (which, with
+``--http auto``, looks for the HTTP/2 preface itself) or ``H2Connection``
+(``--http 2``). The client, server and scheme the header named travel with
+the transport, and the next phase gets the bytes that followed the header.
 
 Who must send what:
 
@@ -29,7 +32,7 @@ import logging
 from ..proto.forwarded import TrustedPeers
 from ..proto.proxy import ProxyHeaderError, ProxyParser
 from .contract import settle_closing
-from .h1 import H1Connection
+from .switch import switch
 from .transport import address, half_close, peer_name
 
 log = logging.getLogger("corral.error")
@@ -40,9 +43,10 @@ VERSIONS = {"v1": (1,), "v2": (2,), "auto": (1, 2)}
 class ProxyPolicy:
     """What every connection of a worker shares: the mode and the allowed peers."""
 
-    def __init__(self, state) -> None:
+    def __init__(self, state, next_phase) -> None:
         config = state.config
         self.state = state
+        self.next = next_phase  # factory of the protocol after the header (TLS, HTTP/1.1 or HTTP/2)
         self.versions = VERSIONS[config.proxy_protocol]
         self.required = config.proxy_protocol != "auto"
         self.allowed = TrustedPeers(config.proxy_allow_from)
@@ -59,7 +63,11 @@ class ProxyConnection(asyncio.Protocol):
         "policy",
         "state",
         "transport",
-        "peer",
+        "client",
+        "server",
+        "scheme",
+        "tls",
+        "proxy",
         "allowed",
         "parser",
         "closing",
@@ -79,7 +87,11 @@ class ProxyConnection(asyncio.Protocol):
         self.policy = policy
         self.state = policy.state
         self.transport = None
-        self.peer = None
+        self.client = None  # the peer, until the header names the client
+        self.server = None
+        self.scheme = None  # https when the header says the client spoke TLS to the proxy
+        self.tls = None
+        self.proxy = None
         self.allowed = False
         self.parser: ProxyParser | None = None
         self.closing = False
@@ -99,7 +111,8 @@ class ProxyConnection(asyncio.Protocol):
         state = self.state
         state.connection_opened(self)
         self.head_since = state.now or 1e-9
-        peer = self.peer = address(transport.get_extra_info("peername"))
+        peer = self.client = address(transport.get_extra_info("peername"))
+        self.server = address(transport.get_extra_info("sockname"))
         policy = self.policy
         self.allowed = allowed = peer is None or peer[0] in policy.allowed
         if allowed:
@@ -129,7 +142,7 @@ class ProxyConnection(asyncio.Protocol):
     def eof_received(self):
         if not self.closing:
             if self.parser.buffer:
-                log.warning("%s: closed before its PROXY header was complete", peer_name(self.peer))
+                log.warning("%s: closed before its PROXY header was complete", peer_name(self.client))
             self.closing = True
         self.transport.close()
         return False
@@ -139,35 +152,26 @@ class ProxyConnection(asyncio.Protocol):
         self.state.connection_closed(self)
 
     def _hand_over(self, info, rest: bytes) -> None:
-        state = self.state
-        transport = self.transport
-        conn = H1Connection(state)
-        # The connection is counted once: from now on as the H1Connection.
-        state.connections.discard(self)
-        state.counters["connections"] -= 1
-        self.closing = True
-        transport.set_protocol(conn)
-        conn.connection_made(transport)
         if info is not None:
             if info.client is not None:
-                conn.client = info.client
-                conn.server = info.server
+                self.client = info.client
+                self.server = info.server
             if info.tls is not None:
-                conn.scheme = "https"  # the client spoke TLS to the proxy
-            conn.proxy = info
-        if rest:
-            conn.data_received(rest)
+                self.scheme = "https"  # the client spoke TLS to the proxy
+            self.proxy = info
+        self.closing = True
+        switch(self, self.policy.next(), self.transport, rest)
 
     # -- closing (also called by the sweep and the worker's shutdown) ------
 
     def _refuse(self, detail: str) -> None:
-        log.warning("%s: %s; closing the connection", peer_name(self.peer), detail)
+        log.warning("%s: %s; closing the connection", peer_name(self.client), detail)
         self.state.counters["bad_requests"] += 1
         self.close_reason = "bad_request"
         self.close()
 
     def timed_out(self, status: int, detail: str) -> None:
-        log.warning("%s: no PROXY header within --timeout-header; closing the connection", peer_name(self.peer))
+        log.warning("%s: no PROXY header within --timeout-header; closing the connection", peer_name(self.client))
         self.state.counters["timeouts"] += 1
         self.close()
 

@@ -82,9 +82,11 @@ class ProxyInfo:
     connection's own. ``tls`` holds the v2 SSL TLV when the client spoke TLS
     to the proxy: ``version``, ``cipher``, ``cn``, ``sig_alg``, ``key_alg``
     (each only if sent), ``verified`` (the client certificate checked out)
-    and ``client_cert`` (one was presented)."""
+    and ``client_cert`` (one was presented). ``own_tls`` is the ASGI tls
+    extension of corral's own TLS when the header came before a handshake
+    (``--proxy-protocol`` with ``--ssl-certfile``); set by the I/O layer."""
 
-    __slots__ = ("version", "client", "server", "tls", "authority", "alpn", "unique_id")
+    __slots__ = ("version", "client", "server", "tls", "authority", "alpn", "unique_id", "own_tls")
 
     def __init__(self, version: int, client=None, server=None) -> None:
         self.version = version
@@ -94,17 +96,21 @@ class ProxyInfo:
         self.authority: str | None = None  # the SNI the client sent
         self.alpn: bytes | None = None
         self.unique_id: bytes | None = None
+        self.own_tls: dict | None = None
 
     def __repr__(self) -> str:
         return f"<ProxyInfo v{self.version} client={self.client} server={self.server} tls={self.tls}>"
 
     def asgi_extensions(self) -> dict:
         """Scope extensions: ``tls`` (the ASGI TLS extension) when the client
-        spoke TLS to the proxy, and ``corral.proxy`` with what the header
+        spoke TLS to the proxy (or, with no such TLV, to corral behind the
+        header: ``own_tls``), and ``corral.proxy`` with what the header
         carried; empty for a header without TLVs."""
         extensions = {}
         tls = self.tls
-        if tls is not None:
+        if tls is None and self.own_tls is not None:
+            extensions["tls"] = self.own_tls
+        elif tls is not None:
             extensions["tls"] = {
                 "server_cert": None,
                 "client_cert_chain": [],

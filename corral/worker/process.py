@@ -138,24 +138,26 @@ class Worker:
         loop = self.loop = new_event_loop()
         asyncio.set_event_loop(loop)
         state = self.state = ServerState(config, loop)
-        if config.proxy_protocol != "off":
-            self._connection = ProxyPolicy(state).connection
         if config.metrics_bind:  # before the handlers: their cycles then read the clock
             state.metrics = WorkerMetrics()
         if config.http != "1":
             state.h2_handler = H2Handler(WSGIOverASGI(app) if interface == "wsgi" else app, state).new_cycle
+        # The phases of a connection (io/switch.py): [PROXY header] -> [TLS
+        # handshake] -> HTTP/1.1 or HTTP/2; each factory makes the next.
+        first = self._http_connection
         if context is not None:
             tls = TLSInfo(context, config)
             h2 = lambda: H2Connection(state)  # noqa: E731
             protocols = {"h2": h2, "http/1.1": self._http_connection, None: h2 if config.http == "2" else self._http_connection}
-            self._connection = lambda: TLSHandshake(state, tls, protocols)
-        elif config.http == "2" and config.proxy_protocol == "off":
-            self._connection = lambda: H2Connection(state)
-        elif config.http == "auto" and config.proxy_protocol == "off":
+            first = lambda: TLSHandshake(state, tls, protocols)  # noqa: E731
+        elif config.http == "2":
+            first = lambda: H2Connection(state)  # noqa: E731
+        elif config.http == "auto":
             # H1Connection looks for the HTTP/2 preface first, and takes Upgrade: h2c
             state.h2c = True
             state.h2c_upgrade = upgrade_h2c
             state.h2c_prior_knowledge = prior_knowledge
+        self._connection = ProxyPolicy(state, first).connection if config.proxy_protocol != "off" else first
         if interface == "wsgi":
             self.wsgi = WSGIHandler(app, state)
             state.handler = self.wsgi.new_cycle
