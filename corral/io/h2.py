@@ -42,6 +42,7 @@ from urllib.parse import unquote_to_bytes
 
 from ..proto import h2 as proto
 from .contract import LINGER_SECONDS, settle_closing, write_timed_out
+from .switch import switch
 from .transport import address, peer_name
 
 log = logging.getLogger("corral.error")
@@ -819,15 +820,12 @@ def upgrade_h2c(state, h1, rest: bytes) -> None:
             log.info("%s: Upgrade: h2c with malformed HTTP2-Settings; served as HTTP/1.1", peer_name(h1.client))
         else:
             queue.pop()
-            conn.scheme = h1.scheme
-            conn.proxy = h1.proxy
             h1.closing = True
-            state.hand_over(h1)  # counted once: as the HTTP/2 connection from now on
+            h1.parser.detach()
             transport = h1.transport
             transport.write(_SWITCHING)
-            transport.set_protocol(conn)
             conn.in_receive = True  # one write for SETTINGS, the answer and whatever ``rest`` brings
-            conn.connection_made(transport)
+            switch(h1, conn, transport)  # counted once, as the HTTP/2 connection from now on (io/switch.py)
             conn.upgraded_request(request)
             conn.in_receive = False
             if rest:
@@ -845,16 +843,11 @@ def prior_knowledge(state, h1, data: bytes) -> None:
     bytes on an HTTP/1.1 connection (``H1Connection._sniff``) are the HTTP/2
     preface (h2c with prior knowledge). The HTTP/1.1 connection, counted and
     timed from the accept, is closed without a word (counted once: as the
-    HTTP/2 connection from now on) and HTTP/2 takes the transport."""
+    HTTP/2 connection from now on, with the client a PROXY header named) and
+    HTTP/2 takes the transport (``io/switch.py``)."""
     h1.closing = True
     h1.parser.detach()
-    state.hand_over(h1)  # counted once: as the HTTP/2 connection from now on
-    conn = H2Connection(state)
-    conn.scheme = h1.scheme
-    transport = h1.transport
-    transport.set_protocol(conn)
-    conn.connection_made(transport)
-    conn.data_received(data)
+    switch(h1, H2Connection(state), h1.transport, data)
 
 
 class H2Tunnel:

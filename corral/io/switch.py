@@ -16,8 +16,9 @@ keeps these true by construction, whatever the path:
   ``old`` leaves its set before ``new.connection_made`` joins one, with no
   gate call in between: the count a gate sees never changes in a switch.
 * **Accepted once.** ``counters["connections"]`` (the metrics' ``accepted``)
-  counts the transport when its first phase is made; the next phase's
-  ``connection_made`` counts as if fresh, and ``switch`` takes that back.
+  counts the transport when its first phase is made; ``switch`` takes the
+  count back as the old phase leaves (``ServerState.hand_over``), and the
+  next phase's ``connection_made`` counts it again.
 * **Closed once.** Only the phase in place when the transport closes counts
   the close (``state.connection_closed``, or ``front_closed`` for a TLS
   handshake); the phase switched away from is never closed or lost.
@@ -40,13 +41,15 @@ IDENTITY = ("client", "server", "scheme", "tls", "proxy")
 def switch(old, new, transport, data=b"", eof: bool = False) -> None:
     """Hand ``transport`` from phase ``old`` (done with it) to protocol ``new``."""
     state = old.state
-    # Out of the old phase's set: no close counted, no gate call.
-    state.connections.discard(old)
-    state.handshakes.discard(old)
-    accepted = state.counters["connections"]
+    # Out of the old phase's set: no close counted, no gate call; and the
+    # accept uncounted, since new's connection_made counts it again.
+    if old in state.handshakes:
+        state.handshakes.discard(old)
+        state.counters["connections"] -= 1
+    else:
+        state.hand_over(old)
     transport.set_protocol(new)
-    new.connection_made(transport)  # joins its own set
-    state.counters["connections"] = accepted  # the transport was accepted once
+    new.connection_made(transport)  # joins its own set, counted once
     for name in IDENTITY:
         value = getattr(old, name, None)
         if value is not None:
@@ -62,8 +65,9 @@ def switch(old, new, transport, data=b"", eof: bool = False) -> None:
 
 def front_opened(state, conn) -> None:
     """A TLS handshake begins on an accepted transport (fresh, or after a
-    PROXY header): one slot and, when fresh, one accepted connection."""
-    state.counters["connections"] += 1  # taken back by switch() when not fresh
+    PROXY header): one slot and one accepted connection (switch() took back
+    the PROXY phase's)."""
+    state.counters["connections"] += 1
     state.handshake_started(conn)
 
 
