@@ -27,8 +27,10 @@ def request_headers(path: str = "/", method: str = "GET", authority: str = "loca
 
 class H2Client:
     def __init__(self, port: int, *, context: ssl.SSLContext | None = None, settings=None, timeout: float = 10.0,
-                 preface: bool = True) -> None:
+                 preface: bool = True, before: bytes = b"") -> None:
         sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        if before:  # a PROXY protocol header, in front of TLS and the preface
+            sock.sendall(before)
         if context is not None:
             sock = context.wrap_socket(sock, server_hostname="127.0.0.1")
         self.sock = sock
