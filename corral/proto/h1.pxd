@@ -37,6 +37,8 @@ cdef class RequestParser:
     cdef object _replay
     cdef bint _replaying
     cdef bytes _head_tail
+    cdef bint _fresh
+    cdef object _line
 
 
 # A request's fields as C fields: set once per request in __init__ without a

@@ -166,12 +166,10 @@ def _invalid_method(data: bytes) -> ProtocolError:
 
 
 def _other_version(version: str) -> str:
-    """RFC 9110 §2.5: a higher minor version of HTTP/1 is served as HTTP/1.1.
-    So is any version llhttp keeps alive like 1.1 (minor above 0: 2.1 ...
-    9.9), as h11 does: on_headers_complete does not ask llhttp for the
-    version when it says keep-alive, so both paths must agree. HTTP/2.0,
-    3.0, ... and 0.x are 505."""
-    if version[0] != "0" and version[2] != "0":
+    """RFC 9110 §2.5: a higher minor version of HTTP/1 (1.2 ... 1.9) is
+    served as HTTP/1.1. Any other major version (0.x, 2.x, 3.1, 9.9) is 505:
+    issue 19 finding 16, 3.1 was served as 1.1."""
+    if version[0] == "1":
         return "1.1"
     raise ProtocolError(505, f"HTTP/{version} is not supported")
 
@@ -228,6 +226,12 @@ class RequestParser:
         self._replay: bytes | None = None
         self._replaying = False
         self._head_tail = b""  # the last bytes of feeds that ended inside a head (_http09)
+        # Between messages as a feed starts (no target read yet: at most a
+        # method from the feed before), the first head of the feed begins
+        # with it: on_headers_complete reads its version from the bytes
+        # (``_line``) instead of asking llhttp, which formats a string (1 µs).
+        self._fresh = True
+        self._line = None
 
     def _new_parser(self):
         parser = httptools.HttpRequestParser(self)
@@ -243,6 +247,7 @@ class RequestParser:
         connection (WebSocket), the offset in ``data`` where the new protocol's
         bytes begin."""
         self._feed_bytes = len(data)
+        self._line = data if self._fresh and not self.in_head else None
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -373,18 +378,22 @@ class RequestParser:
                 raise ProtocolError(431, "Request header fields too large")
         parser = self._parser
         keep_alive = parser.should_keep_alive()
-        if keep_alive and not self._connection:
-            # Without a Connection field llhttp keeps alive only versions
-            # with a minor above 0 (1.1, and 1.2 ... 9.9, all served as 1.1;
-            # 1.0, 0.9, 2.0 need "keep-alive"): no need to ask, which
-            # formats a string.
-            version = "1.1"
+        raw_method = parser.get_method()
+        self._fresh = False
+        line = self._line
+        at = len(raw_method) + len(self._url) + 1
+        if line is not None and line.startswith(b" HTTP/1.", at):
+            # This head began the feed: "METHOD SP target SP HTTP/1.x" is
+            # at hand (a line llhttp read leniently, with extra spaces or
+            # empty lines before it, does not match here and asks llhttp).
+            self._line = None
+            version = "1.0" if line[at + 8] == 48 else "1.1"
         else:
+            self._line = None
             version = parser.get_http_version()
             if version != "1.1" and version != "1.0":
                 version = _other_version(version)
-        method = parser.get_method()
-        method = _METHODS.get(method) or _other_method(method)
+        method = _METHODS.get(raw_method) or _other_method(raw_method)
         if self._special and self._check_special(version):
             return  # the replayed framing of a request already reported
         # RFC 9112 §3.2: 400 for a missing (1.1), repeated or invalid Host,
@@ -471,6 +480,7 @@ class RequestParser:
     def on_message_complete(self) -> None:
         # Reset per-message state here rather than in on_message_begin (one
         # callback less per request).
+        self._fresh = True
         self._head_bytes = 0
         self._url = b""
         self._headers = []

@@ -295,6 +295,42 @@ class TestRFC9112Section2_3HTTPVersion:
     def test_other_major_versions_stay_505(self, how, version):
         assert_rejected(b"GET / HTTP/" + version + b"\r\nHost: a\r\n\r\n", how, 505)
 
+    @pytest.mark.parametrize("version", [b"2.1", b"3.1", b"9.9", b"3.0"])
+    @pytest.mark.parametrize("connection", [b"", b"Connection: keep-alive\r\n", b"Connection: close\r\n"])
+    def test_a_major_version_above_1_is_505_with_any_minor(self, how, version, connection):
+        # Issue 19 finding 16: HTTP/3.1 (2.1 ... 9.9) was served as HTTP/1.1.
+        error = assert_rejected(b"GET /x HTTP/" + version + b"\r\nHost: a\r\n" + connection + b"\r\n", how, 505)
+        assert error.detail == f"HTTP/{version.decode()} is not supported"
+
+    @pytest.mark.parametrize("version", [b"3.1", b"2.1"])
+    def test_a_major_version_above_1_is_505_behind_other_requests(self, version):
+        # Pipelined behind a request (and its body) in the same read, after
+        # a read that ended in the method, and after empty lines: the
+        # version is found wherever the head starts.
+        body = b"a HTTP/1.1 b HTTP/1.1 c"
+        cases = [
+            [b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+             + b"GET / HTTP/" + version + b"\r\nHost: a\r\n\r\n"],
+            [b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET", b" / HTTP/" + version + b"\r\nHost: a\r\n\r\n"],
+            [b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", b"\r\n\r\nGET / HTTP/" + version + b"\r\nX: HTTP/1.1\r\n\r\n"],
+            [b"GET /a", b"bc HTTP/" + version + b"\r\nX: HTTP/1.1 HTTP/1.1\r\n\r\n"],
+        ]
+        for feeds in cases:
+            parser = RequestParser(Recorder())
+            with pytest.raises(ProtocolError) as info:
+                for data in feeds:
+                    parser.feed(data)
+            assert info.value.status == 505, feeds
+
+    @pytest.mark.parametrize("version, expected", [(b"1.0", "1.0"), (b"1.1", "1.1"), (b"1.2", "1.1"), (b"1.9", "1.1")])
+    def test_versions_read_from_the_bytes_agree_with_llhttp(self, version, expected):
+        # The first head of a read takes its version from the bytes; the
+        # ones behind it ask llhttp: both give the same answer.
+        sink = Recorder()
+        head = b"GET /v HTTP/" + version + b"\r\nHost: a\r\nConnection: keep-alive\r\n\r\n"
+        RequestParser(sink).feed(head * 3)
+        assert [r.http_version for r in sink.requests] == [expected] * 3
+
 
 class TestRFC9112Section3_2RequestTarget:
     def test_origin_form_query_and_percent_decoding(self, how):

@@ -30,12 +30,9 @@ purpose, with corral's answer pinned:
   authority-form other than for CONNECT are 400 (RFC 9112 §3.2.3, §3.2.4).
 * ``stricter: invalid Host`` - a Host that is not uri-host[:port] is 400
   (RFC 9112 §3.2); h11 does not look at its value.
-* ``stricter: version`` - HTTP/2.0, HTTP/3.0 and HTTP/0.x on an HTTP/1
-  request line are 505; h11 reads any ``HTTP/d.d``. HTTP/1.2 is served as
-  HTTP/1.1 by both (RFC 9110 §2.5).
-* ``lenient: minor version`` - HTTP/2.1 to 9.9 are served as HTTP/1.1 too,
-  as h11 does: llhttp tells the version only as a formatted string, which
-  the hot path does not ask for when llhttp already says "keep-alive".
+* ``stricter: version`` - any major version but 1 (HTTP/0.x, 2.0, 2.1,
+  3.1, 9.9) on an HTTP/1 request line is 505; h11 reads any ``HTTP/d.d``.
+  HTTP/1.2 is served as HTTP/1.1 by both (RFC 9110 §2.5).
 * ``limited: method table`` - llhttp parses a fixed list of methods: any
   other token (``FOO``, lower-case ``post``) is 501, never passed to the
   app; h11 passes any token. CONNECT is 501 (not supported).
@@ -116,7 +113,7 @@ MUTATIONS = [
     ("stricter: version", "line", b"HTTP/1.1", b"HTTP/2.0", ("error", 505)),
     ("stricter: version", "line", b"HTTP/1.1", b"HTTP/3.0", ("error", 505)),
     ("stricter: version", "line", b"HTTP/1.", b"HTTP/0.", ("error", 505)),
-    ("lenient: minor version", "line", b"HTTP/1.1", b"HTTP/3.1", ACCEPTED),
+    ("stricter: version", "line", b"HTTP/1.1", b"HTTP/3.1", ("error", 505)),  # issue 19 finding 16: was served as 1.1
     ("limited: method table", "method", None, b"FOO", ("error", 501)),
     ("limited: method table", "method", None, b"post", ("error", 501)),
     ("limited: method table", "method", None, b"CONNECT", ("error", 501)),
