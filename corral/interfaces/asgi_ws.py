@@ -114,6 +114,7 @@ class WebSocketCycle:
         "status",
         "headers",
         "head",
+        "bytes_sent",
     )
 
     def __init__(self, handler, conn, request, scope) -> None:
@@ -134,6 +135,7 @@ class WebSocketCycle:
         self.status = None  # denial response
         self.headers = None
         self.head = None
+        self.bytes_sent = 0  # denial response body bytes
 
     def start(self) -> None:
         """Run the app (stepped without a Task until it first waits)."""
@@ -301,9 +303,13 @@ class WebSocketCycle:
             raise RuntimeError(f"ASGI: unexpected message type {kind!r} for a websocket scope")
 
     def _write_response(self, body: bytes, more: bool) -> None:
+        """The denial response, framed as every HTTP/1.1 response is: the
+        plan from proto/h1.py's ``plan_response`` (``encode_head``), and the
+        body held to its Content-Length as interfaces/asgi.py holds it."""
         head = self.head
         state = self.conn.state
-        if head is None:
+        first = head is None
+        if first:
             try:
                 head = self.head = encode_head(
                     self.status,
@@ -320,10 +326,23 @@ class WebSocketCycle:
         else:
             data = b""
         if head.body_allowed and body:
+            self.bytes_sent += len(body)
+            length = head.content_length
+            if length is not None and self.bytes_sent > length:
+                if first:  # nothing written yet: the client gets a 500
+                    self.head = None
+                    self.phase = CONNECTING
+                raise RuntimeError("ASGI: WebSocket denial response body longer than its Content-Length")
             data += encode_chunk(body) if head.chunked else body
         if not more:
             if head.chunked and head.body_allowed:
                 data += LAST_CHUNK
+            elif head.content_length is not None and head.body_allowed and self.bytes_sent < head.content_length:
+                # The close that follows tells the client the body is short.
+                log.error(
+                    "ASGI app sent %d of %d body bytes (Content-Length) of its WebSocket denial response for %s; "
+                    "closing the connection", self.bytes_sent, head.content_length, self.scope["path"],
+                )
             self.phase = CLOSED
             self.gone = True
             self._log_access(self.status)
@@ -367,7 +386,7 @@ class WebSocketCycle:
     def _log_access(self, status: int) -> None:
         access = self.handler.access
         if access is not None:
-            access.record(self.request, self.scope["client"], status, 0, perf_counter())
+            access.record(self.request, self.scope["client"], status, self.bytes_sent, perf_counter())
 
 
 _WHEN = {
