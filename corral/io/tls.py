@@ -70,6 +70,13 @@ def build_context(config) -> ssl.SSLContext | None:
     try:
         context.load_cert_chain(certfile, keyfile, give_password)
     except ssl.SSLError as exc:
+        if keyfile is None and not _holds_key(certfile):
+            # Issue 20: was "not a matching PEM certificate and key ([SSL] PEM lib ...)".
+            raise TLSConfigError(
+                f"--ssl-certfile {certfile} holds no private key: give its key with --ssl-keyfile"
+            ) from None
+        if keyfile is not None and not _holds_key(keyfile):
+            raise TLSConfigError(f"--ssl-keyfile {keyfile} holds no private key") from None
         if _encrypted(keyfile or certfile):
             what = "wrong --ssl-keyfile-password" if password else "the key is encrypted: give --ssl-keyfile-password"
         else:
@@ -93,6 +100,16 @@ def build_context(config) -> ssl.SSLContext | None:
             raise TLSConfigError(f"--ssl-ciphers: no cipher matches {config.ssl_ciphers!r}") from None
     context.set_alpn_protocols(list(_ALPN[getattr(config, "http", "1")]))
     return context
+
+
+def _holds_key(path: str) -> bool:
+    """Whether a PEM file has a private key block (of any kind); True when
+    it cannot be read, so the other messages apply."""
+    try:
+        with open(path, "rb") as handle:
+            return b"PRIVATE KEY-----" in handle.read()
+    except OSError:
+        return True
 
 
 def _encrypted(path: str) -> bool:

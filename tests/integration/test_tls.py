@@ -206,9 +206,16 @@ def test_bad_tls_options_exit_2_with_one_line(certs, tmp_path):
         serialization.PrivateFormat.PKCS8,
         serialization.BestAvailableEncryption(b"right"),
     ))
+    other_key = tmp_path / "other-key.pem"
+    trustme.CA().issue_cert("127.0.0.1").private_key_pem.write_to_path(str(other_key))
     cases = {
         "missing cert": (("--ssl-certfile", str(tmp_path / "nope.pem")), "--ssl-certfile: cannot read"),
-        "key not matching": (("--ssl-certfile", str(certs.cert), "--ssl-keyfile", str(certs.ca_file)), "cannot load"),
+        "key not matching": (("--ssl-certfile", str(certs.cert), "--ssl-keyfile", str(other_key)), "cannot load"),
+        # Issue 20: was "not a matching PEM certificate and key ([SSL] PEM lib ...)".
+        "cert without its key": (("--ssl-certfile", str(certs.cert)),
+                                 f"--ssl-certfile {certs.cert} holds no private key: give its key with --ssl-keyfile"),
+        "keyfile without a key": (("--ssl-certfile", str(certs.cert), "--ssl-keyfile", str(certs.ca_file)),
+                                  f"--ssl-keyfile {certs.ca_file} holds no private key"),
         "no password": (("--ssl-certfile", str(certs.cert), "--ssl-keyfile", str(encrypted)), "give --ssl-keyfile-password"),
         "wrong password": (certs.args("--ssl-keyfile-password", "wrong")[:2]
                            + ("--ssl-keyfile", str(encrypted), "--ssl-keyfile-password", "wrong"), "wrong --ssl-keyfile-password"),
