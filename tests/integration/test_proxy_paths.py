@@ -176,3 +176,34 @@ def test_haproxy_send_proxy_v2_to_a_tls_backend(server_factory, certs, protocol,
             view = json.loads(body)
             assert (view["http_version"], view["client"], view["scheme"]) == (version, ["127.0.0.2", client_port], "https")
             assert view["extensions"]["tls"]["tls_version"] in (0x0303, 0x0304)
+
+
+# haproxy in TCP mode passes the client's TLS through; corral ends it behind the PROXY v2 header.
+TLS_PASSTHROUGH = """
+frontend fe
+    mode tcp
+    bind 127.0.0.1:{port}
+    default_backend be
+backend be
+    mode tcp
+    server corral 127.0.0.1:%d send-proxy-v2
+"""
+
+
+@needs_haproxy
+def test_haproxy_passing_tls_through_with_send_proxy_v2(server_factory, certs):
+    srv = server_factory("basic:app", "--proxy-protocol", "v2", *certs.args())
+    with Haproxy(TLS_PASSTHROUGH % srv.port) as proxy:
+        with H2Client(proxy.port, context=alpn(certs, "h2")) as client:
+            port = client.sock.getsockname()[1]
+            headers, body, _ = client.response(client.request("/scope"))
+        view = json.loads(body)
+        assert (view["http_version"], view["client"], view["scheme"]) == ("2", ["127.0.0.1", port], "https")
+        raw = connect_from("127.0.0.2", proxy.port)
+        port = raw.getsockname()[1]
+        with alpn(certs, "http/1.1").wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+            sock.sendall(b"GET /scope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            status, _, body = read_response(sock)
+        view = json.loads(body)
+        assert (view["http_version"], view["client"], view["scheme"]) == ("1.1", ["127.0.0.2", port], "https")
+        assert view["extensions"]["tls"]["server_cert"] == certs.leaf_pem
