@@ -553,14 +553,8 @@ for _row in ("ws/h1", "ws/h2c"):
 
 # Cells whose fix lands separately (strict: the day they pass, this table must shrink).
 AWAITING: dict[tuple[str, str], str] = {}
-for _row in ("h2c", "h2+tls"):
+for _row in ("h2c", "h2+tls", "proxy/h2c", "proxy/h2+tls"):
     AWAITING[(_row, "underscore headers (WSGI)")] = "issue 19 finding 9: WSGI over HTTP/2 shares the environ rules"
-for _row in ("proxy/h1+tls", "proxy/h2c", "proxy/h2+tls"):
-    for _guarantee in ("header timeout", "body timeout", "write timeout", "concurrency limit", "concurrency queue",
-                       "body limit", "early response", "framing", "invalid response headers",
-                       "underscore headers (WSGI)", "proxy identity", "health path", "metrics count", "drain on HUP"):
-        AWAITING[(_row, _guarantee)] = "issue 19 finding 13: PROXY composes with TLS and HTTP/2"
-del AWAITING[("proxy/h2c", "header timeout")]  # passes today only because the preface is refused (505, close)
 
 SERVERS: Servers  # the module's servers, for checks that need a second configuration
 
