@@ -13,7 +13,9 @@ connection's events into ASGI messages:
   then ``websocket.disconnect`` with the close code and reason.
 * send: ``websocket.accept`` (101, with ``subprotocol`` and ``headers``),
   ``websocket.send``, ``websocket.close`` (403 before accept), and the
-  denial response extension ``websocket.http.response.start`` / ``.body``.
+  denial response extension ``websocket.http.response.start`` / ``.body``
+  (framed by ``proto.h1.plan_response`` and held to its Content-Length, as
+  every HTTP/1.1 response is).
   ``websocket.send`` waits while the client is slow to read; on a
   connection that is gone it raises ``ClientDisconnected`` (an OSError).
 
