@@ -38,7 +38,8 @@ cdef class RequestParser:
     cdef bint _replaying
     cdef bytes _head_tail
     cdef bint _fresh
-    cdef object _line
+    cdef bytes _line
+    cdef Py_ssize_t _at
 
 
 # A request's fields as C fields: set once per request in __init__ without a

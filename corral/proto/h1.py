@@ -232,6 +232,7 @@ class RequestParser:
         # (``_line``) instead of asking llhttp, which formats a string (1 µs).
         self._fresh = True
         self._line = None
+        self._at = 0
 
     def _new_parser(self):
         parser = httptools.HttpRequestParser(self)
@@ -247,7 +248,7 @@ class RequestParser:
         connection (WebSocket), the offset in ``data`` where the new protocol's
         bytes begin."""
         self._feed_bytes = len(data)
-        self._line = data if self._fresh and not self.in_head else None
+        self._line = data if self._fresh and not self.in_head and type(data) is bytes else None
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -380,14 +381,18 @@ class RequestParser:
         keep_alive = parser.should_keep_alive()
         raw_method = parser.get_method()
         self._fresh = False
-        line = self._line
-        at = len(raw_method) + len(self._url) + 1
-        if line is not None and line.startswith(b" HTTP/1.", at):
+        # (Fields, not locals: the compiled build keeps them C-typed, h1.pxd.)
+        if self._line is not None:
+            self._at = len(raw_method) + len(self._url) + 1
+            matched = self._line.startswith(b" HTTP/1.", self._at)
+        else:
+            matched = False
+        if matched:
             # This head began the feed: "METHOD SP target SP HTTP/1.x" is
             # at hand (a line llhttp read leniently, with extra spaces or
             # empty lines before it, does not match here and asks llhttp).
+            version = "1.0" if self._line[self._at + 8] == 48 else "1.1"
             self._line = None
-            version = "1.0" if line[at + 8] == 48 else "1.1"
         else:
             self._line = None
             version = parser.get_http_version()
