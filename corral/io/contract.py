@@ -1,9 +1,10 @@
 """The connection contract: what every connection in ``state.connections`` is
 to the worker, and the rules every protocol shares, written once.
 
-Every connection object (``H1Connection``, ``H2Connection``; the PROXY and
-TLS handshakes in front of them sit in ``state.handshakes`` and have their
-own single deadline) has:
+Every connection object in ``state.connections`` (``H1Connection``,
+``H2Connection``, ``ProxyConnection`` while it reads a PROXY header; a TLS
+handshake sits in ``state.handshakes`` with its own single deadline, and a
+phase hands its transport to the next through ``io/switch.py``) has:
 
 * ``phase``: where it is, for the sweep, the drain and the logs;
 * ``tick(now, timeouts)``: called once a second by ``ServerState.sweep``.
