@@ -38,6 +38,7 @@ import stat
 import sys
 import tempfile
 import threading
+from asyncio.events import _get_running_loop, _set_running_loop
 from functools import partial
 from time import perf_counter
 
@@ -520,7 +521,16 @@ class WSGICycle:
 
     def _run_inline(self) -> None:
         try:
-            result = self.result = self.handler.app(self.environ(), self.start_response)
+            # The app runs with no running event loop on its thread, as under
+            # gunicorn: Django's ORM, asyncio.run() and async_to_sync refuse a
+            # thread whose loop runs. Hidden while app code runs (the call,
+            # each next(), close()), and given back before anything of ours.
+            running = self.conn.loop  # inline cycles run on their loop's thread
+            _set_running_loop(None)
+            try:
+                result = self.result = self.handler.app(self.environ(), self.start_response)
+            finally:
+                _set_running_loop(running)
             kind = type(result)
             if (kind is list or kind is tuple) and not self.committed:
                 # The whole body at once (no close() on a list): one write.
@@ -536,7 +546,11 @@ class WSGICycle:
             if kind is FileWrapper and not self.committed and self._file_source(result):
                 self._send_file()
                 return
-            self.iterator = iter(result)
+            _set_running_loop(None)
+            try:
+                self.iterator = iter(result)
+            finally:
+                _set_running_loop(running)
         except BaseException as exc:
             self._failed(exc)
             return
@@ -545,6 +559,7 @@ class WSGICycle:
     def _pump(self, _waiter=None) -> None:
         """Inline: send the iterable's pieces while the transport takes them."""
         conn = self.conn
+        running = conn.loop
         iterator = self.iterator
         try:
             while True:
@@ -558,7 +573,11 @@ class WSGICycle:
                         waiter = conn.drain_waiter = conn.loop.create_future()
                     waiter.add_done_callback(self._pump)
                     return
-                chunk = next(iterator, _END)
+                _set_running_loop(None)
+                try:
+                    chunk = next(iterator, _END)
+                finally:
+                    _set_running_loop(running)
                 if chunk is _END:
                     break
                 if type(chunk) is not bytes:
@@ -715,10 +734,14 @@ class WSGICycle:
         self.result = None
         close = getattr(result, "close", None)
         if close is not None:
+            running = _get_running_loop()  # None in a pool thread
+            _set_running_loop(None)
             try:
                 close()
             except Exception:
                 log.exception("WSGI: close() of the response iterable raised (%s %s)", self.request.method, self.request.path)
+            finally:
+                _set_running_loop(running)
 
     # -- thread mode: batches of pieces for the loop -------------------------
 

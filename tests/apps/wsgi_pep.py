@@ -4,6 +4,7 @@ Works the same under --threads 1 and --threads N; state shared between
 requests (closes, progress) is kept per worker process.
 """
 
+import asyncio
 import json
 import os
 import sys
@@ -76,9 +77,41 @@ def _read_modes(stream):
     return out
 
 
+async def _answer(value):
+    await asyncio.sleep(0)
+    return value
+
+
+def _loop_view() -> dict:
+    """What a view sees of asyncio: gunicorn's sync worker has no running loop
+    on the app's thread, so asyncio.run() and asgiref's async_to_sync work."""
+    view = {"running_loop": asyncio._get_running_loop() is not None, "asyncio_run": asyncio.run(_answer(42))}
+    try:
+        asyncio.get_running_loop()
+        view["get_running_loop"] = "a loop"
+    except RuntimeError:
+        view["get_running_loop"] = "RuntimeError"
+    try:
+        from asgiref.sync import async_to_sync
+    except ImportError:  # pragma: no cover - asgiref comes with Django, in the test extra
+        view["async_to_sync"] = None
+    else:
+        view["async_to_sync"] = async_to_sync(_answer)("sync")
+    return view
+
+
 def app(environ, start_response):
     path = environ["PATH_INFO"]
     stream = environ["wsgi.input"]
+    if path == "/no-loop":
+        return _json(start_response, _loop_view())
+    if path == "/no-loop-stream":
+        # The body's pieces are made by app code too, one next() at a time.
+        def pieces():
+            for _ in range(3):
+                yield json.dumps(_loop_view()).encode() + b"\n"
+        start_response("200 OK", [("Content-Type", "application/x-ndjson")])
+        return Tracked("no-loop-stream", pieces())
     if path == "/hello":
         return hello(environ, start_response)
     if path == "/pid":

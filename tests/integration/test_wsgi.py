@@ -149,6 +149,34 @@ class TestRequest:
             assert reader.response().body == b"Hello, world!"
 
 
+class TestNoRunningLoop:
+    """gunicorn runs every WSGI app with no event loop on its thread; so does
+    corral, inline (--threads 1) too: asyncio.run(), asgiref's async_to_sync
+    and Django's ORM (which refuses a thread with a running loop) work in a
+    view, in the pieces of its iterable and in its close()."""
+
+    EXPECTED = {"running_loop": False, "asyncio_run": 42, "get_running_loop": "RuntimeError", "async_to_sync": "sync"}
+
+    def test_view_sees_no_running_loop(self, wsgi):
+        assert get_json(wsgi, "/no-loop") == self.EXPECTED
+        assert get_json(wsgi, "/no-loop") == self.EXPECTED  # the worker's loop was given back in between
+
+    def test_iterable_pieces_see_no_running_loop(self, wsgi):
+        response = get(wsgi, "/no-loop-stream")
+        assert response.code == 200
+        assert [json.loads(line) for line in response.body.splitlines()] == [self.EXPECTED] * 3
+        assert get_json(wsgi, "/closed")["no-loop-stream"] >= 1
+
+    def test_worker_serves_on_and_stops_cleanly_after_asyncio_run(self, server_factory):
+        server = server_factory("wsgi_pep:app")
+        for _ in range(3):
+            assert get_json(server, "/no-loop")["asyncio_run"] == 42
+        assert get(server, "/hello").body == b"Hello, world!"
+        assert server.stop() == 0
+        log = "\n".join(server.lines)
+        assert "Traceback" not in log and "ERROR" not in log, log
+
+
 class TestResponse:
     def test_iterable_is_chunked_and_closed(self, wsgi):
         before = get_json(wsgi, "/closed").get("tracked", 0)
