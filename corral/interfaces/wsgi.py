@@ -21,7 +21,14 @@ Running the app, ``--threads``:
 * ``N > 1``: a pool of N threads; one hand-off to a thread per request and
   one back for a response given as a list. Streamed pieces are batched per
   loop pass; the app's thread waits while ``STREAM_HIGH_WATER`` bytes are
-  queued or the transport is paused.
+  queued or the transport is paused. ``--timeout-worker`` (the worker's
+  tick reads ``longest_running``) counts from when a thread takes the
+  request, not while it waits for one; a request whose client is gone by
+  then is not run.
+
+Either way the app sees no running event loop on its thread, as under
+gunicorn (Django's ORM, ``asyncio.run`` and ``async_to_sync`` need that):
+inline, the loop is hidden from the thread while app code runs.
 
 A failure before the head is written answers 500; after it, the connection
 closes without the chunked terminator (a client never takes a cut body as
@@ -216,7 +223,8 @@ class WSGIHandler:
         return key
 
     def longest_running(self, now: float) -> tuple[float, object]:
-        """(seconds, cycle) of the request running longest in a pool thread."""
+        """(seconds, cycle) of the request running longest in a pool thread,
+        counted from when the thread took it (``now``: ``loop.time()``)."""
         oldest = None
         for cycle in list(self.running):
             if oldest is None or cycle.since < oldest.since:
@@ -275,7 +283,7 @@ class WSGICycle:
         self.bytes_sent = 0
         self.result = None
         self.iterator = None
-        self.since = 0.0  # --threads > 1: when the app's thread took it
+        self.since = 0.0  # --threads > 1: when a pool thread took it (loop.time())
         self.file = None  # [socket fd, file fd, offset, bytes left] for wsgi.file_wrapper
         self.started = perf_counter() if handler.timed else 0.0
 
@@ -496,13 +504,11 @@ class WSGICycle:
 
     def _submit(self) -> None:
         handler = self.handler
-        self.since = handler.state.now
         self.cond = threading.Condition(threading.Lock())
         self.queued = []
         self.final = False
         self.flush_pending = False
         self.blocked = False
-        handler.running.add(self)
         handler.pool.submit(self._run_in_thread)
 
     def _call(self):
@@ -598,6 +604,13 @@ class WSGICycle:
     def _run_in_thread(self) -> None:
         """A pool thread: call the app, iterate, hand the outcome back to the loop."""
         loop = self.conn.loop
+        if self.gone:  # the client left while the request waited for a thread
+            loop.call_soon_threadsafe(self._end, False)
+            return
+        # --timeout-worker counts from here: time spent waiting for a thread
+        # is not running time (the loop's clock, the one the check reads).
+        self.since = loop.time()
+        self.handler.running.add(self)
         try:
             body = self._call()
             if body is not None:

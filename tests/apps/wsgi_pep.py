@@ -204,6 +204,13 @@ def app(environ, start_response):
     if path == "/barrier":
         barrier.wait(timeout=10)
         return _plain(start_response, threading.current_thread().name.encode())
+    if path == "/count":
+        with _lock:
+            closed["count"] = closed.get("count", 0) + 1
+        return _plain(start_response)
+    if path == "/sleep":
+        time.sleep(float(environ.get("QUERY_STRING") or 1))
+        return _plain(start_response, str(os.getpid()).encode())
     if path == "/hang":
         start_response("200 OK", [("Content-Type", "text/plain")])
         time.sleep(60)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import struct
 import time
 
 import pytest
@@ -338,6 +339,39 @@ class TestThreads:
         for sock in socks:
             sock.close()
         assert names == {b"corral-wsgi-0", b"corral-wsgi-1"}
+
+    def test_time_waiting_for_a_thread_is_not_running_time(self, server_factory):
+        """12 one-second requests on 2 threads take 6 s, past --timeout-worker
+        3; none ran longer than 1 s, so none is stuck: all 12 are served by
+        the same worker (gunicorn gthread serves them all too)."""
+        server = server_factory("wsgi_pep:app", "--threads", "2", "--timeout-worker", "3")
+        mark = server.mark()
+        socks = [server.connect(timeout=30) for _ in range(12)]
+        for sock in socks:
+            sock.sendall(b"GET /sleep HTTP/1.1\r\nHost: x\r\n\r\n")
+        responses = [Reader(sock, timeout=30).response() for sock in socks]
+        for sock in socks:
+            sock.close()
+        assert [response.code for response in responses] == [200] * 12
+        assert len({response.body for response in responses}) == 1  # one worker, never replaced
+        assert not [line for line in server.lines[mark:] if "running for" in line or "exited" in line]
+
+    def test_request_whose_client_left_while_waiting_for_a_thread_is_not_run(self, server_factory):
+        server = server_factory("wsgi_pep:app", "--threads", "2")
+        busy = [server.connect(timeout=30) for _ in range(2)]
+        for sock in busy:
+            sock.sendall(b"GET /sleep?1.5 HTTP/1.1\r\nHost: x\r\n\r\n")
+        server_busy = time.monotonic()
+        with server.connect() as sock:  # queued behind the two, then reset (a FIN alone is a half-close)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.sendall(b"GET /count HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert [Reader(sock, timeout=30).response().code for sock in busy] == [200, 200]
+        assert time.monotonic() - server_busy < 5
+        for sock in busy:
+            sock.close()
+        assert "count" not in get_json(server, "/closed")
+        assert get(server, "/count").code == 200
+        assert get_json(server, "/closed")["count"] == 1
 
     def test_request_past_timeout_worker_dumps_stacks_and_replaces_the_worker(self, server_factory):
         server = server_factory("wsgi_pep:app", "--threads", "2", "--timeout-worker", "1")
