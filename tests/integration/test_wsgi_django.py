@@ -1,7 +1,8 @@
 """A real Django project (tests/apps/djproject: sqlite with migrations, the
 admin, sessions, CSRF, a model, uploads, streaming, an async view), unchanged,
 served by corral: under the default WSGI mode (--threads 1, the app inline on
-the worker's thread), with --threads 4, and under ASGI.
+the worker's thread) over HTTP/1.1 and over HTTP/2 (h2c), with --threads 4,
+and under ASGI.
 
 The module's setup migrates a fresh sqlite database in a temporary directory
 and creates a superuser, with Django's own manage commands. Django's test
@@ -28,6 +29,7 @@ PASSWORD = "corral-admin-pw"
 INTERFACES = {
     "wsgi": ("djproject.wsgi:application",),  # the defaults: --threads 1
     "wsgi-threads": ("djproject.wsgi:application", "--threads", "4"),
+    "wsgi-h2c": ("djproject.wsgi:application",),  # the defaults, the client speaking HTTP/2 (prior knowledge)
     "asgi": ("djproject.asgi:application",),
 }
 
@@ -69,7 +71,22 @@ def server(request, django_env):
     app, *args = INTERFACES[request.param]
     with Server(app, *args, extra_env=django_env) as server:
         server.interface = request.param
+        server.http2 = request.param.endswith("h2c")
         yield server
+
+
+def client_of(server) -> httpx.Client:
+    """httpx with cookies; over HTTP/2 only (h2c with prior knowledge) for the h2c servers."""
+    if server.http2:
+        client = httpx.Client(base_url=server.url, http1=False, http2=True)
+    else:
+        client = httpx.Client(base_url=server.url)
+    client.event_hooks["response"] = [lambda response: _check_version(server, response)]
+    return client
+
+
+def _check_version(server, response) -> None:
+    assert response.http_version == ("HTTP/2" if server.http2 else "HTTP/1.1")
 
 
 def csrf_token(html: str) -> str:
@@ -85,7 +102,7 @@ def login(client: httpx.Client, password: str = PASSWORD) -> httpx.Response:
 
 class TestAdmin:
     def test_login_with_csrf_and_session_then_the_orm_through_the_admin(self, server):
-        with httpx.Client(base_url=server.url) as client:
+        with client_of(server) as client:
             assert client.get("/admin/").headers["location"] == "/admin/login/?next=/admin/"
             wrong = login(client, "wrong")
             assert wrong.status_code == 200 and "Please enter the correct username and password" in wrong.text
@@ -110,18 +127,20 @@ class TestAdmin:
             assert client.get("/whoami/").status_code == 302  # logged out: to the login page
 
     def test_post_without_csrf_token_is_refused(self, server):
-        with httpx.Client(base_url=server.url) as client:
+        with client_of(server) as client:
             login(client)
             refused = client.post("/notes/", data={"text": "no token"})
         assert refused.status_code == 403
-        assert "no token" not in httpx.get(server.url + "/notes/").text
+        with client_of(server) as other:
+            assert "no token" not in other.get("/notes/").text
 
     def test_form_post_with_csrf(self, server):
-        with httpx.Client(base_url=server.url) as client:
+        with client_of(server) as client:
             page = client.get("/form/")
             token = csrf_token(page.text)
             assert "csrftoken" in client.cookies
-            refused = httpx.post(server.url + "/form/", data={"name": "x"})
+            with client_of(server) as other:
+                refused = other.post("/form/", data={"name": "x"})
             accepted = client.post("/form/", data={"name": "Zoë", "csrfmiddlewaretoken": token})
         assert refused.status_code == 403
         assert (accepted.status_code, accepted.text) == (200, "thanks, Zoë")
@@ -129,7 +148,7 @@ class TestAdmin:
 
 class TestViews:
     def test_template_view(self, server):
-        with httpx.Client(base_url=server.url) as client:
+        with client_of(server) as client:
             response = client.get("/", params={"name": "<b>corral</b>"})
         assert response.status_code == 200
         assert "<h1>Hello, &lt;b&gt;corral&lt;/b&gt;!</h1>" in response.text
@@ -138,14 +157,14 @@ class TestViews:
     @pytest.mark.parametrize("path", ["/?name=oracle", "/notes/", "/json/", "/async/", "/missing/", "/whoami/"])
     def test_same_answer_as_djangos_test_client(self, server, oracle, path):
         expected = oracle.get(path)
-        with httpx.Client(base_url=server.url) as client:
+        with client_of(server) as client:
             response = client.get(path)
         assert response.status_code == expected.status_code
         assert response.content == expected.content
         assert response.headers.get("content-type") == expected.headers.get("Content-Type")
 
     def test_streaming_response_runs_the_query_inside_the_iterable(self, server):
-        with httpx.Client(base_url=server.url) as client:
+        with client_of(server) as client:
             client.post("/upload/", files={"file": ("x.txt", b"x")})  # some database traffic first
             listed = client.get("/notes/").text
             streamed = client.get("/notes/stream/")
@@ -153,20 +172,21 @@ class TestViews:
         assert streamed.text == ("" if listed == "no notes\n" else listed)
 
     def test_streaming_response(self, server):
-        with httpx.Client(base_url=server.url) as client:
+        with client_of(server) as client:
             response = client.get("/stream/", params={"n": "50"})
         assert response.text == "".join(f"part {i}\n" for i in range(50))
 
     def test_async_view(self, server):
         """Under ASGI on corral's loop; under WSGI through async_to_sync."""
-        body = httpx.get(server.url + "/async/").json()
+        with client_of(server) as client:
+            body = client.get("/async/").json()
         assert body["users"] == ["admin"] and isinstance(body["notes"], int)
 
     @pytest.mark.parametrize("size", [1000, 3 * 1024 * 1024])
     def test_file_upload_is_stored(self, server, oracle, size):
         payload = hashlib.sha256(b"%d %s" % (size, server.interface.encode())).digest() * (size // 32)
         digest = hashlib.sha256(payload).hexdigest()
-        with httpx.Client(base_url=server.url) as client:
+        with client_of(server) as client:
             response = client.post("/upload/", files={"file": ("photo.jpg", payload)}, data={"note": "n"})
         assert response.json() == {"name": "photo.jpg", "size": len(payload), "sha256": digest, "note": "n"}
         from djproject.notes.models import Upload
@@ -179,12 +199,14 @@ class TestViews:
             pytest.skip("Django's ASGI request reads Content-Length only; a chunked body is empty there (uvicorn too)")
         body = (b"--xyz\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\n"
                 b"Content-Type: text/plain\r\n\r\nhello chunks\r\n--xyz--\r\n")
-        with httpx.Client(base_url=server.url) as client:
+        with client_of(server) as client:
             response = client.post("/upload/", content=iter([body[:40], body[40:]]),
                                    headers={"content-type": "multipart/form-data; boundary=xyz"})
         assert response.json()["size"] == len(b"hello chunks")
 
     def test_spoofed_host_and_error(self, server):
+        if server.http2:
+            pytest.skip("raw HTTP/1.1 bytes: the HTTP/1.1 servers run it")
         mark = server.mark()
         with server.connect() as sock:
             reader = Reader(sock)
