@@ -1,5 +1,6 @@
 """A real Django project (tests/apps/djproject: sqlite with migrations, the
-admin, sessions, CSRF, a model, uploads, streaming, an async view), unchanged,
+admin, sessions, CSRF, a model, uploads, streaming, static files through
+WhiteNoise, an async view), unchanged,
 served by corral: under the default WSGI mode (--threads 1, the app inline on
 the worker's thread) over HTTP/1.1 and over HTTP/2 (h2c), with --threads 4,
 and under ASGI.
@@ -17,6 +18,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -37,11 +39,13 @@ INTERFACES = {
 @pytest.fixture(scope="module")
 def django_env(tmp_path_factory):
     """A migrated database with a superuser; the environment that names it."""
-    db = tmp_path_factory.mktemp("django") / "db.sqlite3"
-    env = {"DJANGO_SETTINGS_MODULE": "djproject.settings", "CORRAL_DJANGO_DB": str(db)}
+    base = tmp_path_factory.mktemp("django")
+    env = {"DJANGO_SETTINGS_MODULE": "djproject.settings", "CORRAL_DJANGO_DB": str(base / "db.sqlite3"),
+           "CORRAL_DJANGO_STATIC": str(base / "static")}
     manage_env = dict(os.environ, PYTHONPATH=str(APPS), DJANGO_SUPERUSER_PASSWORD=PASSWORD, **env)
     for command in (["migrate", "--noinput"],
-                    ["createsuperuser", "--noinput", "--username", "admin", "--email", "admin@example.test"]):
+                    ["createsuperuser", "--noinput", "--username", "admin", "--email", "admin@example.test"],
+                    ["collectstatic", "--noinput"]):
         done = subprocess.run([sys.executable, "-m", "django", *command], env=manage_env, capture_output=True,
                               text=True, timeout=120)
         assert done.returncode == 0, done.stdout + done.stderr
@@ -170,6 +174,18 @@ class TestViews:
             streamed = client.get("/notes/stream/")
         assert streamed.status_code == 200
         assert streamed.text == ("" if listed == "no notes\n" else listed)
+
+    def test_static_file_through_whitenoise(self, server, django_env):
+        pytest.importorskip("whitenoise", reason="WhiteNoise is in the test extra: pip install -e '.[test]'")
+        path = "admin/css/base.css"
+        expected = (Path(django_env["CORRAL_DJANGO_STATIC"]) / path).read_bytes()
+        with client_of(server) as client:
+            response = client.get("/static/" + path)
+            assert (response.status_code, response.content) == (200, expected)
+            assert response.headers["content-type"].startswith("text/css")
+            assert int(response.headers["content-length"]) == len(expected)
+            again = client.get("/static/" + path, headers={"if-none-match": response.headers["etag"]})
+            assert (again.status_code, again.content) == (304, b"")
 
     def test_streaming_response(self, server):
         with client_of(server) as client:

@@ -8,6 +8,7 @@ fresh one in a temporary directory); without it, a file in the temporary
 directory that views not touching the database never create.
 """
 
+import importlib.util
 import os
 import tempfile
 from pathlib import Path
@@ -30,6 +31,7 @@ INSTALLED_APPS = [
 ]
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    *(["whitenoise.middleware.WhiteNoiseMiddleware"] if importlib.util.find_spec("whitenoise") else []),
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -62,6 +64,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 USE_TZ = True
 STATIC_URL = "static/"
+# collectstatic's target (test_wsgi_django.py fills it), served by WhiteNoise.
+STATIC_ROOT = os.environ.get("CORRAL_DJANGO_STATIC") or os.path.join(tempfile.gettempdir(), f"corral-djproject-static-{os.getuid()}")
 FILE_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024  # larger uploads go through Django's temporary files
 LOGGING = {
     "version": 1,
