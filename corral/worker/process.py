@@ -136,7 +136,11 @@ class Worker:
             return EXIT_CONFIG
         interface = self.interface = detect_interface(app, config.interface)
         loop = self.loop = new_event_loop()
-        asyncio.set_event_loop(loop)
+        if interface != "wsgi":
+            # Not under WSGI: there the thread's current loop is the app's, as
+            # under gunicorn (asyncio.get_event_loop() in a view gets a loop of
+            # its own, not the worker's, which runs and would refuse it).
+            asyncio.set_event_loop(loop)
         state = self.state = ServerState(config, loop)
         if config.metrics_bind:  # before the handlers: their cycles then read the clock
             state.metrics = WorkerMetrics()

@@ -100,9 +100,29 @@ def _loop_view() -> dict:
     return view
 
 
+_legacy_loops: list = []
+
+
+def _legacy_loop_view() -> dict:
+    """Older sync code: ``asyncio.get_event_loop().run_until_complete(...)``.
+    Under gunicorn's sync worker the main thread gets a loop of its own, the
+    same one on every request; a thread of gthread's pool gets RuntimeError."""
+    try:
+        loop = asyncio.get_event_loop()
+        result = loop.run_until_complete(_answer(7))
+    except RuntimeError as exc:
+        return {"error": type(exc).__name__}
+    _legacy_loops.append(loop)
+    return {"result": result, "same_loop": _legacy_loops[0] is loop, "main_thread": threading.current_thread() is threading.main_thread()}
+
+
 def app(environ, start_response):
     path = environ["PATH_INFO"]
     stream = environ["wsgi.input"]
+    if path == "/legacy-loop":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: get_event_loop() making a loop
+            return _json(start_response, _legacy_loop_view())
     if path == "/no-loop":
         return _json(start_response, _loop_view())
     if path == "/no-loop-stream":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import struct
+import sys
 import time
 
 import pytest
@@ -167,6 +168,21 @@ class TestNoRunningLoop:
         assert response.code == 200
         assert [json.loads(line) for line in response.body.splitlines()] == [self.EXPECTED] * 3
         assert get_json(wsgi, "/closed")["no-loop-stream"] >= 1
+
+    @pytest.mark.parametrize("threads", ["1", "2"])
+    def test_get_event_loop_in_a_view_is_the_threads_own_as_under_gunicorn(self, server_factory, threads):
+        """The worker does not make its loop the thread's current loop under
+        WSGI: ``asyncio.get_event_loop()`` in a view gives what it gives in
+        gunicorn's sync worker (a loop of the view's own, kept from request to
+        request) or in a gthread pool thread (RuntimeError)."""
+        server = server_factory("wsgi_pep:app", "--threads", threads)
+        first, second = get_json(server, "/legacy-loop"), get_json(server, "/legacy-loop")
+        if threads != "1" or sys.version_info >= (3, 14):  # 3.14: no implicit loop in any thread
+            assert first == second == {"error": "RuntimeError"}
+        else:
+            assert first == {"result": 7, "same_loop": True, "main_thread": True}
+            assert second == first
+        assert get_json(server, "/no-loop") == self.EXPECTED  # and asyncio.run works after it
 
     def test_worker_serves_on_and_stops_cleanly_after_asyncio_run(self, server_factory):
         server = server_factory("wsgi_pep:app")
