@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 
+import h2.events
 import pytest
 
 from h2support import H2Client, request_headers
-from support import APPS, Server
+from support import APPS, Server, wait_until
 
 EXPECTED_LOOP_VIEW = {"running_loop": False, "asyncio_run": 42, "get_running_loop": "RuntimeError",
                       "async_to_sync": "sync"}
@@ -136,6 +137,34 @@ class TestResponse:
         headers, _ = fetch(wsgi, "/raise-first")
         assert headers[b":status"] == b"500"
         assert fetch_json(wsgi, "/closed")["raise-first"] >= 1
+
+    def test_stream_reset_mid_body_closes_the_iterable(self, wsgi):
+        """The client stops reading (its window stays shut), then resets the
+        stream: the app's iterable is closed, and the connection serves on."""
+        with H2Client(wsgi.port) as client:
+            client.hold = True
+            stream_id = client.request("/big")
+            client.wait(lambda events: any(getattr(e, "stream_id", None) == stream_id and hasattr(e, "data")
+                                           for e in events))
+            client.conn.reset_stream(stream_id)
+            client.flush()
+            wait_until(lambda: fetch_json(wsgi, "/closed").get("big", 0) >= 1, timeout=10)
+            client.hold = False
+            other = client.request("/hello")
+            assert client.response(other)[1] == b"Hello, world!"
+
+    def test_body_over_the_limit_is_refused_before_the_app(self, server_factory):
+        """--limit-request-body over HTTP/2 (whether the 413 reaches the client
+        before the reset is issue 19's finding 1, in H2Cycle)."""
+        server = server_factory("wsgi_pep:app", "--limit-request-body", "1000")
+        mark = server.mark()
+        with H2Client(server.port) as client:
+            stream_id = client.request("/count", "POST", body=b"x" * 5000)
+            client.wait(lambda events: [e for e in events if getattr(e, "stream_id", None) == stream_id
+                                        and isinstance(e, (h2.events.StreamReset, h2.events.StreamEnded))])
+        server.wait_log(r"413 request body larger than 1000 bytes \(HTTP/2 stream 1\)", start=mark)
+        assert "count" not in fetch_json(server, "/closed")  # the app never ran
+        assert fetch(server, "/echo", method="POST", body=b"x" * 1000)[1] == b"x" * 1000
 
     def test_file_wrapper(self, wsgi):
         headers, body = fetch(wsgi, "/file")
