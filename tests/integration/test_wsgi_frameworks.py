@@ -1,14 +1,16 @@
 """Flask, unchanged, served by corral's native WSGI cycle (--threads 1 and
---threads 4). The Django project's tests are in test_wsgi_django.py."""
+--threads 4), over HTTP/1.1 and HTTP/2 (h2c); Flask's test_client is the
+oracle for its pages. The Django project's tests are in test_wsgi_django.py."""
 
 from __future__ import annotations
 
 import hashlib
+import sys
 
 import httpx
 import pytest
 
-from support import Reader, Server
+from support import APPS, Reader, Server
 
 flask = pytest.importorskip("flask", reason="Flask is in the test extra: pip install -e '.[test]'")
 
@@ -60,6 +62,26 @@ class TestFlask:
             assert reader.response().code == 500  # Flask's own error page
             assert reader.response().body == b"Hello from Flask"
         flask_server.wait_log(r"RuntimeError: flask boom", start=mark)
+
+    def test_async_view_and_asyncio_run_in_a_view(self, flask_server):
+        """Both need a thread with no running event loop: the defaults too."""
+        with httpx.Client(base_url=flask_server.url) as client:
+            assert client.get("/async").json() == {"answer": 42}
+            assert client.get("/asyncio-run").json() == {"answer": 42}
+
+    @pytest.mark.parametrize("path", ["/", "/json", "/async", "/asyncio-run", "/stream?who=oracle", "/missing"])
+    @pytest.mark.parametrize("http2", [False, True], ids=["h1", "h2c"])
+    def test_same_answer_as_flasks_test_client(self, flask_server, path, http2):
+        if str(APPS) not in sys.path:
+            sys.path.insert(0, str(APPS))
+        from flask_app import app
+
+        expected = app.test_client().get(path)
+        with httpx.Client(base_url=flask_server.url, http1=not http2, http2=http2) as client:
+            response = client.get(path)
+        assert response.http_version == ("HTTP/2" if http2 else "HTTP/1.1")
+        assert (response.status_code, response.content) == (expected.status_code, expected.data)
+        assert response.headers["content-type"] == expected.headers["Content-Type"]
 
     def test_root_path(self, server_factory):
         server = server_factory("flask_app:app", "--root-path", "/api")
