@@ -153,16 +153,16 @@ class TestResponse:
             other = client.request("/hello")
             assert client.response(other)[1] == b"Hello, world!"
 
-    def test_body_over_the_limit_is_refused_before_the_app(self, server_factory):
-        """--limit-request-body over HTTP/2 (whether the 413 reaches the client
-        before the reset is issue 19's finding 1, in H2Cycle)."""
+    def test_body_over_the_limit_is_413_before_the_app(self, server_factory):
         server = server_factory("wsgi_pep:app", "--limit-request-body", "1000")
         mark = server.mark()
         with H2Client(server.port) as client:
             stream_id = client.request("/count", "POST", body=b"x" * 5000)
-            client.wait(lambda events: [e for e in events if getattr(e, "stream_id", None) == stream_id
-                                        and isinstance(e, (h2.events.StreamReset, h2.events.StreamEnded))])
-        server.wait_log(r"413 request body larger than 1000 bytes \(HTTP/2 stream 1\)", start=mark)
+            # The 413, then RST_STREAM(NO_ERROR) for the rest of the body (RFC 9113 8.1).
+            response = client.wait(lambda events: [e for e in events if isinstance(e, h2.events.ResponseReceived)
+                                                   and e.stream_id == stream_id])
+        assert dict(response[0].headers)[b":status"] == b"413"
+        server.wait_log(r"413 .*\(HTTP/2 stream 1\)", start=mark)
         assert "count" not in fetch_json(server, "/closed")  # the app never ran
         assert fetch(server, "/echo", method="POST", body=b"x" * 1000)[1] == b"x" * 1000
 
