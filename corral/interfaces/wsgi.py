@@ -1108,6 +1108,7 @@ class WSGIStream(WSGIRequest):
                     if self.status is None:
                         raise RuntimeError("WSGI: the app yielded a body before calling start_response")
                     await self._send(chunk, True)
+            self._close_result()  # before the end goes out, as over HTTP/1.1
             await self._send(b"", False)
         finally:
             self._close_result()
@@ -1147,6 +1148,7 @@ class WSGIStream(WSGIRequest):
                         if self.status is None:
                             raise RuntimeError("WSGI: the app yielded a body before calling start_response")
                         asyncio.run_coroutine_threadsafe(self._send(chunk, True), loop).result()
+                self._close_result()  # before the end goes out, as over HTTP/1.1
                 asyncio.run_coroutine_threadsafe(self._send(b"", False), loop).result()
         except BaseException as exc:  # raised on the loop: HTTPCycle answers 500 or cuts the response
             outcome = exc
