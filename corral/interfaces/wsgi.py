@@ -1,7 +1,11 @@
 """WSGI (PEP 3333) natively: one ``WSGICycle`` per request, no coroutine, no Task.
 
 The connection (``io/h1.py``) asks ``WSGIHandler.new_cycle(conn, request)``
-for a cycle and calls ``cycle.start()``, exactly as for ASGI.
+for a cycle and calls ``cycle.start()``, exactly as for ASGI. Over HTTP/2,
+``WSGIOverASGI`` is the ASGI app of each stream's ``HTTPCycle`` (the ASGI
+cycle of every protocol) and runs a ``WSGIStream``. What WSGI means is written once, in ``WSGIRequest`` (the
+environ, the body, ``start_response``, ``close()``) and ``WSGIHandler`` (the
+pool, the stuck-thread bookkeeping); the two subclasses only send.
 
 Request body: the cycle collects it as it arrives (``body_arrived``) while
 the connection's flow control keeps reading; up to ``SPOOL_MEMORY`` bytes stay
@@ -21,7 +25,14 @@ Running the app, ``--threads``:
 * ``N > 1``: a pool of N threads; one hand-off to a thread per request and
   one back for a response given as a list. Streamed pieces are batched per
   loop pass; the app's thread waits while ``STREAM_HIGH_WATER`` bytes are
-  queued or the transport is paused.
+  queued or the transport is paused. ``--timeout-worker`` (the worker's
+  tick reads ``longest_running``) counts from when a thread takes the
+  request, not while it waits for one; a request whose client is gone by
+  then is not run.
+
+Either way the app sees no running event loop on its thread, as under
+gunicorn (Django's ORM, ``asyncio.run`` and ``async_to_sync`` need that):
+inline, the loop is hidden from the thread while app code runs.
 
 A failure before the head is written answers 500; after it, the connection
 closes without the chunked terminator (a client never takes a cut body as
@@ -30,6 +41,7 @@ whole). ``close()`` of the app's iterable is called in every case.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import os
@@ -38,6 +50,7 @@ import stat
 import sys
 import tempfile
 import threading
+from asyncio.events import _get_running_loop, _set_running_loop
 from functools import partial
 from time import perf_counter
 
@@ -166,6 +179,49 @@ class _EmptyInput:
 
 
 EMPTY_INPUT = _EmptyInput()
+
+
+class RequestBody:
+    """A request body as it arrives, on any protocol: up to ``SPOOL_MEMORY``
+    bytes in memory, a longer body in a temporary file. Made at the first
+    body bytes (a request without a body has none)."""
+
+    __slots__ = ("parts", "spool", "size")
+
+    def __init__(self) -> None:
+        self.parts: list | None = []  # pieces, while in memory
+        self.spool = None  # temporary file, once the body is larger than SPOOL_MEMORY
+        self.size = 0
+
+    def extend(self, chunks, size: int) -> None:
+        total = self.size + size
+        spool = self.spool
+        if spool is None and total > SPOOL_MEMORY:
+            spool = self.spool = tempfile.TemporaryFile(prefix="corral-body-")
+            spool.writelines(self.parts)
+            self.parts = None
+        if spool is not None:
+            spool.writelines(chunks)
+        else:
+            self.parts += chunks
+        self.size = total
+
+    def input(self):
+        """``wsgi.input``: the whole body as a file object, at its start."""
+        spool = self.spool
+        if spool is not None:
+            spool.seek(0)
+            return spool
+        parts = self.parts
+        if not parts:
+            return io.BytesIO()
+        return io.BytesIO(parts[0] if len(parts) == 1 else b"".join(parts))
+
+    def close(self) -> None:
+        self.parts = None
+        if self.spool is not None:
+            self.spool.close()
+            self.spool = None
 _PROTOCOLS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0"}
 
 
@@ -215,7 +271,8 @@ class WSGIHandler:
         return key
 
     def longest_running(self, now: float) -> tuple[float, object]:
-        """(seconds, cycle) of the request running longest in a pool thread."""
+        """(seconds, cycle) of the request running longest in a pool thread,
+        counted from when the thread took it (``now``: ``loop.time()``)."""
         oldest = None
         for cycle in list(self.running):
             if oldest is None or cycle.since < oldest.since:
@@ -229,25 +286,148 @@ class WSGIHandler:
             self.pool.stop()
 
 
-class WSGICycle:
+class WSGIRequest:
+    """What a WSGI request is on every protocol, written once: the environ
+    (from a request with ``method``, ``path``, ``raw_path``, ``query_string``,
+    ``http_version``, ``headers`` and ``forwarded``, and a connection with
+    ``client``, ``scheme``, ``server`` and ``proxy``: ``proto.h1.Request`` and
+    ``H1Connection``, or ``io.h2.H2Stream`` and ``H2Connection``), the body
+    (``RequestBody``), ``start_response``, ``close()`` of the app's iterable,
+    and ``since``, which the worker's stuck-thread check reads. HTTP/1.1:
+    ``WSGICycle``; HTTP/2: ``WSGIStream``."""
+
+    __slots__ = ("handler", "conn", "request", "body", "status", "headers", "committed", "result", "since")
+
+    # -- environ -----------------------------------------------------------
+
+    def environ(self) -> dict:
+        handler = self.handler
+        request = self.request
+        conn = self.conn
+        path = request.path
+        if b"%" in request.raw_path:  # PEP 3333: the decoded bytes, as latin-1
+            path = path.encode("utf-8", "surrogateescape").decode("latin-1")
+        client = conn.client
+        scheme = conn.scheme
+        if request.forwarded:  # proto.forwarded.Identity from a trusted proxy
+            client, scheme = request.forwarded[:2]
+        query = request.query_string
+        body = self.body
+        stream = EMPTY_INPUT if body is None else body.input()
+        # One dict display: cheaper than copying a base dict and filling it in.
+        environ = {
+            "REQUEST_METHOD": request.method,
+            "SCRIPT_NAME": handler.script_name,
+            "PATH_INFO": path,
+            "QUERY_STRING": query.decode("latin-1") if query else "",
+            "SERVER_PROTOCOL": _PROTOCOLS.get(request.http_version) or "HTTP/" + request.http_version,
+            "SERVER_SOFTWARE": "corral",
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": scheme,
+            "wsgi.input": stream,
+            "wsgi.errors": handler.errors,
+            "wsgi.multithread": handler.multithread,
+            # Other processes may run the app at once (TTIN, a reload's overlap).
+            "wsgi.multiprocess": True,
+            "wsgi.run_once": False,
+            "wsgi.input_terminated": True,
+            "wsgi.file_wrapper": FileWrapper,
+        }
+        if scheme == "https":
+            environ["HTTPS"] = "on"
+        server = conn.server
+        if server is not None:
+            environ["SERVER_NAME"], environ["SERVER_PORT"] = handler.server_names.get(server) or handler.server_name(server)
+        if client is not None:
+            environ["REMOTE_ADDR"] = client[0]
+            environ["REMOTE_PORT"] = str(client[1])
+        keys = handler.keys
+        for name, value in request.headers:
+            key = keys.get(name)
+            if key is None:
+                key = handler.key(name)
+            if not key:
+                log.debug("dropped request header %r (underscore in the name)", name)
+                continue
+            if key in environ:
+                environ[key] += ("; " if key == "HTTP_COOKIE" else ",") + value.decode("latin-1")
+            else:
+                environ[key] = value.decode("latin-1")
+        if conn.proxy is not None:  # a PROXY header: its TLS details (HTTPS, SSL_*)
+            environ.update(conn.proxy.wsgi_environ())
+        if body is not None and body.size and "CONTENT_LENGTH" not in environ:
+            environ["CONTENT_LENGTH"] = str(body.size)  # a chunked body (or HTTP/2 without one), read whole
+        if server is None:  # UNIX socket: the name the client used
+            host = environ.get("HTTP_HOST") or "localhost"
+            name, sep, port = host.rpartition(":")
+            if sep and port.isdigit():
+                environ["SERVER_NAME"], environ["SERVER_PORT"] = name, port
+            else:
+                environ["SERVER_NAME"] = host
+                environ["SERVER_PORT"] = "443" if scheme == "https" else "80"
+        return environ
+
+    # -- start_response ------------------------------------------------------
+
+    def start_response(self, status, headers, exc_info=None):
+        if exc_info is not None:
+            try:
+                if self.committed:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None
+        elif self.status is not None:
+            raise RuntimeError("WSGI: start_response called a second time without exc_info (PEP 3333)")
+        statuses = self.handler.statuses
+        code = statuses.get(status) if type(status) is str else None
+        if code is None:
+            code = _status_code(status)
+            if len(statuses) < 256:
+                statuses[status] = code
+        encodings = self.handler.encodings
+        try:
+            key = tuple(headers)
+            encoded = encodings.get(key)
+        except TypeError:  # unhashable items: encoded below, or refused
+            key = encoded = None
+        if encoded is None:
+            try:
+                encoded = tuple([(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers])
+            except (AttributeError, UnicodeEncodeError, ValueError, TypeError):
+                raise TypeError(f"WSGI: headers must be a list of (str, str) in latin-1, got {headers!r}") from None
+            if key is not None and len(encodings) < 256:
+                encodings[key] = encoded
+        self.status = code
+        self.headers = encoded
+        return self.write
+
+    def _close_result(self) -> None:
+        result = self.result
+        if result is None:
+            return
+        self.result = None
+        close = getattr(result, "close", None)
+        if close is not None:
+            running = _get_running_loop()  # None in a pool thread
+            _set_running_loop(None)
+            try:
+                close()
+            except Exception:
+                log.exception("WSGI: close() of the response iterable raised (%s %s)", self.request.method, self.request.path)
+            finally:
+                _set_running_loop(running)
+
+
+class WSGICycle(WSGIRequest):
+    """One HTTP/1.1 request: the response written to the connection's transport."""
+
     __slots__ = (
-        "handler",
-        "conn",
-        "request",
         "phase",
         "gone",
-        "parts",
-        "size",
-        "spool",
-        "status",
-        "headers",
         "head",
-        "committed",
         "keep_alive",
         "bytes_sent",
-        "result",
         "iterator",
-        "since",
         "cond",
         "queued",
         "final",
@@ -263,9 +443,7 @@ class WSGICycle:
         self.request = request
         self.phase = _BODY
         self.gone = False  # the client went away (or the response was given up)
-        self.parts = None  # request body pieces, while in memory
-        self.size = 0
-        self.spool = None  # temporary file, once the body is larger than SPOOL_MEMORY
+        self.body = None  # RequestBody, once body bytes arrived
         self.status = None  # int, from start_response
         self.headers = None  # tuple of (bytes, bytes), from start_response
         self.head = None  # ResponsePlan once the head is written
@@ -274,7 +452,7 @@ class WSGICycle:
         self.bytes_sent = 0
         self.result = None
         self.iterator = None
-        self.since = 0.0  # --threads > 1: when the app's thread took it
+        self.since = 0.0  # --threads > 1: when a pool thread took it (loop.time())
         self.file = None  # [socket fd, file fd, offset, bytes left] for wsgi.file_wrapper
         self.started = perf_counter() if handler.timed else 0.0
 
@@ -324,147 +502,21 @@ class WSGICycle:
 
     def _take_body(self) -> None:
         request = self.request
-        body = request.body
-        if not body:
+        chunks = request.body
+        if not chunks:
             return
-        size = self.size + request.buffered
-        spool = self.spool
-        if spool is None and size > SPOOL_MEMORY:
-            spool = self.spool = tempfile.TemporaryFile(prefix="corral-body-")
-            if self.parts:
-                spool.writelines(self.parts)
-            self.parts = None
-        if spool is not None:
-            spool.writelines(body)
-        elif self.parts is None:
-            self.parts = body[:]
-        else:
-            self.parts += body
-        self.size = size
-        body.clear()
+        body = self.body
+        if body is None:
+            body = self.body = RequestBody()
+        body.extend(chunks, request.buffered)
+        chunks.clear()
         request.buffered = 0
         self.conn.body_consumed()
 
-    def _input(self):
-        spool = self.spool
-        if spool is not None:
-            spool.seek(0)
-            return spool
-        parts = self.parts
-        if not parts:
-            return io.BytesIO()
-        return io.BytesIO(parts[0] if len(parts) == 1 else b"".join(parts))
-
     def _discard_body(self) -> None:
-        self.parts = None
-        if self.spool is not None:
-            self.spool.close()
-            self.spool = None
-
-    # -- environ -----------------------------------------------------------
-
-    def environ(self) -> dict:
-        handler = self.handler
-        request = self.request
-        conn = self.conn
-        path = request.path
-        if b"%" in request.raw_path:  # PEP 3333: the decoded bytes, as latin-1
-            path = path.encode("utf-8", "surrogateescape").decode("latin-1")
-        client = conn.client
-        scheme = conn.scheme
-        if request.forwarded:  # proto.forwarded.Identity from a trusted proxy
-            client, scheme = request.forwarded[:2]
-        query = request.query_string
-        if self.parts is None and self.spool is None:
-            stream = EMPTY_INPUT
-        else:
-            stream = self._input()
-        # One dict display: cheaper than copying a base dict and filling it in.
-        environ = {
-            "REQUEST_METHOD": request.method,
-            "SCRIPT_NAME": handler.script_name,
-            "PATH_INFO": path,
-            "QUERY_STRING": query.decode("latin-1") if query else "",
-            "SERVER_PROTOCOL": _PROTOCOLS.get(request.http_version) or "HTTP/" + request.http_version,
-            "SERVER_SOFTWARE": "corral",
-            "wsgi.version": (1, 0),
-            "wsgi.url_scheme": scheme,
-            "wsgi.input": stream,
-            "wsgi.errors": handler.errors,
-            "wsgi.multithread": handler.multithread,
-            # Other processes may run the app at once (TTIN, a reload's overlap).
-            "wsgi.multiprocess": True,
-            "wsgi.run_once": False,
-            "wsgi.input_terminated": True,
-            "wsgi.file_wrapper": FileWrapper,
-        }
-        if scheme == "https":
-            environ["HTTPS"] = "on"
-        server = conn.server
-        if server is not None:
-            environ["SERVER_NAME"], environ["SERVER_PORT"] = handler.server_names.get(server) or handler.server_name(server)
-        if client is not None:
-            environ["REMOTE_ADDR"] = client[0]
-            environ["REMOTE_PORT"] = str(client[1])
-        keys = handler.keys
-        for name, value in request.headers:
-            key = keys.get(name)
-            if key is None:
-                key = handler.key(name)
-            if not key:
-                log.debug("dropped request header %r (underscore in the name)", name)
-                continue
-            if key in environ:
-                environ[key] += ("; " if key == "HTTP_COOKIE" else ",") + value.decode("latin-1")
-            else:
-                environ[key] = value.decode("latin-1")
-        if conn.proxy is not None:  # a PROXY header: its TLS details (HTTPS, SSL_*)
-            environ.update(conn.proxy.wsgi_environ())
-        if self.size and "CONTENT_LENGTH" not in environ:
-            environ["CONTENT_LENGTH"] = str(self.size)  # a chunked body, read whole
-        if server is None:  # UNIX socket: the name the client used
-            host = environ.get("HTTP_HOST") or "localhost"
-            name, sep, port = host.rpartition(":")
-            if sep and port.isdigit():
-                environ["SERVER_NAME"], environ["SERVER_PORT"] = name, port
-            else:
-                environ["SERVER_NAME"] = host
-                environ["SERVER_PORT"] = "443" if scheme == "https" else "80"
-        return environ
-
-    # -- start_response and write ------------------------------------------
-
-    def start_response(self, status, headers, exc_info=None):
-        if exc_info is not None:
-            try:
-                if self.committed:
-                    raise exc_info[1].with_traceback(exc_info[2])
-            finally:
-                exc_info = None
-        elif self.status is not None:
-            raise RuntimeError("WSGI: start_response called a second time without exc_info (PEP 3333)")
-        statuses = self.handler.statuses
-        code = statuses.get(status) if type(status) is str else None
-        if code is None:
-            code = _status_code(status)
-            if len(statuses) < 256:
-                statuses[status] = code
-        encodings = self.handler.encodings
-        try:
-            key = tuple(headers)
-            encoded = encodings.get(key)
-        except TypeError:  # unhashable items: encoded below, or refused
-            key = encoded = None
-        if encoded is None:
-            try:
-                encoded = tuple([(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers])
-            except (AttributeError, UnicodeEncodeError, ValueError, TypeError):
-                raise TypeError(f"WSGI: headers must be a list of (str, str) in latin-1, got {headers!r}") from None
-            if key is not None and len(encodings) < 256:
-                encodings[key] = encoded
-        self.status = code
-        self.headers = encoded
-        return self.write
+        if self.body is not None:
+            self.body.close()
+            self.body = None
 
     def write(self, data) -> None:
         """The ``write()`` callable start_response returns (legacy; prefer an iterable)."""
@@ -495,13 +547,11 @@ class WSGICycle:
 
     def _submit(self) -> None:
         handler = self.handler
-        self.since = handler.state.now
         self.cond = threading.Condition(threading.Lock())
         self.queued = []
         self.final = False
         self.flush_pending = False
         self.blocked = False
-        handler.running.add(self)
         handler.pool.submit(self._run_in_thread)
 
     def _call(self):
@@ -520,7 +570,16 @@ class WSGICycle:
 
     def _run_inline(self) -> None:
         try:
-            result = self.result = self.handler.app(self.environ(), self.start_response)
+            # The app runs with no running event loop on its thread, as under
+            # gunicorn: Django's ORM, asyncio.run() and async_to_sync refuse a
+            # thread whose loop runs. Hidden while app code runs (the call,
+            # each next(), close()), and given back before anything of ours.
+            running = self.conn.loop  # inline cycles run on their loop's thread
+            _set_running_loop(None)
+            try:
+                result = self.result = self.handler.app(self.environ(), self.start_response)
+            finally:
+                _set_running_loop(running)
             kind = type(result)
             if (kind is list or kind is tuple) and not self.committed:
                 # The whole body at once (no close() on a list): one write.
@@ -536,7 +595,11 @@ class WSGICycle:
             if kind is FileWrapper and not self.committed and self._file_source(result):
                 self._send_file()
                 return
-            self.iterator = iter(result)
+            _set_running_loop(None)
+            try:
+                self.iterator = iter(result)
+            finally:
+                _set_running_loop(running)
         except BaseException as exc:
             self._failed(exc)
             return
@@ -545,6 +608,7 @@ class WSGICycle:
     def _pump(self, _waiter=None) -> None:
         """Inline: send the iterable's pieces while the transport takes them."""
         conn = self.conn
+        running = conn.loop
         iterator = self.iterator
         try:
             while True:
@@ -558,7 +622,11 @@ class WSGICycle:
                         waiter = conn.drain_waiter = conn.loop.create_future()
                     waiter.add_done_callback(self._pump)
                     return
-                chunk = next(iterator, _END)
+                _set_running_loop(None)
+                try:
+                    chunk = next(iterator, _END)
+                finally:
+                    _set_running_loop(running)
                 if chunk is _END:
                     break
                 if type(chunk) is not bytes:
@@ -579,6 +647,13 @@ class WSGICycle:
     def _run_in_thread(self) -> None:
         """A pool thread: call the app, iterate, hand the outcome back to the loop."""
         loop = self.conn.loop
+        if self.gone:  # the client left while the request waited for a thread
+            loop.call_soon_threadsafe(self._end, False)
+            return
+        # --timeout-worker counts from here: time spent waiting for a thread
+        # is not running time (the loop's clock, the one the check reads).
+        self.since = loop.time()
+        self.handler.running.add(self)
         try:
             body = self._call()
             if body is not None:
@@ -707,18 +782,6 @@ class WSGICycle:
             return
         self._close_result()
         self._out(b"", True)
-
-    def _close_result(self) -> None:
-        result = self.result
-        if result is None:
-            return
-        self.result = None
-        close = getattr(result, "close", None)
-        if close is not None:
-            try:
-                close()
-            except Exception:
-                log.exception("WSGI: close() of the response iterable raised (%s %s)", self.request.method, self.request.path)
 
     # -- thread mode: batches of pieces for the loop -------------------------
 
@@ -884,7 +947,7 @@ class WSGICycle:
         if self.phase == _DONE:
             return
         self.phase = _DONE
-        if self.parts is not None or self.spool is not None:
+        if self.body is not None:
             self._discard_body()
         handler = self.handler
         if handler.pool is not None:
@@ -913,3 +976,192 @@ def _check_bytes(data) -> bytes:
     if isinstance(data, bytes):
         return bytes(data)
     raise TypeError(f"WSGI: the response body must be bytes, got {type(data).__name__}")
+
+
+# -- HTTP/2 -------------------------------------------------------------------
+
+
+class WSGIOverASGI:
+    """A WSGI app over HTTP/2 streams: an ASGI app for ``asgi.py``'s
+    ``HTTPCycle``, which owns the response's HTTP semantics (its head,
+    framing and Content-Length checks, errors, access log) and sends through
+    the stream's exchange verbs. Everything WSGI
+    is the code HTTP/1.1 runs (``WSGIRequest``) with the worker's one
+    ``WSGIHandler``: the environ (underscore headers dropped, proxy identity),
+    the body spooled past 1 MiB, ``--threads`` (inline with the loop hidden,
+    or the same pool) and the stuck-thread check of ``--timeout-worker``."""
+
+    def __init__(self, handler: WSGIHandler) -> None:
+        self.handler = handler
+
+    async def __call__(self, scope, receive, send) -> None:
+        exchange = send.__self__  # asgi.py's HTTPCycle: its connection and request (the stream)
+        call = WSGIStream(self.handler, exchange, send)
+        try:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                data = message.get("body", b"")
+                if data:
+                    body = call.body
+                    if body is None:
+                        body = call.body = RequestBody()
+                    body.extend((data,), len(data))
+                if not message.get("more_body", False):
+                    break
+            if self.handler.pool is None:
+                await call.run_inline()
+            else:
+                await call.run_in_pool()
+        finally:
+            if call.body is not None:
+                call.body.close()
+
+
+class WSGIStream(WSGIRequest):
+    """One WSGI request over an HTTP/2 stream. The response goes out through
+    the exchange's ASGI ``send``: from the loop (inline, ``--threads 1``; a
+    ``write()`` is held until the app returns, as it cannot wait there), or
+    from a pool thread, which waits for each piece to be taken (the peer's
+    window pushes back on the app)."""
+
+    __slots__ = ("exchange", "send", "written", "loop")
+
+    def __init__(self, handler, exchange, send) -> None:
+        self.handler = handler
+        self.exchange = exchange
+        self.conn = exchange.conn
+        self.request = exchange.request
+        self.send = send
+        self.loop = self.conn.loop
+        self.body = None
+        self.status = None
+        self.headers = None
+        self.committed = False
+        self.result = None
+        self.since = 0.0
+        self.written = None  # write() data held until the app returns (inline)
+
+    def write(self, data) -> None:
+        """The ``write()`` callable start_response returns."""
+        if self.status is None:
+            raise RuntimeError("WSGI: write() called before start_response")
+        if type(data) is not bytes:
+            data = _check_bytes(data)
+        if self.exchange.gone:
+            raise ClientDisconnected("client disconnected")
+        if not data:
+            return
+        self.committed = True
+        if self.handler.pool is None:
+            if self.written is None:
+                self.written = []
+            self.written.append(data)
+        else:
+            asyncio.run_coroutine_threadsafe(self._send(data, True), self.loop).result()
+
+    async def _send(self, data: bytes, more: bool) -> None:
+        """A piece of the body: the head first, once, and what write() held."""
+        send = self.send
+        if self.exchange.status is None:
+            if self.status is None:
+                raise RuntimeError("WSGI: the app returned without calling start_response")
+            self.committed = True
+            await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
+        written = self.written
+        if written is not None:
+            self.written = None
+            data = b"".join(written) + data
+        await send({"type": "http.response.body", "body": data, "more_body": more})
+
+    async def run_inline(self) -> None:
+        """``--threads 1``: the app on the loop's thread, with the loop hidden
+        from it; its iterable stepped here, each piece sent as the stream's
+        window allows (other streams and connections are served meanwhile)."""
+        loop = self.loop
+        try:
+            _set_running_loop(None)
+            try:
+                result = self.result = self.handler.app(self.environ(), self.start_response)
+                kind = type(result)
+                whole = (kind is list or kind is tuple) and not self.committed
+                iterator = None if whole else iter(result)
+            finally:
+                _set_running_loop(loop)
+            if whole:
+                self.result = None
+                body = result[0] if len(result) == 1 else b"".join(result)
+                await self._send(body if type(body) is bytes else _check_bytes(body), False)
+                return
+            while True:
+                _set_running_loop(None)
+                try:
+                    chunk = next(iterator, _END)
+                finally:
+                    _set_running_loop(loop)
+                if chunk is _END:
+                    break
+                if type(chunk) is not bytes:
+                    chunk = _check_bytes(chunk)
+                if chunk:
+                    if self.status is None:
+                        raise RuntimeError("WSGI: the app yielded a body before calling start_response")
+                    await self._send(chunk, True)
+            self._close_result()  # before the end goes out, as over HTTP/1.1
+            await self._send(b"", False)
+        finally:
+            self._close_result()
+
+    async def run_in_pool(self) -> None:
+        """``--threads N``: the app in the worker's pool, counted by the
+        stuck-thread check from when a thread takes it."""
+        done = self.loop.create_future()
+        self.handler.pool.submit(partial(self._run_in_thread, done))
+        body = await done
+        if body is not None:  # a list or tuple: sent from here, head and body at once
+            await self._send(body, False)
+
+    def _run_in_thread(self, done) -> None:
+        loop = self.loop
+        handler = self.handler
+        outcome = None
+        if self.exchange.gone:  # the client reset the stream while it waited for a thread
+            loop.call_soon_threadsafe(_settle, done, None)
+            return
+        self.since = loop.time()
+        handler.running.add(self)
+        try:
+            result = self.result = handler.app(self.environ(), self.start_response)
+            kind = type(result)
+            if (kind is list or kind is tuple) and not self.committed:
+                self.result = None
+                body = result[0] if len(result) == 1 else b"".join(result)
+                outcome = body if type(body) is bytes else _check_bytes(body)
+                if self.status is None:
+                    raise RuntimeError("WSGI: the app returned without calling start_response")
+            else:
+                for chunk in result:
+                    if type(chunk) is not bytes:
+                        chunk = _check_bytes(chunk)
+                    if chunk:
+                        if self.status is None:
+                            raise RuntimeError("WSGI: the app yielded a body before calling start_response")
+                        asyncio.run_coroutine_threadsafe(self._send(chunk, True), loop).result()
+                self._close_result()  # before the end goes out, as over HTTP/1.1
+                asyncio.run_coroutine_threadsafe(self._send(b"", False), loop).result()
+        except BaseException as exc:  # raised on the loop: HTTPCycle answers 500 or cuts the response
+            outcome = exc
+        finally:
+            self._close_result()
+            handler.running.discard(self)
+        loop.call_soon_threadsafe(_settle, done, outcome)
+
+
+def _settle(future, outcome) -> None:
+    if future.done():
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)

@@ -46,8 +46,8 @@ from .._mode import mode as build_mode
 from ..interfaces.asgi import ASGIHandler
 from ..interfaces.asgi_ws import WebSocketHandler
 from ..interfaces.lifespan import Lifespan, LifespanFailure
-from ..interfaces.wsgi import WSGIHandler
-from ..interfaces.asgi_h2 import H2Handler, WSGIOverASGI
+from ..interfaces.wsgi import WSGIHandler, WSGIOverASGI
+from ..interfaces.asgi_h2 import H2Handler
 from ..io.h1 import H1Connection
 from ..io.h2 import H2Connection, prior_knowledge, upgrade_h2c
 from ..io.tls import TLSConfigError, TLSHandshake, TLSInfo, build_context
@@ -136,12 +136,18 @@ class Worker:
             return EXIT_CONFIG
         interface = self.interface = detect_interface(app, config.interface)
         loop = self.loop = new_event_loop()
-        asyncio.set_event_loop(loop)
+        if interface != "wsgi":
+            # Not under WSGI: there the thread's current loop is the app's, as
+            # under gunicorn (asyncio.get_event_loop() in a view gets a loop of
+            # its own, not the worker's, which runs and would refuse it).
+            asyncio.set_event_loop(loop)
         state = self.state = ServerState(config, loop)
         if config.metrics_bind:  # before the handlers: their cycles then read the clock
             state.metrics = WorkerMetrics()
+        if interface == "wsgi":  # one handler (environ, pool, stuck-thread check) for HTTP/1.1 and HTTP/2
+            self.wsgi = WSGIHandler(app, state)
         if config.http != "1":
-            state.h2_handler = H2Handler(WSGIOverASGI(app) if interface == "wsgi" else app, state).new_cycle
+            state.h2_handler = H2Handler(WSGIOverASGI(self.wsgi) if interface == "wsgi" else app, state).new_cycle
         # The phases of a connection (io/switch.py): [PROXY header] -> [TLS
         # handshake] -> HTTP/1.1 or HTTP/2; each factory makes the next.
         first = self._http_connection
@@ -159,7 +165,6 @@ class Worker:
             state.h2c_prior_knowledge = prior_knowledge
         self._connection = ProxyPolicy(state, first).connection if config.proxy_protocol != "off" else first
         if interface == "wsgi":
-            self.wsgi = WSGIHandler(app, state)
             state.handler = self.wsgi.new_cycle
         else:
             state.handler = ASGIHandler(app, state).new_cycle

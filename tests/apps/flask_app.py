@@ -1,5 +1,6 @@
 """A Flask app, unchanged, for tests/integration/test_wsgi_frameworks.py."""
 
+import asyncio
 import hashlib
 
 from flask import Flask, Response, jsonify, request, stream_with_context, url_for
@@ -47,3 +48,19 @@ def stream():
 @app.get("/error")
 def error():
     raise RuntimeError("flask boom")
+
+
+async def _later(value):
+    await asyncio.sleep(0)
+    return value
+
+
+@app.get("/async")
+async def async_view():
+    """Flask runs an async view with asgiref's async_to_sync: it needs a thread with no running loop."""
+    return jsonify(answer=await _later(41) + 1)
+
+
+@app.get("/asyncio-run")
+def asyncio_run():
+    return jsonify(answer=asyncio.run(_later(42)))

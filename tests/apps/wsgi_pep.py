@@ -4,6 +4,7 @@ Works the same under --threads 1 and --threads N; state shared between
 requests (closes, progress) is kept per worker process.
 """
 
+import asyncio
 import json
 import os
 import sys
@@ -76,9 +77,61 @@ def _read_modes(stream):
     return out
 
 
+async def _answer(value):
+    await asyncio.sleep(0)
+    return value
+
+
+def _loop_view() -> dict:
+    """What a view sees of asyncio: gunicorn's sync worker has no running loop
+    on the app's thread, so asyncio.run() and asgiref's async_to_sync work."""
+    view = {"running_loop": asyncio._get_running_loop() is not None, "asyncio_run": asyncio.run(_answer(42))}
+    try:
+        asyncio.get_running_loop()
+        view["get_running_loop"] = "a loop"
+    except RuntimeError:
+        view["get_running_loop"] = "RuntimeError"
+    try:
+        from asgiref.sync import async_to_sync
+    except ImportError:  # pragma: no cover - asgiref comes with Django, in the test extra
+        view["async_to_sync"] = None
+    else:
+        view["async_to_sync"] = async_to_sync(_answer)("sync")
+    return view
+
+
+_legacy_loops: list = []
+
+
+def _legacy_loop_view() -> dict:
+    """Older sync code: ``asyncio.get_event_loop().run_until_complete(...)``.
+    Under gunicorn's sync worker the main thread gets a loop of its own, the
+    same one on every request; a thread of gthread's pool gets RuntimeError."""
+    try:
+        loop = asyncio.get_event_loop()
+        result = loop.run_until_complete(_answer(7))
+    except RuntimeError as exc:
+        return {"error": type(exc).__name__}
+    _legacy_loops.append(loop)
+    return {"result": result, "same_loop": _legacy_loops[0] is loop, "main_thread": threading.current_thread() is threading.main_thread()}
+
+
 def app(environ, start_response):
     path = environ["PATH_INFO"]
     stream = environ["wsgi.input"]
+    if path == "/legacy-loop":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: get_event_loop() making a loop
+            return _json(start_response, _legacy_loop_view())
+    if path == "/no-loop":
+        return _json(start_response, _loop_view())
+    if path == "/no-loop-stream":
+        # The body's pieces are made by app code too, one next() at a time.
+        def pieces():
+            for _ in range(3):
+                yield json.dumps(_loop_view()).encode() + b"\n"
+        start_response("200 OK", [("Content-Type", "application/x-ndjson")])
+        return Tracked("no-loop-stream", pieces())
     if path == "/hello":
         return hello(environ, start_response)
     if path == "/pid":
@@ -171,6 +224,13 @@ def app(environ, start_response):
     if path == "/barrier":
         barrier.wait(timeout=10)
         return _plain(start_response, threading.current_thread().name.encode())
+    if path == "/count":
+        with _lock:
+            closed["count"] = closed.get("count", 0) + 1
+        return _plain(start_response)
+    if path == "/sleep":
+        time.sleep(float(environ.get("QUERY_STRING") or 1))
+        return _plain(start_response, str(os.getpid()).encode())
     if path == "/hang":
         start_response("200 OK", [("Content-Type", "text/plain")])
         time.sleep(60)

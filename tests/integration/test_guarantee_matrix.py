@@ -553,8 +553,6 @@ for _row in ("ws/h1", "ws/h2c"):
 
 # Cells whose fix lands separately (strict: the day they pass, this table must shrink).
 AWAITING: dict[tuple[str, str], str] = {}
-for _row in ("h2c", "h2+tls", "proxy/h2c", "proxy/h2+tls"):
-    AWAITING[(_row, "underscore headers (WSGI)")] = "issue 19 finding 9: WSGI over HTTP/2 shares the environ rules"
 
 SERVERS: Servers  # the module's servers, for checks that need a second configuration
 

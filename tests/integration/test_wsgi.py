@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import socket
+import struct
+import sys
 import time
 
 import pytest
@@ -147,6 +149,49 @@ class TestRequest:
             head = reader.response("HEAD")
             assert (head.code, head.headers[b"content-length"]) == (200, b"13")
             assert reader.response().body == b"Hello, world!"
+
+
+class TestNoRunningLoop:
+    """gunicorn runs every WSGI app with no event loop on its thread; so does
+    corral, inline (--threads 1) too: asyncio.run(), asgiref's async_to_sync
+    and Django's ORM (which refuses a thread with a running loop) work in a
+    view, in the pieces of its iterable and in its close()."""
+
+    EXPECTED = {"running_loop": False, "asyncio_run": 42, "get_running_loop": "RuntimeError", "async_to_sync": "sync"}
+
+    def test_view_sees_no_running_loop(self, wsgi):
+        assert get_json(wsgi, "/no-loop") == self.EXPECTED
+        assert get_json(wsgi, "/no-loop") == self.EXPECTED  # the worker's loop was given back in between
+
+    def test_iterable_pieces_see_no_running_loop(self, wsgi):
+        response = get(wsgi, "/no-loop-stream")
+        assert response.code == 200
+        assert [json.loads(line) for line in response.body.splitlines()] == [self.EXPECTED] * 3
+        assert get_json(wsgi, "/closed")["no-loop-stream"] >= 1
+
+    @pytest.mark.parametrize("threads", ["1", "2"])
+    def test_get_event_loop_in_a_view_is_the_threads_own_as_under_gunicorn(self, server_factory, threads):
+        """The worker does not make its loop the thread's current loop under
+        WSGI: ``asyncio.get_event_loop()`` in a view gives what it gives in
+        gunicorn's sync worker (a loop of the view's own, kept from request to
+        request) or in a gthread pool thread (RuntimeError)."""
+        server = server_factory("wsgi_pep:app", "--threads", threads)
+        first, second = get_json(server, "/legacy-loop"), get_json(server, "/legacy-loop")
+        if threads != "1" or sys.version_info >= (3, 14):  # 3.14: no implicit loop in any thread
+            assert first == second == {"error": "RuntimeError"}
+        else:
+            assert first == {"result": 7, "same_loop": True, "main_thread": True}
+            assert second == first
+        assert get_json(server, "/no-loop") == self.EXPECTED  # and asyncio.run works after it
+
+    def test_worker_serves_on_and_stops_cleanly_after_asyncio_run(self, server_factory):
+        server = server_factory("wsgi_pep:app")
+        for _ in range(3):
+            assert get_json(server, "/no-loop")["asyncio_run"] == 42
+        assert get(server, "/hello").body == b"Hello, world!"
+        assert server.stop() == 0
+        log = "\n".join(server.lines)
+        assert "Traceback" not in log and "ERROR" not in log, log
 
 
 class TestResponse:
@@ -310,6 +355,39 @@ class TestThreads:
         for sock in socks:
             sock.close()
         assert names == {b"corral-wsgi-0", b"corral-wsgi-1"}
+
+    def test_time_waiting_for_a_thread_is_not_running_time(self, server_factory):
+        """12 one-second requests on 2 threads take 6 s, past --timeout-worker
+        3; none ran longer than 1 s, so none is stuck: all 12 are served by
+        the same worker (gunicorn gthread serves them all too)."""
+        server = server_factory("wsgi_pep:app", "--threads", "2", "--timeout-worker", "3")
+        mark = server.mark()
+        socks = [server.connect(timeout=30) for _ in range(12)]
+        for sock in socks:
+            sock.sendall(b"GET /sleep HTTP/1.1\r\nHost: x\r\n\r\n")
+        responses = [Reader(sock, timeout=30).response() for sock in socks]
+        for sock in socks:
+            sock.close()
+        assert [response.code for response in responses] == [200] * 12
+        assert len({response.body for response in responses}) == 1  # one worker, never replaced
+        assert not [line for line in server.lines[mark:] if "running for" in line or "exited" in line]
+
+    def test_request_whose_client_left_while_waiting_for_a_thread_is_not_run(self, server_factory):
+        server = server_factory("wsgi_pep:app", "--threads", "2")
+        busy = [server.connect(timeout=30) for _ in range(2)]
+        for sock in busy:
+            sock.sendall(b"GET /sleep?1.5 HTTP/1.1\r\nHost: x\r\n\r\n")
+        server_busy = time.monotonic()
+        with server.connect() as sock:  # queued behind the two, then reset (a FIN alone is a half-close)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.sendall(b"GET /count HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert [Reader(sock, timeout=30).response().code for sock in busy] == [200, 200]
+        assert time.monotonic() - server_busy < 5
+        for sock in busy:
+            sock.close()
+        assert "count" not in get_json(server, "/closed")
+        assert get(server, "/count").code == 200
+        assert get_json(server, "/closed")["count"] == 1
 
     def test_request_past_timeout_worker_dumps_stacks_and_replaces_the_worker(self, server_factory):
         server = server_factory("wsgi_pep:app", "--threads", "2", "--timeout-worker", "1")

@@ -1,28 +1,22 @@
-"""Flask and a small Django project, unchanged, served by corral's native WSGI
-cycle (--threads 1 and --threads 4)."""
+"""Flask, unchanged, served by corral's native WSGI cycle (--threads 1 and
+--threads 4), over HTTP/1.1 and HTTP/2 (h2c); Flask's test_client is the
+oracle for its pages. The Django project's tests are in test_wsgi_django.py."""
 
 from __future__ import annotations
 
 import hashlib
-import re
+import sys
 
 import httpx
 import pytest
 
-from support import Reader, Server
+from support import APPS, Reader, Server
 
 flask = pytest.importorskip("flask", reason="Flask is in the test extra: pip install -e '.[test]'")
-django = pytest.importorskip("django", reason="Django is in the test extra: pip install -e '.[test]'")
 
 @pytest.fixture(scope="module", params=["1", "4"], ids=["inline", "threads"])
 def flask_server(request):
     with Server("flask_app:app", "--threads", request.param) as server:
-        yield server
-
-
-@pytest.fixture(scope="module", params=["1", "4"], ids=["inline", "threads"])
-def django_server(request):
-    with Server("djproject.wsgi:application", "--threads", request.param) as server:
         yield server
 
 
@@ -69,58 +63,27 @@ class TestFlask:
             assert reader.response().body == b"Hello from Flask"
         flask_server.wait_log(r"RuntimeError: flask boom", start=mark)
 
+    def test_async_view_and_asyncio_run_in_a_view(self, flask_server):
+        """Both need a thread with no running event loop: the defaults too."""
+        with httpx.Client(base_url=flask_server.url) as client:
+            assert client.get("/async").json() == {"answer": 42}
+            assert client.get("/asyncio-run").json() == {"answer": 42}
+
+    @pytest.mark.parametrize("path", ["/", "/json", "/async", "/asyncio-run", "/stream?who=oracle", "/missing"])
+    @pytest.mark.parametrize("http2", [False, True], ids=["h1", "h2c"])
+    def test_same_answer_as_flasks_test_client(self, flask_server, path, http2):
+        if str(APPS) not in sys.path:
+            sys.path.insert(0, str(APPS))
+        from flask_app import app
+
+        expected = app.test_client().get(path)
+        with httpx.Client(base_url=flask_server.url, http1=not http2, http2=http2) as client:
+            response = client.get(path)
+        assert response.http_version == ("HTTP/2" if http2 else "HTTP/1.1")
+        assert (response.status_code, response.content) == (expected.status_code, expected.data)
+        assert response.headers["content-type"] == expected.headers["Content-Type"]
+
     def test_root_path(self, server_factory):
         server = server_factory("flask_app:app", "--root-path", "/api")
         with httpx.Client(base_url=server.url) as client:
             assert client.get("/json").json()["next"] == "/api/json?page=2"
-
-
-class TestDjango:
-    def test_template_view(self, django_server):
-        with httpx.Client(base_url=django_server.url) as client:
-            response = client.get("/", params={"name": "<b>corral</b>"})
-        assert response.status_code == 200
-        assert "<h1>Hello, &lt;b&gt;corral&lt;/b&gt;!</h1>" in response.text
-        assert '<a href="/form/">form</a>' in response.text
-
-    def test_form_post_with_csrf(self, django_server):
-        with httpx.Client(base_url=django_server.url) as client:
-            page = client.get("/form/")
-            token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
-            assert "csrftoken" in client.cookies
-            refused = httpx.post(django_server.url + "/form/", data={"name": "x"})
-            accepted = client.post("/form/", data={"name": "Zoë", "csrfmiddlewaretoken": token})
-        assert refused.status_code == 403
-        assert (accepted.status_code, accepted.text) == (200, "thanks, Zoë")
-
-    def test_streaming_response(self, django_server):
-        with httpx.Client(base_url=django_server.url) as client:
-            response = client.get("/stream/", params={"n": "50"})
-        assert response.text == "".join(f"part {i}\n" for i in range(50))
-
-    @pytest.mark.parametrize("size", [1000, 3 * 1024 * 1024])
-    def test_file_upload(self, django_server, size):
-        payload = hashlib.sha256(b"seed").digest() * (size // 32)
-        with httpx.Client(base_url=django_server.url) as client:
-            response = client.post("/upload/", files={"file": ("photo.jpg", payload)}, data={"note": "n"})
-        assert response.json() == {"name": "photo.jpg", "size": len(payload),
-                                   "sha256": hashlib.sha256(payload).hexdigest(), "note": "n"}
-
-    def test_chunked_upload(self, django_server):
-        """Django reads CONTENT_LENGTH only: a chunked body gets its length."""
-        boundary = b"xyz"
-        body = (b"--xyz\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\n"
-                b"Content-Type: text/plain\r\n\r\nhello chunks\r\n--xyz--\r\n")
-        with httpx.Client(base_url=django_server.url) as client:
-            response = client.post("/upload/", content=iter([body[:40], body[40:]]),
-                                   headers={"content-type": "multipart/form-data; boundary=" + boundary.decode()})
-        assert response.json()["size"] == len(b"hello chunks")
-
-    def test_spoofed_host_and_error(self, django_server):
-        mark = django_server.mark()
-        with django_server.connect() as sock:
-            reader = Reader(sock)
-            sock.sendall(b"GET / HTTP/1.1\r\nHost: evil.example\r\n\r\nGET /error/ HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            assert reader.response().code == 400  # DisallowedHost
-            assert reader.response().code == 500
-        django_server.wait_log(r"RuntimeError: django boom", start=mark)
