@@ -111,7 +111,11 @@ class HTTPCycle:
         elif conn.tls is not None:  # our own TLS (io/tls.py)
             scope["extensions"] = {"tls": conn.tls}
         if conn.flow_windows:  # HTTP/2: response trailers, the protocol has them
-            scope["extensions"] = {**scope.get("extensions", {}), _TRAILERS: {}}
+            extensions = scope.get("extensions")
+            if extensions is None:
+                scope["extensions"] = {_TRAILERS: {}}
+            else:
+                extensions[_TRAILERS] = {}  # a dict made for this scope
             self.trailers = False
         else:
             self.trailers = None  # not offered: http.response.start's "trailers" is not read

@@ -495,13 +495,10 @@ class H2Connection(asyncio.Protocol):
         HTTP/1.1; connection-specific fields dropped, names lowered) and the
         first body bytes."""
         stream = cycle.request
-        status = cycle.status
-        fields = [(b":status", b"%d" % status)]
-        for name, value in cycle.headers:
-            name = name.lower()
-            if name in _CONNECTION_SPECIFIC or (name == b"content-length" and status == 204):
-                continue
-            fields.append((name, value))
+        fields = _PLAN_FIELDS.get(plan)  # plans are cached per (status, headers): so are their fields
+        if fields is None:
+            fields = _plan_fields(plan, cycle.status, cycle.headers)
+        fields = fields.copy()
         if plan.add_length:
             fields.append((b"content-length", b"%d" % len(body)))
         extra = _extra_fields(self.state.extra_headers)
@@ -770,6 +767,24 @@ _SERVER_ANSWERED = True  # a cycle's head when the server answered for the app (
 _CONNECTION_SPECIFIC = frozenset((b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding",
                                   b"upgrade", b"te"))
 _extra = [None, []]  # state.extra_headers (Date, Server) last seen, as HTTP/2 fields
+_PLAN_FIELDS: dict = {}  # proto.h1.ResponsePlan -> its HTTP/2 fields (status and the app's headers)
+
+
+def _plan_fields(plan, status: int, headers) -> list:
+    """The app's checked headers as HTTP/2 fields: names lowered,
+    connection-specific ones dropped (RFC 9113 8.2.2), no Content-Length on
+    a 204. Kept per plan object (plan_response caches those): only a plan
+    built for unhashable headers, which is never reused, is built again."""
+    fields = [(b":status", b"%d" % status)]
+    for name, value in headers:
+        name = name.lower()
+        if name in _CONNECTION_SPECIFIC or (name == b"content-length" and status == 204):
+            continue
+        fields.append((name, value))
+    if len(_PLAN_FIELDS) >= 1024:
+        _PLAN_FIELDS.clear()
+    _PLAN_FIELDS[plan] = fields
+    return fields
 
 
 def _extra_fields(src: bytes) -> list:
