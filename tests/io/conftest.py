@@ -21,6 +21,7 @@ from corral.interfaces.asgi_ws import WebSocketHandler
 from corral.io.h1 import H1Connection
 from corral.io.state import ServerState
 from corral.io.ws import WebSocketUpgrade
+from driver import run_until, spin
 
 try:
     import uvloop
@@ -148,32 +149,17 @@ class Pair:
 
     def run_until(self, condition, timeout: float = WAIT, what: str = "condition") -> None:
         """Run the loop until ``condition()`` holds (every client reads as we go)."""
-        deadline = self.loop.time() + timeout
 
-        async def wait():
-            while True:
-                for client in self.clients:
-                    client.read()
-                if condition():
-                    return
-                if self.loop.time() > deadline:
-                    got = [c.received[-300:] for c in self.clients]
-                    raise AssertionError(f"timed out waiting for {what}; clients received {got!r}")
-                await asyncio.sleep(0.001)
+        def read():
+            for client in self.clients:
+                client.read()
 
-        self.loop.run_until_complete(wait())
+        run_until(self.loop, condition, read, timeout, what,
+                  lambda: f"clients received {[c.received[-300:] for c in self.clients]!r}")
 
     def spin(self, passes: int = 20) -> None:
         """Let the loop run a few passes (to assert that nothing more happens)."""
-
-        async def idle():
-            for _ in range(passes):
-                await asyncio.sleep(0)
-            await asyncio.sleep(0.01)
-            for _ in range(passes):
-                await asyncio.sleep(0)
-
-        self.loop.run_until_complete(idle())
+        spin(self.loop, passes)
         for client in self.clients:
             client.read()
 

@@ -8,7 +8,6 @@ moves on and the sweep runs), as ``conftest.Pair`` does for HTTP/1.1.
 
 from __future__ import annotations
 
-import asyncio
 import socket
 
 import h2.config
@@ -23,6 +22,7 @@ from corral.io.health import HealthCheck
 from corral.io.state import ServerState
 from corral.io.ws import WebSocketUpgrade
 
+from driver import run_until, spin
 from h2support import request_headers
 
 WAIT = 3.0
@@ -81,28 +81,10 @@ class H2Pair:
         return self.client.conn
 
     def run_until(self, condition, timeout: float = WAIT, what: str = "condition") -> None:
-        deadline = self.loop.time() + timeout
-
-        async def wait():
-            while True:
-                self.client.read()
-                if condition():
-                    return
-                if self.loop.time() > deadline:
-                    raise AssertionError(f"timed out waiting for {what}; streams {self.client.streams!r}")
-                await asyncio.sleep(0.001)
-
-        self.loop.run_until_complete(wait())
+        run_until(self.loop, condition, self.client.read, timeout, what, lambda: f"streams {self.client.streams!r}")
 
     def spin(self, passes: int = 20) -> None:
-        async def idle():
-            for _ in range(passes):
-                await asyncio.sleep(0)
-            await asyncio.sleep(0.01)
-            for _ in range(passes):
-                await asyncio.sleep(0)
-
-        self.loop.run_until_complete(idle())
+        spin(self.loop, passes)
         self.client.read()
 
     def later(self, seconds: float) -> None:
