@@ -287,6 +287,7 @@ OPTIONS: tuple[Option, ...] = (
     _opt("limit_connections", 0, _int_range(0), "Per worker: stop accepting at this many open connections (0 = no limit).", "N"),
     _opt("limit_concurrency", 0, _int_range(0), "Per worker: requests in flight beyond this get 503 + Retry-After (0 = no limit).", "N"),
     _opt("limit_concurrency_queue", 0.0, _seconds, "Let requests over --limit-concurrency wait this long for a slot before the 503.", "SECONDS"),
+    _opt("limit_queue_delay", 0.1, _seconds, "Overload control: while the worker's loop lags, a request that waited longer than this before corral could read it gets 503 + Retry-After, without the app (0 = off).", "SECONDS"),
     _opt("limit_request_body", 0, _int_range(0), "Largest request body in bytes, declared or chunked (413 beyond; 0 = no limit).", "BYTES"),
     _opt("server_header", True, _bool, "Send a Server header."),
     _opt("date_header", True, _bool, "Send a Date header."),
