@@ -554,14 +554,15 @@ def resolve(cli: Mapping[str, Any], environ: Mapping[str, str], config_file: str
     return config
 
 
-def options_markdown() -> str:
-    """The options reference of the docs site, generated from OPTIONS at build time (docs/hooks.py)."""
+def options_markdown(options: tuple[Option, ...] | list[Option] = OPTIONS) -> str:
+    """The options reference of the docs site, generated from OPTIONS at build
+    time (docs/hooks.py: one table per group of GROUPS)."""
 
     def cell(text: str) -> str:
         return text.replace("|", "\\|")
 
     rows = ["| option | environment | default | meaning |", "|---|---|---|---|"]
-    for option in OPTIONS:
+    for option in options:
         if option.name == "app":
             continue
         if option.flag:

@@ -11,7 +11,9 @@ A page holds directives on lines of their own, replaced at build time:
 * ``<!-- include: PATH -->``: a Markdown file of the repository (a package
   README, the CHANGELOG), its headings moved one level down.
 * ``<!-- options-table -->``: the options reference, generated from
-  ``corral/config.py`` (``corral --help`` is generated from it too).
+  ``corral/config.py`` (``corral --help`` is generated from it too): a
+  ``###`` heading per group of ``GROUPS`` (the groups of ``corral --help``),
+  each with its options' table, the help texts in full.
 * ``<!-- check-corral-options -->``: every ``--option`` in the second column
   of the page's tables (the migration guide's "corral" column) must be one
   of corral's (``corral/config.py``), or the build fails.
@@ -122,7 +124,13 @@ def _config():
 
 
 def _options_table() -> str:
-    return _config().options_markdown()
+    config = _config()
+    parts = []
+    for title, options in config.grouped_options():
+        options = [option for option in options if option.name != "app"]
+        if options:
+            parts.append(f"### {title}\n\n{config.options_markdown(options)}")
+    return "\n".join(parts)
 
 
 def _check_options(markdown: str, page: str) -> None:
