@@ -574,7 +574,7 @@ def options_markdown(options: tuple[Option, ...] | list[Option] = OPTIONS) -> st
         default = option.default
         if isinstance(default, bool):
             shown = "on" if default else "off"
-        elif default is None or default == ():
+        elif default is None or default == () or default == "":
             shown = "-"
         else:
             shown = f"`{default}`"

@@ -123,13 +123,19 @@ def _config():
     return config
 
 
+_CONFIG_ROW = ("| `-c`, `--config FILE` | `CORRAL_CONFIG` | - | A TOML file of options (keys as in `--help`, "
+               "a `[corral]` table optional), or a Python file (`.py`) of options and hooks. |")
+
+
 def _options_table() -> str:
     config = _config()
     parts = []
     for title, options in config.grouped_options():
-        options = [option for option in options if option.name != "app"]
-        if options:
-            parts.append(f"### {title}\n\n{config.options_markdown(options)}")
+        table = config.options_markdown([option for option in options if option.name != "app"])
+        if any(option.name == "app" for option in options):  # the file itself: not an option of the file
+            header, rule, rest = table.split("\n", 2)
+            table = "\n".join((header, rule, _CONFIG_ROW, rest))
+        parts.append(f"### {title}\n\n{table}")
     return "\n".join(parts)
 
 
