@@ -128,3 +128,20 @@ def test_narrow_and_wide_terminals():
         text = help_text(columns)
         assert all(len(line) <= columns for line in text.split("\n")), columns
         assert "--[no-]access-log" in text and "Development:" in text
+
+
+def test_the_docs_reference_has_the_same_groups_as_headings():
+    sys.path.insert(0, os.path.join(ROOT, "docs"))
+    try:
+        import hooks
+    finally:
+        sys.path.remove(os.path.join(ROOT, "docs"))
+    reference = hooks._options_table()
+    assert re.findall(r"^### (.+)$", reference, re.M) == list(GROUPS)
+    for title, names in GROUPS.items():
+        section = reference.split(f"### {title}\n", 1)[1].split("\n### ", 1)[0]
+        for name in names:
+            if name != "app":
+                assert section.count(f"`{OPTIONS_BY_NAME[name].env}`") == 1, (title, name)
+    assert "`--config FILE` | `CORRAL_CONFIG`" in reference.split("### Binding", 1)[0]
+    assert "| `` |" not in reference  # an empty default is "-"
