@@ -135,3 +135,14 @@ def test_a_bad_input_is_one_line(tmp_path, content, message):
     result = charts(str(path), "--out", str(tmp_path / "img"))
     assert (result.returncode, result.stdout, result.stderr) == (2, "", message.format(path=path))
     assert not (tmp_path / "img").exists()
+
+
+def test_the_paced_scenario_is_latency_and_the_reference_loops_are_left_out():
+    data = {"scenarios": {"paced": {"title": "p99 at half Granian's hello rate", "summary": {
+        "corral": {"median_rps": 50243.0, "p99_ms": 1.0}, "granian": {"median_rps": 40295.0, "p99_ms": 12.29}},
+        "ratios": {"corral/granian": 12.29}}, "hello": {"title": "hello", "summary": {
+            "corral": {"median_rps": 2000.0}, "minimal": {"median_rps": 3000.0}},
+        "ratios": {"corral/minimal": 0.67, "minimal/granian": 2.0}}}}
+    groups = module("charts").rows(data)
+    assert groups == {"bench-http1.svg": [{"title": "p99 at half Granian's hello rate", "bars": [
+        {"peer": "granian", "ratio": 12.29, "note": "p99 12.29 ms vs 1.00 ms"}]}]}
