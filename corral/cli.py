@@ -63,6 +63,7 @@ SHORT_HELP = {
     "limit_connections": "Per worker: accept up to N connections.",
     "limit_concurrency": "Per worker: 503 beyond N in flight.",
     "limit_concurrency_queue": "Wait this long for a slot before that 503.",
+    "limit_queue_delay": "Overload: 503 to requests that waited longer (0 = off).",
     "limit_request_line": "Longest request line (414).",
     "limit_header_size": "Largest request head (431).",
     "limit_request_body": "Largest request body (413).",

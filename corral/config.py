@@ -347,7 +347,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "timeout_worker", "timeout_boot", "timeout_graceful",
     ),
     "Limits": (
-        "limit_connections", "limit_concurrency", "limit_concurrency_queue", "limit_request_line",
+        "limit_connections", "limit_concurrency", "limit_concurrency_queue", "limit_queue_delay", "limit_request_line",
         "limit_header_size", "limit_request_body",
     ),
     "Protocols": (
