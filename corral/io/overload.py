@@ -12,7 +12,10 @@ length that matters but how long requests sit in it.
   request that arrives now waits before the loop can read it. While the lag
   stays under half the target, nothing else happens, and a request costs
   nothing more (``ServerState.admit`` is not even called).
-* **Watch.** Once the lag passes half the target, every request goes
+* **Watch.** Once connections crowd the kernel's accept queue (``CROWD``
+  of them; the probe reads its length with one ``TCP_INFO`` on each
+  listening socket), or the lag passes half the target with ``CROWD``
+  requests in flight, every request goes
   through ``ServerState.admit`` for ``WATCH`` seconds after the last late
   probe (``ServerState.limit_concurrency`` is set to -1, so the one
   comparison the protocols already make sends them there).
@@ -43,6 +46,11 @@ import struct
 log = logging.getLogger("corral.error")
 
 PROBE = 0.025  # seconds between two lag probes
+# Watching starts only with a crowd: this many connections in the accept
+# queue, or this many requests in flight while the loop lags. A loop that
+# lags with a few requests (a slow app, a machine busy elsewhere) is not
+# overloaded by its clients, and shedding would not help it.
+CROWD = 16
 WATCH = 1.0  # keep watching this long after the last late probe
 TCP_INFO = getattr(socket, "TCP_INFO", 11)
 _LAST_DATA_RECV = struct.Struct("=I")  # struct tcp_info: tcpi_last_data_recv, at byte 52
@@ -96,7 +104,7 @@ class Overload:
             except (OSError, struct.error):
                 pass
         self.backlog = backlog
-        if lag > self.target / 2 or backlog:
+        if backlog >= CROWD or (lag > self.target / 2 and self.state.in_flight >= CROWD):
             self.watch_until = now + WATCH
             if not self.watching:
                 self.watching = True
@@ -115,18 +123,19 @@ class Overload:
 
     def waited(self, transport) -> float:
         """Seconds the connection's last bytes have waited, by the kernel's
-        clock (TCP_INFO); the loop's lag where there is no TCP_INFO."""
+        clock (TCP_INFO), or the loop's lag now if that is longer."""
         try:
             info = transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, TCP_INFO, _INFO_SIZE)
             waited = _LAST_DATA_RECV.unpack_from(info, 52)[0] / 1000.0
         except (OSError, AttributeError, struct.error):
             waited = 0.0
-        # The loop's lag is how long any request waits now before the loop
-        # gets to it: where the work piles up inside the worker (an app that
-        # awaits, then computes), the bytes are read at once and the lag is
-        # the wait.
-        if self.lag > waited:
-            waited = self.lag
+        # The loop's lag now (how overdue the next probe is) is how long any
+        # request waits before the loop gets to it: where the work piles up
+        # inside the worker (an app that awaits, then computes), the bytes
+        # are read at once and the lag is the wait.
+        late = self.loop.time() - self.due
+        if late > waited:
+            waited = late
         self.delays.append(waited)
         return waited
 
