@@ -75,8 +75,9 @@ class Overload:
         self.handle = None
         self.shed = 0  # requests answered 503 in this episode
         self.episode = 0.0  # when this episode's first 503 was sent
-        # Queue delays measured while watching, for the metrics' histogram:
-        # (seconds) appended by ``waited``, folded by io/metrics.py.
+        # Queue delays measured while watching, for the metrics' histogram
+        # (with --metrics-bind): appended by ``waited``, folded once a second
+        # by io/metrics.py.
         self.delays: list[float] = []
         self.listeners: list[socket.socket] = []  # TCP listening sockets (worker/process.py)
         self.backlog = 0  # connections in their accept queues at the last probe
@@ -136,7 +137,8 @@ class Overload:
         late = self.loop.time() - self.due
         if late > waited:
             waited = late
-        self.delays.append(waited)
+        if self.state.metrics is not None:
+            self.delays.append(waited)
         return waited
 
     def late(self, transport) -> bool:

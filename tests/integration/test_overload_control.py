@@ -11,6 +11,7 @@ import asyncio
 import socket
 
 from support import read_response, wait_until
+from test_metrics import metrics_port, scrape, total
 
 BURN_MS = 20  # per request: a worker serves at most 50 per second
 
@@ -64,7 +65,7 @@ def get(server, path: bytes) -> bytes:
 
 
 def test_a_burst_past_capacity_gets_fast_503s_and_no_timeouts(server_factory, tmp_path):
-    server = overload_server(server_factory, tmp_path)
+    server = overload_server(server_factory, tmp_path, "--metrics-bind", "127.0.0.1:0")
     # 4x the most a worker can serve (1000 / BURN_MS per second), for 3 s.
     outcomes = asyncio.run(_open_loop(server.port, rate=4 * 1000 / BURN_MS, seconds=3, deadline=20))
     counts = {outcome: outcomes.count(outcome) for outcome in set(outcomes)}
@@ -73,6 +74,12 @@ def test_a_burst_past_capacity_gets_fast_503s_and_no_timeouts(server_factory, tm
     assert int(get(server, b"/count")) == counts["200"]  # a 503 never ran the app
     server.wait_log(r"overloaded \(.*\): answering 503 to requests that waited over 100 ms")
     server.wait_log(r"overload over: \d+ requests answered 503", timeout=10)
+    port = metrics_port(server)
+    wait_until(lambda: total(scrape(port), "corral_requests_shed_total", reason="queue_delay") == counts["503"],
+               timeout=10, message="the 503s counted as shed for queue delay")
+    samples = scrape(port)
+    assert total(samples, "corral_requests_shed_total", reason="concurrency_limit") == 0
+    assert total(samples, "corral_queue_delay_seconds_count") >= counts["503"]  # every request measured while watching
 
 
 def test_requests_of_clients_that_left_are_not_run(server_factory, tmp_path):
