@@ -30,6 +30,12 @@ length that matters but how long requests sit in it.
   503 within about the target too. A client that has left is not served: its
   request waited longer than the target (it left because it waited), so it
   gets a 503 it will not read, and the app never runs for it.
+* **Bound what is in flight.** Where work piles up inside the worker (an
+  app that awaits, then computes), requests are read at once and their
+  sojourn stays short while the loop's backlog of callbacks grows. While
+  watching, an AIMD limit on the requests in flight, steered by the lag
+  (times 0.9 per probe that finds the loop lagging, plus one per calm probe
+  that finds the limit reached), sheds what would overfill the loop.
 * The same check is made where WSGI requests wait for a thread
   (``interfaces/wsgi.py``): a request that waited past the target there is
   answered 503 by the thread instead of the app.
@@ -51,6 +57,7 @@ PROBE = 0.025  # seconds between two lag probes
 # lags with a few requests (a slow app, a machine busy elsewhere) is not
 # overloaded by its clients, and shedding would not help it.
 CROWD = 16
+DECREASE = 0.9  # the in-flight limit's factor per lagging probe while watching
 WATCH = 1.0  # keep watching this long after the last late probe
 TCP_INFO = getattr(socket, "TCP_INFO", 11)
 _LAST_DATA_RECV = struct.Struct("=I")  # struct tcp_info: tcpi_last_data_recv, at byte 52
@@ -62,7 +69,7 @@ class Overload:
     """One per worker: the lag probe, the watch and the sojourn check."""
 
     __slots__ = ("state", "loop", "target", "watching", "watch_until", "lag", "due", "handle", "shed", "episode",
-                 "delays", "listeners", "backlog")
+                 "delays", "listeners", "backlog", "limit")
 
     def __init__(self, state, target: float) -> None:
         self.state = state
@@ -81,6 +88,7 @@ class Overload:
         self.delays: list[float] = []
         self.listeners: list[socket.socket] = []  # TCP listening sockets (worker/process.py)
         self.backlog = 0  # connections in their accept queues at the last probe
+        self.limit = float("inf")  # requests in flight allowed while watching (AIMD)
 
     def start(self) -> None:
         self.due = self.loop.time() + PROBE
@@ -105,13 +113,25 @@ class Overload:
             except (OSError, struct.error):
                 pass
         self.backlog = backlog
-        if backlog >= CROWD or (lag > self.target / 2 and self.state.in_flight >= CROWD):
+        in_flight = self.state.in_flight
+        lagging = lag > self.target / 2
+        if backlog >= CROWD or (lagging and in_flight >= CROWD):
             self.watch_until = now + WATCH
             if not self.watching:
                 self.watching = True
+                self.limit = max(in_flight, CROWD)
                 self.state.limit_concurrency = -1  # every request through ServerState.admit
         elif self.watching and now >= self.watch_until:
             self._unwatch()
+            return
+        if self.watching:
+            # AIMD on the requests in flight, steered by the lag: fewer while
+            # the loop lags (the work already taken in keeps it busy), one
+            # more per calm probe.
+            if lagging:
+                self.limit = max(CROWD, self.limit * DECREASE)
+            elif in_flight >= self.limit - 1:
+                self.limit += 1
 
     def _unwatch(self) -> None:
         self.watching = False
@@ -142,8 +162,9 @@ class Overload:
         return waited
 
     def late(self, transport) -> bool:
-        """While watching: whether this request waited past the target (it is shed)."""
-        if self.waited(transport) <= self.target:
+        """While watching: whether this request is shed: it waited past the
+        target, or the requests in flight are at the adaptive limit."""
+        if self.waited(transport) <= self.target and self.state.in_flight < self.limit:
             return False
         if not self.shed:
             self.episode = self.loop.time()
