@@ -66,10 +66,35 @@ def draw(rows: list[dict], path: str, note: str) -> None:
     plt.close(fig)
 
 
+def table(rows: list[dict]) -> str:
+    """The figures as a Markdown table: goodput / p99 per load, and the share
+    of the clients not served at the highest load that were told (503 or
+    refused within the deadline) rather than left to time out."""
+    out = ["| app | workers | server | capacity | " + " | ".join(f"{load:g}x" for load in sorted({r["load"] for r in rows}))
+           + " | told, at the highest load |", "|---|---:|---|---:|" + "---|" * len({r["load"] for r in rows}) + "---:|"]
+    for app in APPS:
+        for workers in sorted({r["workers"] for r in rows}):
+            for server in COLORS:
+                mine = sorted((r for r in rows if (r["app"], r["workers"], r["server"]) == (app, workers, server)),
+                              key=lambda r: r["load"])
+                if not mine:
+                    continue
+                cells = [f"{r['goodput']:.2f} / " + (f"{r['p99_ms']:.0f} ms" if r["p99_ms"] is not None else "-")
+                         for r in mine]
+                last = mine[-1]
+                unserved = last["clients"] - last["served"]
+                told = f"{100 * (last['shed_503_fast'] + last['refused']) / unserved:.0f}%" if unserved else "-"
+                name = f"**{server}**" if server == "corral" else server
+                out.append(f"| {app} | {workers} | {name} | {mine[0]['capacity']:.0f}/s | " + " | ".join(cells)
+                           + f" | {told} |")
+    return "\n".join(out) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("json", nargs="+", help="rows written by bench/overload.py goodput --json")
     parser.add_argument("--out", default="docs/img/overload-goodput.svg")
+    parser.add_argument("--table", action="store_true", help="print the figures as a Markdown table instead")
     parser.add_argument("--note", default="bench/overload.py goodput: open-loop Poisson arrivals, a new connection "
                         "each, 1 s deadline; goodput = answers within it per second / capacity (same run)")
     args = parser.parse_args(argv)
@@ -84,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     if not rows:
         print("goodput_chart.py: error: no rows", file=sys.stderr)
         return 2
+    if args.table:
+        sys.stdout.write(table(rows))
+        return 0
     draw(rows, args.out, args.note)
     return 0
 
