@@ -1,0 +1,196 @@
+"""FastAPI as its users use it, under corral's defaults, over HTTP/1.1 and
+h2c, with FastAPI's TestClient as the oracle (tests/apps/compat_fastapi.py).
+
+Dependencies with ``yield`` (their teardown runs), ``BackgroundTasks``,
+``UploadFile``, a WebSocket, and Server-Sent Events that the client leaves
+early: a client leaving is not an error (no ERROR line, no traceback, the
+stream's ``finally`` runs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+
+import httpx
+import pytest
+
+from compat import check_version, client, no_errors, protocol, same_answer
+from support import APPS, Server, wait_until
+
+pytest.importorskip("fastapi", reason="FastAPI is in the test extra: pip install -e '.[test]'")
+pytest.importorskip("multipart", reason="python-multipart is in the test extra: pip install -e '.[test]'")
+
+
+@pytest.fixture(scope="module")
+def server():
+    with Server("compat_fastapi:app") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def oracle():
+    from fastapi.testclient import TestClient
+
+    sys.path.insert(0, str(APPS))
+    try:
+        import compat_fastapi
+    finally:
+        sys.path.remove(str(APPS))
+    with TestClient(compat_fastapi.app) as test_client:
+        yield test_client
+
+
+def seen(server) -> dict:
+    """What the app in corral's worker recorded (GET /events)."""
+    response = httpx.get(server.url + "/events")
+    assert response.status_code == 200
+    return response.json()
+
+
+def count(server, name: str) -> int:
+    return seen(server)["events"].get(name, 0)
+
+
+class TestRoutes:
+    @protocol
+    @pytest.mark.parametrize("path", ["/items/5?q=x%20y", "/items/5", "/items/five", "/items/404", "/nowhere",
+                                      "/sse-finite", "/openapi.json"])
+    def test_same_answer_as_the_test_client(self, server, oracle, protocol, path):
+        with client(server, protocol) as http:
+            ours = http.get(path)
+        same_answer(ours, oracle.get(path), protocol, headers=("x-error",))
+
+    @protocol
+    def test_dependencies_with_yield_are_torn_down(self, server, oracle, protocol):
+        opened, closed = count(server, "session opened"), count(server, "user opened")
+        body = {"name": "hammer", "price": 10.5, "tags": ["tool"]}
+        with client(server, protocol) as http:
+            ours = http.post("/items/3", json=body, headers={"x-user": "ada"})
+            refused = http.post("/items/3", json=body)
+        same_answer(ours, oracle.post("/items/3", json=body, headers={"x-user": "ada"}), protocol)
+        assert ours.json() == {"id": 3, "item": body, "by": "ada", "session": "db"}
+        same_answer(refused, oracle.post("/items/3", json=body), protocol)
+        assert refused.status_code == 401
+        # Both requests opened a session; only the first got past get_user. Every
+        # dependency opened was closed (teardown runs after the response).
+        wait_until(lambda: count(server, "session closed") == opened + 2, message="the sessions' teardown")
+        assert count(server, "session opened") == opened + 2
+        assert count(server, "user opened") == closed + 1
+        wait_until(lambda: count(server, "user closed") == closed + 1, message="the user's teardown")
+
+    @protocol
+    def test_background_tasks_run_after_the_response(self, server, oracle, protocol):
+        name = f"ada-{protocol}"
+        with client(server, protocol) as http:
+            ours = http.post("/signup", data={"name": name})
+        same_answer(ours, oracle.post("/signup", data={"name": name}), protocol)
+        assert ours.json() == {"welcome": name}
+        log = wait_until(lambda: (lambda entries: f"background async {name}" in entries and entries)(seen(server)["log"]),
+                         message="both background tasks")
+        assert log.index(f"background {name}") < log.index(f"background async {name}")  # in order
+
+    @protocol
+    def test_file_upload(self, server, oracle, protocol):
+        big = os.urandom(3 * 1024 * 1024 + 17)  # past any in-memory spool of python-multipart
+        files = [("files", ("big.bin", big, "application/octet-stream")),
+                 ("files", ("note.txt", "héllo\n".encode(), "text/plain"))]
+        with client(server, protocol) as http:
+            ours = http.post("/upload", files=files, data={"note": "two files"})
+        same_answer(ours, oracle.post("/upload", files=files, data={"note": "two files"}), protocol)
+        assert ours.json()["files"][0] == {"filename": "big.bin", "type": "application/octet-stream",
+                                           "size": len(big), "sha256": hashlib.sha256(big).hexdigest()}
+
+
+class TestWebSocket:
+    def test_echo_then_the_server_closes(self, server, oracle):
+        from websockets.sync.client import connect
+
+        with oracle.websocket_connect("/ws/lobby") as expected:
+            expected.send_text("hi")
+            echo = expected.receive_json()
+            expected.send_text("bye")
+            closing = expected.receive()
+        with connect(f"ws://127.0.0.1:{server.port}/ws/lobby") as ws:
+            ws.send("hi")
+            import json
+
+            assert json.loads(ws.recv(timeout=5)) == echo == {"room": "lobby", "echo": "hi"}
+            ws.send("bye")
+            with pytest.raises(Exception) as closed:
+                ws.recv(timeout=5)
+        assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (closing["code"], closing["reason"]) == (4000, "bye")
+
+    def test_client_leaving_is_seen_by_the_app_not_logged(self, server):
+        from websockets.sync.client import connect
+
+        mark = server.mark()
+        before = count(server, "ws disconnect")
+        sessions = count(server, "session closed")
+        with connect(f"ws://127.0.0.1:{server.port}/ws/hall") as ws:
+            ws.send("one")
+            ws.recv(timeout=5)
+        wait_until(lambda: count(server, "ws disconnect") == before + 1, message="the app's WebSocketDisconnect")
+        wait_until(lambda: count(server, "session closed") >= sessions + 1, message="the dependency's teardown")
+        assert "ws disconnect 1000" in seen(server)["log"]
+        no_errors(server, mark)
+
+
+def read_events(response, wanted: int) -> list[str]:
+    data = []
+    for line in response.iter_lines():
+        if line.startswith("data:"):
+            data.append(line)
+            if len(data) == wanted:
+                break
+    return data
+
+
+def leave_early(server, protocol: str, path: str) -> list[str]:
+    """Open an SSE stream, read two events, leave."""
+    with client(server, protocol) as http:
+        with http.stream("GET", path) as response:
+            check_version(response, protocol)
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            return read_events(response, 2)
+
+
+SSE = [("/sse", "sse", ["data: 0", "data: 1"])]
+try:
+    import fastapi.sse  # noqa: F401  (FastAPI >= 0.135)
+except ImportError:  # pragma: no cover
+    pass
+else:
+    SSE.append(("/sse-native", "native", ['data: {"n":0}', 'data: {"n":1}']))
+
+
+class TestClientLeaves:
+    """A client leaving an endless SSE stream is not an error: no ERROR line,
+    no traceback, and the stream's ``finally`` runs (uvicorn logs nothing)."""
+
+    @protocol
+    @pytest.mark.parametrize("path, kind, first", SSE, ids=[entry[1] for entry in SSE])
+    def test_sse_client_leaving_early(self, server, protocol, path, kind, first):
+        mark = server.mark()
+        before = count(server, f"{kind} ended")
+        data = leave_early(server, protocol, path)
+        assert [line.replace(" ", "") for line in data] == [line.replace(" ", "") for line in first]
+        wait_until(lambda: count(server, f"{kind} ended") == before + 1, message="the stream's finally")
+        version = "HTTP/2" if protocol == "h2c" else "HTTP/1.1"
+        # The access line is written after whatever the cycle logged of the app's end.
+        server.wait_log(rf'"GET {path} {version}" 200', start=mark)
+        no_errors(server, mark)
+
+    @protocol
+    def test_at_debug_level_one_line(self, server_factory, protocol):
+        debug = server_factory("compat_fastapi:app", "--log-level", "debug")
+        mark = debug.mark()
+        assert leave_early(debug, protocol, "/sse") == ["data: 0", "data: 1"]
+        wait_until(lambda: count(debug, "sse ended") == 1, message="the stream's finally")
+        version = "HTTP/2" if protocol == "h2c" else "HTTP/1.1"
+        debug.wait_log(rf'"GET /sse {version}" 200', start=mark)
+        no_errors(debug, mark)
+        gone = [line for line in debug.lines[mark:] if "client went away" in line]
+        assert len(gone) == 1 and "[DEBUG]" in gone[0] and "GET /sse" in gone[0], "\n".join(debug.lines[mark:])
