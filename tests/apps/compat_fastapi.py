@@ -157,6 +157,26 @@ async def sse_finite():
     return StreamingResponse(three(), media_type="text/event-stream")
 
 
+async def raw_stream(scope, receive, send):
+    """A plain ASGI app mounted under /raw: an endless stream that handles its
+    client leaving (send() raises OSError, ASGI 2.4) and returns, or, under
+    /raw/defect, has a defect of its own while doing so."""
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+    number = 0
+    try:
+        while True:
+            await send({"type": "http.response.body", "body": b"data: %d\n\n" % number, "more_body": True})
+            number += 1
+            await asyncio.sleep(0.01)
+    except OSError:
+        EVENTS["raw handled"] += 1
+        if scope["path"].endswith("/defect"):
+            raise LookupError("a defect while cleaning up") from None
+
+
+app.mount("/raw", raw_stream)
+
+
 # -- websocket -------------------------------------------------------------------
 
 

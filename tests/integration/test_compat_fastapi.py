@@ -184,13 +184,30 @@ class TestClientLeaves:
         no_errors(server, mark)
 
     @protocol
-    def test_at_debug_level_one_line(self, server_factory, protocol):
-        debug = server_factory("compat_fastapi:app", "--log-level", "debug")
+    @pytest.mark.parametrize("path, kind", [("/sse", "sse ended"), ("/raw/handled", "raw handled")])
+    def test_at_debug_level_one_line(self, debug, protocol, path, kind):
+        """The app stopped by the exception (/sse) or handling it and
+        returning (/raw/handled): one DEBUG line, nothing else."""
         mark = debug.mark()
-        assert leave_early(debug, protocol, "/sse") == ["data: 0", "data: 1"]
-        wait_until(lambda: count(debug, "sse ended") == 1, message="the stream's finally")
+        before = count(debug, kind)
+        assert leave_early(debug, protocol, path) == ["data: 0", "data: 1"]
+        wait_until(lambda: count(debug, kind) == before + 1, message="the app's end")
         version = "HTTP/2" if protocol == "h2c" else "HTTP/1.1"
-        debug.wait_log(rf'"GET /sse {version}" 200', start=mark)
+        debug.wait_log(rf'"GET {path} {version}" 200', start=mark)
         no_errors(debug, mark)
         gone = [line for line in debug.lines[mark:] if "client went away" in line]
-        assert len(gone) == 1 and "[DEBUG]" in gone[0] and "GET /sse" in gone[0], "\n".join(debug.lines[mark:])
+        assert len(gone) == 1 and "[DEBUG]" in gone[0] and f"GET {path}" in gone[0], "\n".join(debug.lines[mark:])
+
+    def test_a_defect_is_still_an_error_when_the_client_has_gone(self, server):
+        mark = server.mark()
+        before = count(server, "raw handled")
+        leave_early(server, "http/1.1", "/raw/defect")
+        wait_until(lambda: count(server, "raw handled") == before + 1, message="the app's end")
+        server.wait_log(r"\[ERROR\] Exception in ASGI application \(GET /raw/defect\)$", start=mark)
+        server.wait_log(r"^LookupError: a defect while cleaning up$", start=mark)
+
+
+@pytest.fixture(scope="module")
+def debug():
+    with Server("compat_fastapi:app", "--log-level", "debug") as server:
+        yield server
