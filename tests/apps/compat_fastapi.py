@@ -196,6 +196,21 @@ async def websocket(ws: WebSocket, room: str, session: Session = Depends(get_ses
         LOG.append(f"ws disconnect {exc.code}")
 
 
+@app.websocket("/ws-ticks")
+async def websocket_ticks(ws: WebSocket):
+    """Server push: sends until the client leaves (the send raises), no handler."""
+    await ws.accept()
+    EVENTS["ws ticks started"] += 1
+    try:
+        number = 0
+        while True:
+            await ws.send_text(f"tick {number}")
+            number += 1
+            await asyncio.sleep(0.01)
+    finally:
+        EVENTS["ws ticks ended"] += 1
+
+
 # -- what the app saw ---------------------------------------------------------------
 
 

@@ -49,6 +49,14 @@ def seen(server) -> dict:
     return response.json()
 
 
+def settle(server, mark: int) -> None:
+    """One more request through the worker, and its access line read: what the
+    worker logged before it (of an app's end) is in ``server.lines``."""
+    token = os.urandom(4).hex()
+    httpx.get(f"{server.url}/events?settle={token}")
+    server.wait_log(rf'"GET /events\?settle={token} HTTP/1.1" 200', start=mark)
+
+
 def count(server, name: str) -> int:
     return seen(server)["events"].get(name, 0)
 
@@ -134,6 +142,21 @@ class TestWebSocket:
         wait_until(lambda: count(server, "ws disconnect") == before + 1, message="the app's WebSocketDisconnect")
         wait_until(lambda: count(server, "session closed") >= sessions + 1, message="the dependency's teardown")
         assert "ws disconnect 1000" in seen(server)["log"]
+        settle(server, mark)
+        no_errors(server, mark)
+
+
+    def test_client_leaving_while_the_server_pushes(self, server):
+        """The app sends until a send fails (Starlette turns the OSError into
+        WebSocketDisconnect, which the app does not catch): not an error."""
+        from websockets.sync.client import connect
+
+        mark = server.mark()
+        before = count(server, "ws ticks ended")
+        with connect(f"ws://127.0.0.1:{server.port}/ws-ticks") as ws:
+            assert [ws.recv(timeout=5), ws.recv(timeout=5)] == ["tick 0", "tick 1"]
+        wait_until(lambda: count(server, "ws ticks ended") == before + 1, message="the endpoint's finally")
+        settle(server, mark)
         no_errors(server, mark)
 
 
