@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 
 import httpx
 import pytest
 
-from compat import check_version, client, no_errors, protocol, same_answer
-from support import APPS, Server, wait_until
+from compat import check_version, client, import_app, no_errors, protocol, same_answer
+from support import Server, wait_until
 
 pytest.importorskip("fastapi", reason="FastAPI is in the test extra: pip install -e '.[test]'")
 pytest.importorskip("multipart", reason="python-multipart is in the test extra: pip install -e '.[test]'")
@@ -33,12 +32,7 @@ def server():
 def oracle():
     from fastapi.testclient import TestClient
 
-    sys.path.insert(0, str(APPS))
-    try:
-        import compat_fastapi
-    finally:
-        sys.path.remove(str(APPS))
-    with TestClient(compat_fastapi.app) as test_client:
+    with TestClient(import_app("compat_fastapi").app) as test_client:
         yield test_client
 
 
