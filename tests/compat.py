@@ -74,3 +74,6 @@ def import_app(module: str):
 
 
 protocol = pytest.mark.parametrize("protocol", PROTOCOLS)
+
+# Starlette >= 1.x asks for httpx2 under its TestClient; the oracle works with httpx.
+QUIET_TESTCLIENT = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient` is deprecated")

@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from compat import client, protocol
+from compat import client, no_errors, protocol
 from support import APPS, Server
 
 pytest.importorskip("channels", reason="Django Channels is in the test extra: pip install -e '.[test]'")
@@ -40,6 +40,7 @@ def databases(tmp_path_factory):
 def server(databases):
     with Server("djproject.routing:application", extra_env=databases[0]) as server:
         yield server
+        no_errors(server, 0)  # nothing the suite did was an error
 
 
 @pytest.fixture(scope="module")

@@ -15,11 +15,12 @@ import os
 import httpx
 import pytest
 
-from compat import check_version, client, import_app, no_errors, protocol, same_answer
+from compat import QUIET_TESTCLIENT, check_version, client, import_app, no_errors, protocol, same_answer
 from support import Server, wait_until
 
 pytest.importorskip("fastapi", reason="FastAPI is in the test extra: pip install -e '.[test]'")
 pytest.importorskip("multipart", reason="python-multipart is in the test extra: pip install -e '.[test]'")
+pytestmark = QUIET_TESTCLIENT
 
 
 @pytest.fixture(scope="module")

@@ -8,17 +8,19 @@ import json
 
 import pytest
 
-from compat import client, import_app, protocol, same_answer
+from compat import QUIET_TESTCLIENT, client, import_app, no_errors, protocol, same_answer
 from support import Server
 
 pytest.importorskip("starlette", reason="Starlette is in the test extra: pip install -e '.[test]'")
 pytest.importorskip("multipart", reason="python-multipart is in the test extra: pip install -e '.[test]'")
+pytestmark = QUIET_TESTCLIENT
 
 
 @pytest.fixture(scope="module")
 def server():
     with Server("compat_starlette:app") as server:
         yield server
+        no_errors(server, 0)  # nothing the suite did was an error
 
 
 @pytest.fixture(scope="module")
