@@ -10,6 +10,7 @@ answers for the same request: the framework is the oracle.
 from __future__ import annotations
 
 import importlib
+import os
 import re
 import sys
 
@@ -62,6 +63,182 @@ def no_errors(server, start: int) -> None:
     bad = [line for line in server.lines[start:] if "[ERROR]" in line or line.startswith("Traceback")
            or "Exception in ASGI application" in line or re.match(r"^\s+\| ", line)]
     assert not bad, "\n".join(server.lines[start:])
+
+
+class WebSocketClosed(Exception):
+    def __init__(self, code: int | None, reason: str = "") -> None:
+        super().__init__(code, reason)
+        self.code, self.reason = code, reason
+
+
+class WebSocketRefused(Exception):
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+class H2WebSocket:
+    """A WebSocket over HTTP/2 in cleartext (RFC 8441: h2c with prior
+    knowledge, an extended CONNECT, the frames as the stream's DATA), with
+    the calls of websockets' sync client the suite uses: ``send``, ``recv``,
+    ``close``, a context manager. The frames are small: one per message."""
+
+    def __init__(self, server, path: str, headers=(), timeout: float = 10.0) -> None:
+        import h2.config
+        import h2.connection
+
+        self.sock = server.connect(timeout)
+        self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+        self.h2.initiate_connection()
+        self._flush()
+        self.buf = b""
+        self.ended = False
+        self.status = None
+        while self.h2.remote_settings.get(8) != 1:  # SETTINGS_ENABLE_CONNECT_PROTOCOL
+            assert self._pump(), "closed before the server's SETTINGS"
+        self.stream_id = self.h2.get_next_available_stream_id()
+        authority = f"127.0.0.1:{server.port}".encode()
+        self.h2.send_headers(self.stream_id, [
+            (b":method", b"CONNECT"), (b":protocol", b"websocket"), (b":scheme", b"http"), (b":path", path.encode()),
+            (b":authority", authority), (b"sec-websocket-version", b"13"),
+            *[(name.lower().encode(), value.encode()) for name, value in headers]])
+        self._flush()
+        while self.status is None:
+            assert self._pump(), "closed during the handshake"
+        if self.status != 200:
+            self.sock.close()
+            raise WebSocketRefused(self.status)
+
+    def _flush(self) -> None:
+        data = self.h2.data_to_send()
+        if data:
+            self.sock.sendall(data)
+
+    def _pump(self) -> bool:
+        import h2.events
+
+        data = self.sock.recv(65536)
+        if not data:
+            self.ended = True
+            return False
+        for event in self.h2.receive_data(data):
+            if isinstance(event, h2.events.ResponseReceived) and event.stream_id == self.stream_id:
+                self.status = int(dict(event.headers)[b":status"])
+            elif isinstance(event, h2.events.DataReceived):
+                self.buf += event.data
+                self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            elif isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset)):
+                self.ended = True
+        self._flush()
+        return True
+
+    def _fill(self, size: int) -> None:
+        while len(self.buf) < size:
+            if self.ended or not self._pump():
+                raise WebSocketClosed(None, "the stream ended")
+
+    def send(self, message) -> None:
+        data, opcode = (message.encode(), 0x1) if isinstance(message, str) else (bytes(message), 0x2)
+        self._send_frame(opcode, data)
+
+    def _send_frame(self, opcode: int, data: bytes) -> None:
+        mask = os.urandom(4)
+        size = len(data)
+        head = bytes((0x80 | opcode,)) + (bytes((0x80 | size,)) if size < 126 else
+                                         bytes((0x80 | 126,)) + size.to_bytes(2, "big") if size < 65536 else
+                                         bytes((0x80 | 127,)) + size.to_bytes(8, "big"))
+        masked = bytes(byte ^ mask[index % 4] for index, byte in enumerate(data))
+        self.h2.send_data(self.stream_id, head + mask + masked)
+        self._flush()
+
+    def recv(self, timeout: float = 10.0):
+        self.sock.settimeout(timeout)
+        while True:
+            self._fill(2)
+            b0, b1 = self.buf[0], self.buf[1]
+            length, head = b1 & 0x7F, 2
+            if length == 126:
+                self._fill(4)
+                length, head = int.from_bytes(self.buf[2:4], "big"), 4
+            elif length == 127:
+                self._fill(10)
+                length, head = int.from_bytes(self.buf[2:10], "big"), 10
+            self._fill(head + length)
+            payload, self.buf = self.buf[head:head + length], self.buf[head + length:]
+            opcode = b0 & 0x0F
+            if opcode == 0x1:
+                return payload.decode()
+            if opcode == 0x2:
+                return payload
+            if opcode == 0x8:
+                code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else None
+                raise WebSocketClosed(code, payload[2:].decode())
+            if opcode == 0x9:  # ping
+                self._send_frame(0xA, payload)
+
+    def close(self, code: int = 1000) -> None:
+        if not self.ended:
+            try:
+                self._send_frame(0x8, code.to_bytes(2, "big"))
+                self.h2.end_stream(self.stream_id)
+                self._flush()
+            except Exception:  # noqa: BLE001 - the server may have ended the stream already
+                pass
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class H1WebSocket:
+    """websockets' sync client with the same errors as ``H2WebSocket``."""
+
+    def __init__(self, server, path: str, headers=(), timeout: float = 10.0) -> None:
+        from websockets.exceptions import InvalidStatus
+        from websockets.sync.client import connect
+
+        headers = dict(headers)
+        origin = headers.pop("origin", None)
+        try:
+            self.opened = connect(f"ws://127.0.0.1:{server.port}{path}", origin=origin, additional_headers=headers,
+                                  open_timeout=timeout)
+            self.ws = self.opened.__enter__()  # newer websockets: connect() is used as a context manager
+        except InvalidStatus as exc:
+            raise WebSocketRefused(exc.response.status_code) from None
+
+    def send(self, message) -> None:
+        self.ws.send(message)
+
+    def recv(self, timeout: float = 10.0):
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            return self.ws.recv(timeout=timeout)
+        except ConnectionClosed as exc:
+            raise WebSocketClosed(exc.rcvd.code if exc.rcvd else None, exc.rcvd.reason if exc.rcvd else "") from None
+
+    def close(self, code: int = 1000) -> None:
+        self.ws.close(code)
+        self.opened.__exit__(None, None, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def websocket(server, transport: str, path: str, headers=()):
+    """A WebSocket to ``server``: over an HTTP/1.1 upgrade ("ws") or an
+    HTTP/2 stream in cleartext ("ws-h2c", RFC 8441)."""
+    return (H2WebSocket if transport == "ws-h2c" else H1WebSocket)(server, path, headers)
+
+
+WS_TRANSPORTS = ("ws", "ws-h2c")
+ws_transport = pytest.mark.parametrize("transport", WS_TRANSPORTS)
 
 
 def import_app(module: str):

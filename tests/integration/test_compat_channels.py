@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from compat import client, no_errors, protocol
+from compat import client, no_errors, protocol, websocket, WebSocketClosed, WebSocketRefused, ws_transport
 from support import APPS, Server
 
 pytest.importorskip("channels", reason="Django Channels is in the test extra: pip install -e '.[test]'")
@@ -51,55 +51,55 @@ def oracle(databases):
     return json.loads(done.stdout)
 
 
-def connect(server, path, origin=None):
-    from websockets.sync.client import connect as ws_connect
-
-    return ws_connect(f"ws://127.0.0.1:{server.port}{path}", origin=origin or f"http://127.0.0.1:{server.port}",
-                      open_timeout=10)
+def connect(server, transport, path, origin=None):
+    return websocket(server, transport, path, [("origin", origin or f"http://127.0.0.1:{server.port}")])
 
 
 def closed_code(ws) -> int:
-    from websockets.exceptions import ConnectionClosed
-
-    with pytest.raises(ConnectionClosed) as closed:
-        ws.recv(timeout=5)
-    return closed.value.rcvd.code
+    with pytest.raises(WebSocketClosed) as closed:
+        ws.recv()
+    return closed.value.code
 
 
-def test_echo_bytes_and_server_close(server, oracle):
-    with connect(server, "/ws/room/lobby/") as ws:
-        transcript = [ws.recv(timeout=5)]
+@ws_transport
+def test_echo_bytes_and_server_close(server, oracle, transport):
+    with connect(server, transport, "/ws/room/lobby/") as ws:
+        transcript = [ws.recv()]
         ws.send("hi")
-        transcript.append(ws.recv(timeout=5))
+        transcript.append(ws.recv())
         ws.send(b"abc")
-        transcript.append({"bytes": ws.recv(timeout=5).decode()})
+        transcript.append({"bytes": ws.recv().decode()})
         ws.send("close")
         transcript.append({"close": closed_code(ws)})
     assert transcript == oracle["room"] == ["welcome to lobby, AnonymousUser", "echo: hi", {"bytes": "cba"},
                                             {"close": 4001}]
 
 
-def test_group_send_reaches_every_member(server, oracle):
-    with connect(server, "/ws/room/g/") as first, connect(server, "/ws/room/g/") as second:
-        first.recv(timeout=5), second.recv(timeout=5)
+@ws_transport
+def test_group_send_reaches_every_member(server, oracle, transport):
+    with connect(server, transport, "/ws/room/g/") as first, connect(server, "ws", "/ws/room/g/") as second:
+        first.recv(), second.recv()
         first.send("all:hello")
-        assert [first.recv(timeout=5), second.recv(timeout=5)] == oracle["group"] == ["room g: hello"] * 2
+        assert [first.recv(), second.recv()] == oracle["group"] == ["room g: hello"] * 2
 
 
-def test_sync_consumer_uses_the_orm(server, oracle):
-    with connect(server, "/ws/notes/") as ws:
-        transcript = [json.loads(ws.recv(timeout=5))]
+@ws_transport
+def test_sync_consumer_uses_the_orm(server, oracle, transport):
+    with connect(server, transport, "/ws/notes/") as ws:
+        transcript = [json.loads(ws.recv())]
         ws.send(json.dumps({"add": "one"}))
-        transcript.append(json.loads(ws.recv(timeout=5)))
-    assert transcript == oracle["notes"] == [{"notes": 0}, {"added": "one", "notes": 1}]
+        transcript.append(json.loads(ws.recv()))
+    # The same database for both transports: counted from where this run began.
+    before = transcript[0]["notes"]
+    assert oracle["notes"] == [{"notes": 0}, {"added": "one", "notes": 1}]
+    assert transcript == [{"notes": before}, {"added": "one", "notes": before + 1}]
 
 
-def test_foreign_origin_is_refused(server, oracle):
-    from websockets.exceptions import InvalidStatus
-
-    with pytest.raises(InvalidStatus) as refused:
-        connect(server, "/ws/room/lobby/", origin="http://evil.example")
-    assert refused.value.response.status_code == 403 and oracle["refused"] is True
+@ws_transport
+def test_foreign_origin_is_refused(server, oracle, transport):
+    with pytest.raises(WebSocketRefused) as refused:
+        connect(server, transport, "/ws/room/lobby/", origin="http://evil.example")
+    assert refused.value.status == 403 and oracle["refused"] is True
 
 
 @protocol

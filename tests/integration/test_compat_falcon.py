@@ -11,7 +11,7 @@ import os
 import httpx
 import pytest
 
-from compat import client, import_app, no_errors, protocol, same_answer
+from compat import client, import_app, no_errors, protocol, same_answer, websocket, WebSocketClosed, ws_transport
 from support import Server
 
 pytest.importorskip("falcon", reason="Falcon is in the test extra: pip install -e '.[test]'")
@@ -74,11 +74,10 @@ def test_same_answer_as_the_test_client(server, module, protocol, name):
     no_errors(server, mark)
 
 
+@ws_transport
 @pytest.mark.parametrize("server", ["asgi"], indirect=True)  # WSGI has no WebSocket
-def test_websocket_asgi(server, module):
+def test_websocket_asgi(server, module, transport):
     from falcon.testing import ASGIConductor
-    from websockets.exceptions import ConnectionClosed
-    from websockets.sync.client import connect
 
     async def expected():
         async with ASGIConductor(module.asgi_app) as conductor:
@@ -87,10 +86,10 @@ def test_websocket_asgi(server, module):
                 return await ws.receive_json()
 
     echo = asyncio.run(expected())
-    with connect(f"ws://127.0.0.1:{server.port}/chat/lobby") as ws:
+    with websocket(server, transport, "/chat/lobby") as ws:
         ws.send("hi")
-        assert json.loads(ws.recv(timeout=5)) == echo == {"room": "lobby", "echo": "hi"}
+        assert json.loads(ws.recv()) == echo == {"room": "lobby", "echo": "hi"}
         ws.send("bye")
-        with pytest.raises(ConnectionClosed) as closed:
-            ws.recv(timeout=5)
-    assert closed.value.rcvd.code == 4003
+        with pytest.raises(WebSocketClosed) as closed:
+            ws.recv()
+    assert closed.value.code == 4003

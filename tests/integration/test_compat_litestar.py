@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from compat import client, import_app, no_errors, protocol, same_answer
+from compat import client, import_app, no_errors, protocol, same_answer, websocket, WebSocketClosed, ws_transport
 from support import Server
 
 pytest.importorskip("litestar", reason="Litestar is in the test extra: pip install -e '.[test]'")
@@ -57,17 +57,15 @@ def test_same_answer_as_the_test_client(server, oracle, protocol, name):
         no_errors(server, mark)
 
 
-def test_websocket(server, oracle):
-    from websockets.exceptions import ConnectionClosed
-    from websockets.sync.client import connect
-
+@ws_transport
+def test_websocket(server, oracle, transport):
     with oracle.websocket_connect("/ws") as expected:
         expected.send_json({"n": 1})
         echo = expected.receive_json()
-    with connect(f"ws://127.0.0.1:{server.port}/ws") as ws:
+    with websocket(server, transport, "/ws") as ws:
         ws.send(json.dumps({"n": 1}))
-        assert json.loads(ws.recv(timeout=5)) == echo == {"echo": {"n": 1}}
+        assert json.loads(ws.recv()) == echo == {"echo": {"n": 1}}
         ws.send(json.dumps({"bye": True}))
-        with pytest.raises(ConnectionClosed) as closed:
-            ws.recv(timeout=5)
-    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4002, "bye")
+        with pytest.raises(WebSocketClosed) as closed:
+            ws.recv()
+    assert (closed.value.code, closed.value.reason) == (4002, "bye")

@@ -9,7 +9,7 @@ import json
 import httpx
 import pytest
 
-from compat import client, import_app, no_errors, protocol, same_answer
+from compat import client, import_app, no_errors, protocol, same_answer, websocket, WebSocketClosed, ws_transport
 from support import Server
 
 pytest.importorskip("quart", reason="Quart is in the test extra: pip install -e '.[test]'")
@@ -65,10 +65,8 @@ def test_same_answer_as_the_test_client(server, quart_app, protocol, name):
     no_errors(server, mark)
 
 
-def test_websocket(server, quart_app):
-    from websockets.exceptions import ConnectionClosed
-    from websockets.sync.client import connect
-
+@ws_transport
+def test_websocket(server, quart_app, transport):
     async def expected():
         async with quart_app.test_app() as test_app:
             async with test_app.test_client().websocket("/ws") as ws:
@@ -76,10 +74,10 @@ def test_websocket(server, quart_app):
                 return json.loads(await ws.receive())
 
     echo = asyncio.run(expected())
-    with connect(f"ws://127.0.0.1:{server.port}/ws") as ws:
+    with websocket(server, transport, "/ws") as ws:
         ws.send("hi")
-        assert json.loads(ws.recv(timeout=5)) == echo == {"echo": "hi", "path": "/ws"}
+        assert json.loads(ws.recv()) == echo == {"echo": "hi", "path": "/ws"}
         ws.send("bye")
-        with pytest.raises(ConnectionClosed) as closed:
-            ws.recv(timeout=5)
-    assert closed.value.rcvd.code == 4004
+        with pytest.raises(WebSocketClosed) as closed:
+            ws.recv()
+    assert closed.value.code == 4004

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from compat import QUIET_TESTCLIENT, client, import_app, no_errors, protocol, same_answer
+from compat import client, import_app, no_errors, protocol, QUIET_TESTCLIENT, same_answer, websocket, WebSocketClosed, ws_transport
 from support import Server
 
 pytest.importorskip("starlette", reason="Starlette is in the test extra: pip install -e '.[test]'")
@@ -63,10 +63,12 @@ def test_same_answer_as_the_test_client(server, oracle, protocol, method, path, 
                                "type": "multipart/form-data"}
 
 
-def test_websocket_sees_the_lifespan_state(server, oracle):
-    from websockets.sync.client import connect
-
+@ws_transport
+def test_websocket_sees_the_lifespan_state(server, oracle, transport):
     with oracle.websocket_connect("/ws") as expected:
         wanted = expected.receive_json()
-    with connect(f"ws://127.0.0.1:{server.port}/ws") as ws:
-        assert json.loads(ws.recv(timeout=5)) == wanted == {"name": "compat", "open": True}
+    with websocket(server, transport, "/ws") as ws:
+        assert json.loads(ws.recv()) == wanted == {"name": "compat", "open": True}
+        with pytest.raises(WebSocketClosed) as closed:
+            ws.recv()
+    assert closed.value.code == 1000
