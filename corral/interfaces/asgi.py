@@ -168,8 +168,9 @@ class HTTPCycle:
             access = self.handler.access
             if access is not None:
                 access.record(self.request, self.scope["client"], self.status, self.bytes_sent, self.started)
-        elif self.gone:
-            # The client left and the app, told so, stopped: not an error.
+        elif self.gone or self.conn.eof:
+            # The client left (or shut its side, which receive() reports as
+            # http.disconnect) and the app, told so, stopped: not an error.
             log.debug("client went away during %s %s", self.request.method, self.request.path)
             if self.head is None:
                 self._answer_500()
@@ -372,7 +373,7 @@ class HTTPCycle:
 
     def _failed(self, exc: BaseException) -> None:
         request = self.request
-        if self.gone and is_disconnect(exc):
+        if (self.gone or self.conn.eof) and is_disconnect(exc):
             # A client leaving is not an error (uvicorn and hypercorn make send()
             # a no-op instead; ASGI 2.4 has it raise, so the app stops).
             log.debug("client went away during %s %s (%s)", request.method, request.path, type(exc).__name__)

@@ -174,7 +174,34 @@ async def raw_stream(scope, receive, send):
             raise LookupError("a defect while cleaning up") from None
 
 
-app.mount("/raw", raw_stream)
+async def listening_stream(scope, receive, send):
+    """A plain ASGI app that listens for http.disconnect while it streams
+    and returns when told (as Starlette's StreamingResponse does under ASGI
+    spec < 2.4): handled, not an error."""
+
+    async def until_disconnect():
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+    listener = asyncio.ensure_future(until_disconnect())
+    number = 0
+    try:
+        while not listener.done():
+            await send({"type": "http.response.body", "body": b"data: %d\n\n" % number, "more_body": True})
+            number += 1
+            await asyncio.wait([listener], timeout=0.01)
+    finally:
+        listener.cancel()
+        EVENTS["listened"] += 1
+
+
+async def raw(scope, receive, send):
+    handler = listening_stream if scope["path"].endswith("/listens") else raw_stream
+    await handler(scope, receive, send)
+
+
+app.mount("/raw", raw)
 
 
 # -- websocket -------------------------------------------------------------------

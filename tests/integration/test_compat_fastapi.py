@@ -197,10 +197,12 @@ class TestClientLeaves:
         no_errors(server, mark)
 
     @protocol
-    @pytest.mark.parametrize("path, kind", [("/sse", "sse ended"), ("/raw/handled", "raw handled")])
+    @pytest.mark.parametrize("path, kind", [("/sse", "sse ended"), ("/raw/handled", "raw handled"),
+                                            ("/raw/listens", "listened")])
     def test_at_debug_level_one_line(self, debug, protocol, path, kind):
-        """The app stopped by the exception (/sse) or handling it and
-        returning (/raw/handled): one DEBUG line, nothing else."""
+        """The app stopped by the exception (/sse), handling it and
+        returning (/raw/handled), or told by http.disconnect and returning
+        (/raw/listens): one DEBUG line, nothing else."""
         mark = debug.mark()
         before = count(debug, kind)
         assert leave_early(debug, protocol, path) == ["data: 0", "data: 1"]
