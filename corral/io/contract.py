@@ -37,7 +37,8 @@ connection's tick walks them. A write that makes no progress for
 
 Things that wait for a concurrency slot (``state.waiting``: an HTTP/1.1
 connection, or one HTTP/2 stream) have ``waiting_since``, ``closing``,
-``run_queue()`` (a slot may be free: try again) and ``give_up()`` (the
+``run_queue(behind)`` (a slot may be free: try again; ``behind``: it
+waited behind others, so its socket's clock does not time the server) and ``give_up()`` (the
 queue time ran out: answer 503); ``ServerState`` expires them, once.
 
 Admission: a protocol about to start a request compares ``state.in_flight``

@@ -256,14 +256,16 @@ class H1Connection(asyncio.Protocol):
 
     # -- running requests ---------------------------------------------------
 
-    def run_queue(self) -> None:
+    def run_queue(self, behind: bool = False) -> None:
         """Start queued requests one at a time, for as long as they finish
-        without waiting; with none left to run, settle the connection."""
+        without waiting; with none left to run, settle the connection.
+        ``behind``: the next request waited behind this connection's own
+        previous response (pipelined), not in the server's queue."""
         state = self.state
         queue = self.queue
         while self.cycle is None and queue and not self.closing:
             if state.in_flight >= state.limit_concurrency:
-                verdict = state.admit(self)
+                verdict = state.admit(self, behind)
                 if verdict == WAIT:
                     return  # waits for a slot (ServerState.request_done restarts it)
                 if verdict == SHED:
@@ -317,7 +319,7 @@ class H1Connection(asyncio.Protocol):
             # Inside a synchronous step, run_queue's loop starts the next one;
             # from a task, it must not nest a step inside the running task.
             if not state.stepper.stepping:
-                self.loop.call_soon(self.run_queue)
+                self.loop.call_soon(self.run_queue, True)
         else:
             self._settle()
 
@@ -461,7 +463,7 @@ class H1Connection(asyncio.Protocol):
         """--limit-concurrency-queue ran out: 503 for the next request; the
         ones behind it wait their own turn (or run, if a slot is free)."""
         self.reject_busy()
-        self.loop.call_soon(self.run_queue)
+        self.loop.call_soon(self.run_queue, True)
 
     # -- closing -----------------------------------------------------------
 

@@ -103,9 +103,9 @@ class H2Stream:
         """The connection's transport (ServerState.admit)."""
         return self.conn.transport
 
-    def run_queue(self) -> None:
+    def run_queue(self, behind: bool = True) -> None:
         if not self.closing:
-            self.conn.start_stream(self)
+            self.conn.start_stream(self, behind)
 
     def give_up(self) -> None:
         if not self.closing:
@@ -392,13 +392,13 @@ class H2Connection(asyncio.Protocol):
             return
         self.start_stream(stream)
 
-    def start_stream(self, stream: H2Stream) -> None:
+    def start_stream(self, stream: H2Stream, behind: bool = False) -> None:
         """Give the stream a slot and its cycle; its app starts once the
         current read is taken in (rapid reset), or now. Over
         --limit-concurrency it waits for a slot (``run_queue`` comes back
         here) or is answered 503 (``reject_busy``)."""
         state = self.state
-        if state.in_flight >= state.limit_concurrency and state.admit(stream) != ADMIT:
+        if state.in_flight >= state.limit_concurrency and state.admit(stream, behind) != ADMIT:
             return  # waits for a slot (run_queue comes back here), or answered 503
         state.in_flight += 1
         stream.cycle = cycle = state.h2_handler(self, stream)

@@ -145,11 +145,13 @@ class Overload:
     def waited(self, transport) -> float:
         """Seconds the connection's last bytes have waited, by the kernel's
         clock (TCP_INFO), or the loop's lag now if that is longer."""
-        try:
-            info = transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, TCP_INFO, _INFO_SIZE)
-            waited = _LAST_DATA_RECV.unpack_from(info, 52)[0] / 1000.0
-        except (OSError, AttributeError, struct.error):
-            waited = 0.0
+        waited = 0.0
+        if transport is not None:  # None: a request that waited behind its own connection
+            try:
+                info = transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, TCP_INFO, _INFO_SIZE)
+                waited = _LAST_DATA_RECV.unpack_from(info, 52)[0] / 1000.0
+            except (OSError, AttributeError, struct.error):
+                pass
         # The loop's lag now (how overdue the next probe is) is how long any
         # request waits before the loop gets to it: where the work piles up
         # inside the worker (an app that awaits, then computes), the bytes

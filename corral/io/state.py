@@ -139,16 +139,21 @@ class ServerState:
 
     # -- concurrency limit ------------------------------------------------
 
-    def admit(self, waiter) -> int:
+    def admit(self, waiter, behind: bool = False) -> int:
         """A request (an HTTP/1.1 connection's next one, or an HTTP/2 stream)
         when ``in_flight >= limit_concurrency``: over --limit-concurrency it
         waits for a slot (WAIT) or is answered 503 (SHED); while the overload
         control watches, one that waited past --limit-queue-delay is answered
-        503 (SHED, io/overload.py); else it runs (ADMIT)."""
+        503 (SHED, io/overload.py); else it runs (ADMIT). ``behind``: the
+        request waited behind its own connection (pipelined, or queued for a
+        slot), not in the kernel."""
         if self.in_flight >= self.concurrency_limit:
             return WAIT if self.over_limit(waiter) else SHED
         overload = self.overload
-        if overload is not None and overload.watching and overload.late(waiter.wire):
+        # ``behind``: it waited behind its own connection (a pipelined request,
+        # a stream queued for a slot), so the socket's clock does not say how
+        # long the server kept it; the loop's lag and the in-flight limit do.
+        if overload is not None and overload.watching and overload.late(None if behind else waiter.wire):
             self.counters["shed_queue_delay"] += 1
             waiter.reject_busy()
             return SHED
@@ -192,7 +197,7 @@ class ServerState:
             conn = waiting.popleft()
             conn.waiting_since = 0.0
             if not conn.closing:
-                self.loop.call_soon(conn.run_queue)
+                self.loop.call_soon(conn.run_queue, True)  # it waited for a slot, behind the others
                 return
 
     # -- connection bookkeeping --------------------------------------------

@@ -71,3 +71,26 @@ def test_watching_ends_and_the_limit_comes_back(pair):
     overload._probe()  # a calm probe after the watch: back to the one comparison
     assert not overload.watching and p.state.limit_concurrency == 7
     overload.stop()
+
+
+def test_a_pipelined_request_that_waited_behind_its_own_connection_is_not_timed_by_its_socket(pair):
+    """Its bytes came long ago, but it waited for the response before it on
+    the same connection, not for the server: only the loop's lag and the
+    in-flight limit can shed it. (A socketpair has no TCP_INFO: this
+    control's socket clock says 5 s for every transport it is given.)"""
+
+    class SocketSaysFive(Overload):
+        __slots__ = ()
+
+        def waited(self, transport):
+            return 5.0 if transport is not None else 0.0
+
+    app = Counting()
+    p = pair(app)
+    overload = p.state.overload = SocketSaysFive(p.state, 0.1)
+    overload.watching = True
+    p.state.limit_concurrency = -1
+    overload.due = p.state.loop.time() + 1.0
+    assert not overload.late(None)  # behind its own connection: the socket's clock is not asked
+    p.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert p.responses_count(1)[0].status == 503 and app.calls == 0  # fresh bytes: timed by the socket
