@@ -102,7 +102,7 @@ def serve(config) -> int:
             if pidfile is not None and handover is None:
                 pidfile.write()  # the new master of a USR2 writes it once it is ready (Master._upgrade_ready)
             if config.user or config.group:
-                own = [path for path in (sockets.uds_path, config.log_file) if path and handover is None]
+                own = [path for path in (*sockets.uds, config.log_file) if path and handover is None]
                 done = drop(config.user, config.group, own)
                 if done:
                     log.info("master %d: %s", os.getpid(), done)

@@ -301,7 +301,7 @@ class Master:
         workers as on a reload and exit; never filter, close or unlink the sockets."""
         self.stopping = "upgraded"
         self.released = True
-        self.sockets.uds_path = None  # the new master's file now
+        self.sockets.uds = {}  # the new master's files now
         now = time.monotonic()
         for worker in self.workers.values():
             if worker.state == "booting":
@@ -374,7 +374,7 @@ class Master:
             if self.upgrade_notify >= 0:
                 # A new master (USR2) stopping before it was ready: the
                 # sockets still serve the old master; leave them as they are.
-                self.sockets.uds_path = None
+                self.sockets.uds = {}
                 log.info("master: upgrade abandoned; the sockets stay with the old master")
             elif self.sockets.refuse_new():
                 self.phase[0] = PHASE_STOPPING
@@ -468,7 +468,8 @@ class Master:
                     if sock not in sockets:
                         sock.close()  # another slot's socket: only the master keeps it
                 os.set_blocking(write_fd, False)
-                code = Worker(config, sockets, write_fd, max_requests=max_requests, slot=slot, phase=self.phase).run()
+                code = Worker(config, sockets, write_fd, max_requests=max_requests, slot=slot, phase=self.phase,
+                              private=self.sockets.private(slot), inherited=self.sockets.inherited).run()
             except BaseException:
                 log.exception("worker crashed")
             finally:

@@ -88,9 +88,13 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 class Worker:
     def __init__(self, config, sockets, channel_fd: int | None, *, max_requests: int = 0, slot: int = 0,
-                 phase=None) -> None:
+                 phase=None, private=(), inherited=()) -> None:
         self.config = config
-        self.sockets = sockets
+        self.sockets = sockets  # every listener, each served here (worker/accept.py)
+        # Sockets this worker alone serves (--accept reuseport): no exclusive wake-ups needed.
+        self.private = {sock.fileno() for sock in private}
+        # Inherited sockets (--fd, systemd): at stop, their queue is left to their owner.
+        self.inherited = {sock.fileno() for sock in inherited}
         self.channel_fd = channel_fd
         self.max_requests = max_requests
         self.slot = slot
@@ -199,8 +203,8 @@ class Worker:
         except LifespanFailure as exc:
             self.report(f"error {exc}")
             return EXIT_BOOT
-        exclusive = self.config.accept == "shared"
-        for sock in self.sockets:
+        for sock in self.sockets:  # one Listener per listening socket; the hot path never sees how many
+            exclusive = sock.fileno() not in self.private  # shared with the other workers: one wakes
             listener = Listener(loop, sock, self._connection, self.config.backlog, exclusive)
             await listener.start()
             self.listeners.append(listener)
@@ -208,7 +212,7 @@ class Worker:
             loop,
             self.listeners,
             self.config.limit_connections,
-            shared_with_others=self.config.workers > 1 and exclusive,
+            shared_with_others=self.config.workers > 1 and any(listener.exclusive for listener in self.listeners),
             pid=self.pid,
         )
         if self.state.access is not None:
@@ -276,6 +280,8 @@ class Worker:
         if self.take_queue:
             tasks = []
             for sock in self.sockets:
+                if sock.fileno() in self.inherited:
+                    continue  # its owner's queue: nothing stopped new connections joining it
                 sock.setblocking(False)
                 while True:
                     try:
