@@ -299,6 +299,7 @@ OPTIONS: tuple[Option, ...] = (
     # application
     _opt("app", None, _app_spec, "The application, as MODULE:ATTR.", "MODULE:ATTR"),
     _opt("factory", False, _bool, "Treat ATTR as a callable that returns the application."),
+    _opt("preload", False, _bool, "Import the app in the master before forking the workers, so they share its memory copy-on-write (gc.freeze() before each fork); post_fork hooks then run after the import, lifespan still runs in each worker. The master cannot import changed code again, so HUP re-executes it as USR2 does (a new master pid; --pid follows)."),
     _opt("app_dir", ".", _text, "Directory added to sys.path before importing the app.", "DIR"),
     _opt("interface", "auto", _choice("auto", "asgi", "wsgi"), "Application interface.", "auto|asgi|wsgi"),
     _opt("lifespan", "auto", _choice("auto", "on", "off"), "ASGI lifespan: auto runs it if the app supports it.", "auto|on|off"),

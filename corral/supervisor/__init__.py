@@ -113,6 +113,11 @@ def serve(config) -> int:
         except TLSConfigError as exc:
             sockets.close()
             return _error(f"{exc} (as --user {config.user or '-'}, --group {config.group or '-'})")
+        if config.preload:
+            problem = master.preload()  # as --user: no app code runs as root
+            if problem:
+                sockets.close()
+                return _error(problem)
         logs.set_title(f"corral: master [{config.app}]")
         return master.run()
     finally:

@@ -88,7 +88,7 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 class Worker:
     def __init__(self, config, sockets, channel_fd: int | None, *, max_requests: int = 0, slot: int = 0,
-                 phase=None, private=(), inherited=()) -> None:
+                 phase=None, private=(), inherited=(), app=None) -> None:
         self.config = config
         self.sockets = sockets  # every listener, each served here (worker/accept.py)
         # Sockets this worker alone serves (--accept reuseport): no exclusive wake-ups needed.
@@ -108,6 +108,7 @@ class Worker:
         self.interface = "asgi"
         self.wsgi: WSGIHandler | None = None
         self.phase = phase  # shared with the master (mmap), or None
+        self.app = app  # --preload: imported by the master before the fork
         self.take_queue = False  # at stop: accept what the kernel queued, then close the sockets
         self._tick_due = 0.0
 
@@ -123,7 +124,7 @@ class Worker:
             self.report(f"error post_fork hook raised {type(failed).__name__}: {failed}")
             return EXIT_BOOT
         try:
-            app = import_app(config.app, factory=config.factory, app_dir=config.app_dir)
+            app = self.app if self.app is not None else import_app(config.app, factory=config.factory, app_dir=config.app_dir)
         except AppLoadError as exc:
             self.report(f"error {exc}")
             return EXIT_CONFIG
