@@ -368,6 +368,7 @@ OPTIONS: tuple[Option, ...] = (
     # logging
     _opt("log_level", "info", _choice("critical", "error", "warning", "info", "debug"), "Log level.", "LEVEL"),
     _opt("log_file", None, _optional_text, "Write logs to this file (reopened on SIGUSR1) instead of stderr.", "PATH"),
+    _opt("log_config", None, _optional_text, "A logging.config file applied over corral's defaults: JSON or YAML (dictConfig; YAML needs PyYAML) or INI (fileConfig). Loggers: corral.error, corral.access; access lines go through logging only when it gives corral.access handlers (see Logging).", "PATH"),
     _opt("access_log", True, _bool, "Log one line per request."),
     _opt("log_format", "text", _choice("text", "json"), "Format of corral's own log lines: text, or one JSON object per line (time, level, pid, event, message).", "text|json"),
     _opt("access_log_format", "default", _access_log_format, "Access log line: default, common, combined (Apache/nginx, plus the request time), json (one object per line), or a template of gunicorn atoms (see Access log).", "FORMAT"),

@@ -59,6 +59,11 @@ def serve(config) -> int:
         logs.setup(config.log_level, config.log_file, config.log_format)
     except OSError as exc:
         return _error(f"--log-file: cannot open {config.log_file}: {exc.strerror}")
+    if config.log_config:
+        try:
+            logs.apply_config(config.log_config)
+        except logs.LogConfigError as exc:
+            return _error(str(exc))
     if config.reload:
         from .reload import check
 
