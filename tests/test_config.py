@@ -246,8 +246,8 @@ def test_short_flags_mean_what_they_mean_in_gunicorn(tmp_path):
     args = vars(build_parser().parse_args(["-w", "3", "-c", path, "-b", "127.0.0.1:0", "-b", "unix:/tmp/a,b.sock"]))
     assert args == {"workers": "3", "config": path, "bind": ["127.0.0.1:0", "unix:/tmp/a,b.sock"]}
     help_text = build_parser().format_help()
-    assert "-w N|auto, --workers N|auto" in help_text and "-c FILE, --config FILE" in help_text
-    assert "-b ADDRESS, --bind ADDRESS" in help_text
+    assert "-w, --workers N|auto" in help_text and "-c, --config FILE" in help_text
+    assert "-b, --bind ADDRESS" in help_text
 
 
 def test_memory_cap_and_lifetime_values():
