@@ -394,8 +394,8 @@ OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
 # order shown. Every option is in exactly one (tests/test_cli_help.py): a new
 # option goes here too.
 GROUPS: dict[str, tuple[str, ...]] = {
-    "Application": ("app", "factory", "app_dir", "interface", "lifespan", "root_path", "chdir", "env_file"),
-    "Binding": ("host", "port", "uds", "uds_mode", "fd", "backlog", "accept"),
+    "Application": ("app", "factory", "preload", "app_dir", "interface", "lifespan", "root_path", "chdir", "env_file"),
+    "Binding": ("bind", "host", "port", "uds", "uds_mode", "fd", "backlog", "accept"),
     "Workers and lifecycle": (
         "workers", "threads", "limit_max_requests", "max_requests_jitter", "workers_max_rss", "workers_lifetime",
         "workers_lifetime_jitter", "shutdown_delay", "pid", "user", "group", "umask",
@@ -417,7 +417,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "ssl_min_version",
     ),
     "Proxies": ("proxy_headers", "forwarded_allow_ips", "forwarded_host", "proxy_protocol", "proxy_allow_from"),
-    "Logging": ("log_level", "log_file", "access_log", "log_format", "access_log_format"),
+    "Logging": ("log_level", "log_file", "log_config", "access_log", "log_format", "access_log_format"),
     "Metrics and health checks": ("metrics_bind", "health_path"),
     "Development": ("reload", "reload_dir", "reload_include", "reload_exclude"),
 }
