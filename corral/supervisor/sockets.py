@@ -221,7 +221,8 @@ class Sockets:
         """USR2: take over the old master's sockets, as they were."""
         self.shared = [socket.socket(fileno=fd) for fd in spec["shared"]]
         slots = spec["slots"]
-        self.per_slot = {slot: [socket.socket(fileno=fd) for fd in fds] for slot, fds in slots.items()}
+        self.per_slot = {int(slot): [socket.socket(fileno=fd) for fd in (fds if isinstance(fds, list) else [fds])]
+                         for slot, fds in slots.items()}  # one fd per slot: from a corral of one listener
         self.reuseport = bool(self.per_slot)
         if "inherited" in spec:
             self.inherited = [sock for sock in self.shared if sock.fileno() in spec["inherited"]]

@@ -4,6 +4,7 @@ reload, stop, USR2 and --accept reuseport treat all listeners alike."""
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import re
 import signal
@@ -359,3 +360,33 @@ def test_binds_from_the_environment_and_a_toml_list(server_factory, tmp_path):
     assert names[1:] == [f"unix:{tmp_path}/b.sock", f"unix:{tmp_path}/c.sock"] and names[0].startswith("http://")
     for name in names:
         assert get_pid(connector(name)) in server.worker_pids()
+
+
+def test_a_handover_from_a_corral_of_one_listener_is_adopted(tmp_path):
+    """USR2 from a corral before --bind (one listener: slots as one fd each, 'owned', 'uds'):
+    the new master adopts it; and its own spec round-trips."""
+    from corral.config import Config
+    from corral.supervisor.sockets import Sockets
+
+    path = str(tmp_path / "old.sock")
+    unix = socket.socket(socket.AF_UNIX)
+    unix.bind(path)
+    unix.listen(1)
+    tcp = [socket.create_server(("127.0.0.1", 0), reuse_port=True) for _ in range(2)]
+    old = {"shared": [unix.fileno()], "slots": {0: tcp[0].fileno(), 1: tcp[1].fileno()}, "owned": True,
+           "uds": path, "uds_inode": os.stat(path).st_ino}
+    sockets = Sockets(Config(app="m:a"), old)
+    sockets.bind()
+    assert sockets.reuseport and [s.fileno() for s in sockets.for_slot(1)] == [tcp[1].fileno(), unix.fileno()]
+    assert sockets.uds == {path: os.stat(path).st_ino} and sockets.inherited == [] and sockets.owned
+    spec = json.loads(json.dumps(sockets.handover_spec()))
+    from corral.supervisor.upgrade import take
+
+    again = Sockets(Config(app="m:a"), take({"CORRAL_UPGRADE": json.dumps(spec)}))
+    again.bind()
+    assert [s.fileno() for s in again.all()] == [s.fileno() for s in sockets.all()]
+    assert again.uds == sockets.uds and again.reuseport
+    for sock in sockets.all() + again.all():
+        sock.detach()  # the same descriptors as below: closed once
+    for sock in (unix, *tcp):
+        sock.close()
