@@ -29,11 +29,14 @@ Every option is also read from CORRAL_<OPTION> in the environment and from the \
 # its first sentence. tests/test_cli_help.py keeps --help under 120 lines.
 SHORT_HELP = {
     "factory": "ATTR is a callable returning the app.",
+    "preload": "Import the app in the master first.",
     "app_dir": "Put on sys.path before the import.",
     "lifespan": "ASGI lifespan (auto: if supported).",
     "root_path": "ASGI root_path: the app's URL prefix.",
     "chdir": "Change to DIR first; paths are from it.",
     "env_file": "Load environment variables from a dotenv file.",
+    "bind": "Listen: HOST:PORT, unix:PATH, fd://N; repeat.",
+    "host": "Address to bind when no --bind.",
     "port": "TCP port (0: a free one).",
     "uds": "Bind to a UNIX socket instead of TCP.",
     "uds_mode": "File mode of the UNIX socket (octal: 660).",
@@ -86,6 +89,7 @@ SHORT_HELP = {
     "proxy_protocol": "PROXY protocol from allowed peers.",
     "proxy_allow_from": "Peers that may send one.",
     "log_file": "Write logs to FILE (reopened on USR1).",
+    "log_config": "logging.config file: JSON, YAML or INI.",
     "log_format": "corral's own lines: text or JSON.",
     "access_log_format": "Access log line: preset or template.",
     "metrics_bind": "Serve Prometheus metrics at HOST:PORT/metrics.",

@@ -142,6 +142,61 @@ def _bind(value: Any) -> str | None:
     return text
 
 
+BIND_FORMS = "HOST:PORT, [IPv6]:PORT, unix:PATH or fd://N"
+
+
+def parse_bind(text: str) -> tuple:
+    """One --bind, in gunicorn's forms: ``("tcp", host, port)``, ``("unix", path)``
+    or ``("fd", n)``. ``HOST`` alone means port 8000, as in gunicorn."""
+    text = text.strip()
+    if text.startswith(("unix:", "unix://")):
+        path = text[7:] if text.startswith("unix://") else text[5:]
+        if not path:
+            raise ValueError(f"{text!r}: unix: needs a path, e.g. unix:/run/corral.sock")
+        return ("unix", path)
+    if text.startswith("fd://"):
+        number = text[5:]
+        if not number.isdigit():
+            raise ValueError(f"{text!r}: fd:// needs a descriptor number, e.g. fd://3")
+        return ("fd", int(number))
+    address = text[6:] if text.startswith("tcp://") else text
+    if address.startswith("["):
+        host, sep, rest = address[1:].partition("]")
+        if not sep or not host or (rest and not rest.startswith(":")):
+            raise ValueError(f"{text!r} is not {BIND_FORMS}")
+        port = rest[1:] if rest else "8000"
+    elif ":" in address:
+        host, _, port = address.rpartition(":")
+        if ":" in host:
+            raise ValueError(f"{text!r}: an IPv6 address goes in brackets, e.g. [::1]:8000")
+    else:
+        host, port = address, "8000"
+    if not host or "/" in host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{text!r} is not {BIND_FORMS}")
+    return ("tcp", host, int(port))
+
+
+def _binds(value: Any) -> tuple[str, ...]:
+    """--bind, repeatable: CLI flags or a TOML list (each item whole, so a UNIX
+    path may hold a comma), or a comma-separated string (environment)."""
+    if isinstance(value, str):
+        items = [part.strip() for part in value.split(",")]
+    elif isinstance(value, (list, tuple)):
+        items = [item.strip() if isinstance(item, str) else item for item in value]
+        if not all(isinstance(item, str) for item in items):
+            raise ValueError("must be a string or a list of strings")
+    else:
+        raise ValueError("must be a string or a list of strings")
+    items = [item for item in items if item]
+    seen = set()
+    for item in items:
+        spec = parse_bind(item)
+        if spec in seen and spec[-1] != 0:  # port 0 twice: two free ports
+            raise ValueError(f"{item!r} is given twice")
+        seen.add(spec)
+    return tuple(items)
+
+
 def _choice(*choices: str) -> Callable[[Any], str]:
     def parse(value: Any) -> str:
         text = str(value).strip().lower()
@@ -244,16 +299,18 @@ OPTIONS: tuple[Option, ...] = (
     # application
     _opt("app", None, _app_spec, "The application, as MODULE:ATTR.", "MODULE:ATTR"),
     _opt("factory", False, _bool, "Treat ATTR as a callable that returns the application."),
+    _opt("preload", False, _bool, "Import the app in the master before forking the workers, so they share its memory copy-on-write (gc.freeze() before each fork); post_fork hooks then run after the import, lifespan still runs in each worker. The master cannot import changed code again, so HUP re-executes it as USR2 does (a new master pid; --pid follows)."),
     _opt("app_dir", ".", _text, "Directory added to sys.path before importing the app.", "DIR"),
     _opt("interface", "auto", _choice("auto", "asgi", "wsgi"), "Application interface.", "auto|asgi|wsgi"),
     _opt("lifespan", "auto", _choice("auto", "on", "off"), "ASGI lifespan: auto runs it if the app supports it.", "auto|on|off"),
     _opt("root_path", "", _text, "ASGI root_path, for apps mounted below a prefix.", "PATH"),
     # sockets
-    _opt("host", "127.0.0.1", _text, "Bind to this address.", "HOST"),
+    Option("bind", (), _binds, "Listen here; repeatable, every worker serves every listener: HOST:PORT, [IPv6]:PORT, unix:PATH (mode: --uds-mode) or fd://N (an inherited socket). HOST alone means port 8000. With --bind, --host/--port are not used; --uds and --fd add a listener each.", "ADDRESS", many=True, short="-b"),
+    _opt("host", "127.0.0.1", _text, "Bind to this address (when no --bind, --uds or --fd is given).", "HOST"),
     _opt("port", 8000, _int_range(0, 65535), "Bind to this TCP port (0 picks a free one).", "PORT"),
-    _opt("uds", None, _optional_text, "Bind to a UNIX domain socket instead of TCP.", "PATH"),
+    _opt("uds", None, _optional_text, "Bind to a UNIX domain socket instead of TCP (same as --bind unix:PATH).", "PATH"),
     _opt("uds_mode", None, _mode, "File mode of the UNIX socket, in octal (e.g. 660).", "MODE"),
-    _opt("fd", None, _optional_int(0), "Serve an inherited listening socket file descriptor.", "N"),
+    _opt("fd", None, _optional_int(0), "Serve an inherited listening socket file descriptor (same as --bind fd://N).", "N"),
     _opt("backlog", 2048, _int_range(1), "Listen backlog (clamped to net.core.somaxconn).", "N"),
     # processes
     _opt("workers", 1, _workers, "Number of worker processes (auto = CPU count).", "N|auto", short="-w"),
@@ -312,6 +369,7 @@ OPTIONS: tuple[Option, ...] = (
     # logging
     _opt("log_level", "info", _choice("critical", "error", "warning", "info", "debug"), "Log level.", "LEVEL"),
     _opt("log_file", None, _optional_text, "Write logs to this file (reopened on SIGUSR1) instead of stderr.", "PATH"),
+    _opt("log_config", None, _optional_text, "A logging.config file applied over corral's defaults: JSON or YAML (dictConfig; YAML needs PyYAML) or INI (fileConfig). Loggers: corral.error, corral.access; access lines go through logging only when it gives corral.access handlers (see Logging).", "PATH"),
     _opt("access_log", True, _bool, "Log one line per request."),
     _opt("log_format", "text", _choice("text", "json"), "Format of corral's own log lines: text, or one JSON object per line (time, level, pid, event, message).", "text|json"),
     _opt("access_log_format", "default", _access_log_format, "Access log line: default, common, combined (Apache/nginx, plus the request time), json (one object per line), or a template of gunicorn atoms (see Access log).", "FORMAT"),
@@ -336,8 +394,8 @@ OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
 # order shown. Every option is in exactly one (tests/test_cli_help.py): a new
 # option goes here too.
 GROUPS: dict[str, tuple[str, ...]] = {
-    "Application": ("app", "factory", "app_dir", "interface", "lifespan", "root_path", "chdir", "env_file"),
-    "Binding": ("host", "port", "uds", "uds_mode", "fd", "backlog", "accept"),
+    "Application": ("app", "factory", "preload", "app_dir", "interface", "lifespan", "root_path", "chdir", "env_file"),
+    "Binding": ("bind", "host", "port", "uds", "uds_mode", "fd", "backlog", "accept"),
     "Workers and lifecycle": (
         "workers", "threads", "limit_max_requests", "max_requests_jitter", "workers_max_rss", "workers_lifetime",
         "workers_lifetime_jitter", "shutdown_delay", "pid", "user", "group", "umask",
@@ -359,7 +417,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
         "ssl_min_version",
     ),
     "Proxies": ("proxy_headers", "forwarded_allow_ips", "forwarded_host", "proxy_protocol", "proxy_allow_from"),
-    "Logging": ("log_level", "log_file", "access_log", "log_format", "access_log_format"),
+    "Logging": ("log_level", "log_file", "log_config", "access_log", "log_format", "access_log_format"),
     "Metrics and health checks": ("metrics_bind", "health_path"),
     "Development": ("reload", "reload_dir", "reload_include", "reload_exclude"),
 }

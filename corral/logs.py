@@ -10,12 +10,25 @@ and, after an exception, ``exc`` (the traceback). The event comes from
 ``extra={"event": ...}`` when a call gives one, else from the message's
 format string (its words before the first parenthesis, comma or semicolon,
 placeholders dropped), so it does not change with the values logged.
+
+``--log-config PATH`` (``apply_config``) then applies a ``logging.config``
+file over these defaults, as uvicorn does: JSON or YAML (``dictConfig``;
+YAML needs PyYAML) or INI (``fileConfig``). corral's loggers are
+``corral.error`` (the master's and workers' own lines, as gunicorn's
+``gunicorn.error`` and uvicorn's ``uvicorn.error``) and ``corral.access``
+(one line per request). A logger the file names is the file's; one it does
+not name keeps corral's handler; loggers already made are not disabled
+unless the file says ``disable_existing_loggers: true``. When the file gives
+``corral.access`` handlers of its own (or makes it propagate), the access
+lines go through ``logging`` (``access_routed``); otherwise they keep the
+batched writes of ``io/access.py``, which bypass ``logging`` for speed.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
 import time
@@ -24,6 +37,12 @@ FORMAT = "%(asctime)s [%(process)d] [%(levelname)s] %(message)s"
 ACCESS_FORMAT = "%(asctime)s [%(process)d] %(message)s"
 
 _handlers: list[logging.Handler] = []
+# --log-config routes corral.access through its own handlers (io/access.py reads it).
+access_routed = False
+
+
+class LogConfigError(Exception):
+    """--log-config cannot be applied; the message is one line."""
 
 # Events whose format string says too little on its own.
 EVENTS = {
@@ -99,10 +118,60 @@ def setup(level: str = "info", log_file: str | None = None, fmt: str = "text") -
         _handlers.append(handler)
 
 
+def apply_config(path: str) -> None:
+    """--log-config: apply a logging.config file (JSON, YAML or INI) over
+    corral's defaults (``setup``); see the module docstring."""
+    import logging.config
+
+    global access_routed
+    if not os.path.isfile(path):
+        raise LogConfigError(f"--log-config: cannot read {path}: No such file or directory")
+    kind = os.path.splitext(path)[1].lower()
+    try:
+        if kind in (".json", ".yaml", ".yml"):
+            with open(path, encoding="utf-8") as handle:
+                if kind == ".json":
+                    config = json.load(handle)
+                else:
+                    try:
+                        import yaml
+                    except ImportError:
+                        raise LogConfigError(
+                            f"--log-config: {path} is YAML, which needs PyYAML: pip install 'corral[yaml]' (or pyyaml); "
+                            "or give the same dictionary as JSON"
+                        ) from None
+                    config = yaml.safe_load(handle)
+            if not isinstance(config, dict):
+                raise LogConfigError(f"--log-config: {path} must hold a mapping (logging.config.dictConfig's schema)")
+            config.setdefault("disable_existing_loggers", False)
+            logging.config.dictConfig(config)
+        else:  # .ini, .conf, .cfg, ...: logging.config.fileConfig's format
+            logging.config.fileConfig(path, disable_existing_loggers=False)
+    except LogConfigError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - json, yaml, configparser, dictConfig: each has its own
+        reason = f"{type(exc).__name__}: {exc}"
+        if exc.__cause__ is not None:
+            reason += f" ({type(exc.__cause__).__name__}: {exc.__cause__})"
+        raise LogConfigError(f"--log-config: {path}: " + " ".join(reason.split())) from None
+    access = logging.getLogger("corral.access")
+    access_routed = access.propagate or any(handler not in _handlers for handler in access.handlers)
+
+
+def _file_handlers() -> list[logging.Handler]:
+    """corral's own handlers, and the file handlers --log-config gave its loggers and the root."""
+    handlers = list(_handlers)
+    for name in ("corral.error", "corral.access", None):
+        for handler in logging.getLogger(name).handlers:
+            if handler not in handlers:
+                handlers.append(handler)
+    return handlers
+
+
 def reopen() -> None:
     """SIGUSR1: reopen log files so rotated files are released."""
     failed = None
-    for handler in _handlers:
+    for handler in _file_handlers():
         if isinstance(handler, logging.FileHandler):
             handler.acquire()
             try:

@@ -243,11 +243,11 @@ def test_short_flags_mean_what_they_mean_in_gunicorn(tmp_path):
     from corral.cli import build_parser
 
     path = write(tmp_path, 'app = "m:a"\n')
-    args = vars(build_parser().parse_args(["-w", "3", "-c", path]))
-    assert args == {"workers": "3", "config": path}
+    args = vars(build_parser().parse_args(["-w", "3", "-c", path, "-b", "127.0.0.1:0", "-b", "unix:/tmp/a,b.sock"]))
+    assert args == {"workers": "3", "config": path, "bind": ["127.0.0.1:0", "unix:/tmp/a,b.sock"]}
     help_text = build_parser().format_help()
     assert "-w, --workers N|auto" in help_text and "-c, --config FILE" in help_text
-    assert "-b" not in help_text.split()  # only once --bind exists
+    assert "-b, --bind ADDRESS" in help_text
 
 
 def test_memory_cap_and_lifetime_values():
@@ -298,3 +298,19 @@ def test_a_hook_that_raises_is_logged_and_returned(caplog):
         logger.removeHandler(caplog.handler)
     assert isinstance(failed, ZeroDivisionError)
     assert "on_exit hook raised ZeroDivisionError: division by zero" in caplog.text and "Traceback" in caplog.text
+
+
+def test_bind_forms():
+    from corral.config import parse_bind
+
+    assert parse_bind("127.0.0.1:8080") == ("tcp", "127.0.0.1", 8080)
+    assert parse_bind("tcp://example.com:0") == ("tcp", "example.com", 0)
+    assert parse_bind("[::1]:443") == ("tcp", "::1", 443)
+    assert parse_bind("[::]") == ("tcp", "::", 8000)
+    assert parse_bind("localhost") == ("tcp", "localhost", 8000)  # gunicorn: HOST alone is port 8000
+    assert parse_bind("unix:/run/a.sock") == parse_bind("unix:///run/a.sock") == ("unix", "/run/a.sock")
+    assert parse_bind("fd://3") == ("fd", 3)
+    # A list item is taken whole (a path may hold a comma); a string from the environment is split.
+    config = resolve({"app": "m:a", "bind": ["unix:/tmp/a,b.sock"]}, {"CORRAL_BIND": "x:1"}, None)
+    assert config.bind == ("unix:/tmp/a,b.sock",)
+    assert resolve({"app": "m:a"}, {"CORRAL_BIND": "127.0.0.1:1, unix:/tmp/c"}, None).bind == ("127.0.0.1:1", "unix:/tmp/c")

@@ -36,6 +36,8 @@ import threading
 import time
 from json.encoder import encode_basestring_ascii as _json_str
 
+from .. import logs as _logs
+
 STALE_SECONDS = 0.2  # the watchdog writes lines older than this when the loop is stuck
 MAX_BATCH = 1024  # lines; a longer batch is written at once
 
@@ -107,6 +109,14 @@ class AccessLog:
 
     def __init__(self, loop, fmt: str = "default", path: str | None = None, log_format: str = "text") -> None:
         self.loop = loop
+        # --log-config gave the corral.access logger handlers of its own: the
+        # lines go through logging (``_record_logging``), not the batched file.
+        self.logger = None
+        if _logs.access_routed:
+            import logging
+
+            self.logger = logging.getLogger("corral.access")
+            path = None
         self.path = path
         self.fd = self._open()
         self.pid = os.getpid()
@@ -121,10 +131,18 @@ class AccessLog:
         self._peers: dict = {}  # client (host, port) -> "host:port", for the default line
         self._watchdog: threading.Thread | None = None
         self._stop = threading.Event()
-        if fmt == "default" and log_format == "json":
+        if fmt == "default" and log_format == "json" and self.logger is None:
             fmt = "envelope"  # --log-format json: the envelope of every other log line
         self.format = fmt
-        if fmt == "default":  # formatted inside record: one call less per request
+        if self.logger is not None:
+            self.record = self._record_logging
+            self._format_line = self._message if fmt == "default" else (getattr(self, "_" + fmt) if fmt in FORMATS else self._custom)
+            if fmt not in FORMATS:
+                self._template = fmt
+                self._atoms = _ATOM.findall(fmt)
+            self.timed = fmt in ("combined", "json") or (
+                fmt not in FORMATS and any(atom in ("T", "M", "D", "L") for atom in self._atoms))
+        elif fmt == "default":  # formatted inside record: one call less per request
             self.record = self._record_default
             self.timed = False
         elif fmt in FORMATS or fmt == "envelope":
@@ -149,6 +167,24 @@ class AccessLog:
         lines.append(self._format_line(request, client, status, sent, started))
         if len(lines) >= MAX_BATCH:
             self.flush()
+
+    def _record_logging(self, request, client, status: int, sent: int, started: float) -> None:
+        """``record`` when --log-config routes corral.access elsewhere: one
+        ``logging`` call per request, the message being the line in
+        --access-log-format (the default's without its time and pid, which the
+        config's formatter adds), with uvicorn's record attributes
+        ``client_addr``, ``request_line`` and ``status_code`` for its format."""
+        line = self._format_line(request, client, status, sent, started)
+        self.logger.info(line[:-1] if line.endswith("\n") else line, extra={
+            "client_addr": f"{client[0]}:{client[1]}" if client else "-",
+            "request_line": f"{request.method} {request.target.decode('latin-1')} HTTP/{request.http_version}",
+            "status_code": status,
+        })
+
+    def _message(self, request, client, status, sent, started) -> str:
+        """The default line without its time and pid (the logging formatter's)."""
+        peer = f"{client[0]}:{client[1]}" if client else "-"
+        return f'{peer} - "{request.method} {request.target.decode("latin-1")} HTTP/{request.http_version}" {status}'
 
     def _schedule_flush(self) -> None:
         """The first line of a batch: one flush at the end of this loop pass."""

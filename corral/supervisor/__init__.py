@@ -59,6 +59,11 @@ def serve(config) -> int:
         logs.setup(config.log_level, config.log_file, config.log_format)
     except OSError as exc:
         return _error(f"--log-file: cannot open {config.log_file}: {exc.strerror}")
+    if config.log_config:
+        try:
+            logs.apply_config(config.log_config)
+        except logs.LogConfigError as exc:
+            return _error(str(exc))
     if config.reload:
         from .reload import check
 
@@ -102,7 +107,7 @@ def serve(config) -> int:
             if pidfile is not None and handover is None:
                 pidfile.write()  # the new master of a USR2 writes it once it is ready (Master._upgrade_ready)
             if config.user or config.group:
-                own = [path for path in (sockets.uds_path, config.log_file) if path and handover is None]
+                own = [path for path in (*sockets.uds, config.log_file) if path and handover is None]
                 done = drop(config.user, config.group, own)
                 if done:
                     log.info("master %d: %s", os.getpid(), done)
@@ -113,6 +118,11 @@ def serve(config) -> int:
         except TLSConfigError as exc:
             sockets.close()
             return _error(f"{exc} (as --user {config.user or '-'}, --group {config.group or '-'})")
+        if config.preload:
+            problem = master.preload()  # as --user: no app code runs as root
+            if problem:
+                sockets.close()
+                return _error(problem)
         logs.set_title(f"corral: master [{config.app}]")
         return master.run()
     finally:

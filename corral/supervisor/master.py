@@ -15,6 +15,7 @@ sockets always have a ready worker accepting, and a reload loses nothing.
 from __future__ import annotations
 
 import errno
+import gc
 import logging
 import mmap
 import os
@@ -119,6 +120,28 @@ class Master:
         self.pidfile = None  # --pid (pidfile.PidFile), written by serve() or, after a USR2, by _upgrade_ready
         self.announced_ready = False  # the when_ready hook ran
         self.env_file = None  # --env-file (envfile.EnvFile), re-read on each reload
+        self.app = None  # --preload: the app, imported here before any fork
+
+    def preload(self) -> str | None:
+        """--preload: import the app here, once, so every worker forked from
+        this master shares its memory copy-on-write. ``gc.freeze()`` moves
+        what the import made into the permanent generation, so the workers'
+        collections never write to (and so copy) those pages. Returns the
+        one-line reason it cannot, or None."""
+        from ..loader import AppLoadError, import_app
+
+        config = self.config
+        try:
+            self.app = import_app(config.app, factory=config.factory, app_dir=config.app_dir)
+        except AppLoadError as exc:
+            return f"--preload: {exc}"
+        except (Exception, SystemExit) as exc:  # the app's own module raised while importing
+            log.debug("--preload: %s raised while importing", config.app, exc_info=True)
+            return f"--preload: {config.app} raised {type(exc).__name__} while importing: {exc}"
+        gc.freeze()
+        log.info("master %d: --preload: %s imported; %d objects frozen, shared copy-on-write by the workers",
+                 os.getpid(), config.app, gc.get_freeze_count())
+        return None
 
     @property
     def pid(self) -> int:
@@ -234,6 +257,14 @@ class Master:
         if self.stopping or self.lame_duck_until is not None:
             return
         self.config.run_hook("on_reload", self)  # logged if it raises; the reload goes on
+        if self.app is not None:
+            # --preload: the app's modules live in this master, and importing
+            # them again here would not replace what the workers inherit.
+            # A new master (USR2's re-exec) imports the new code, zero-loss.
+            log.info("master: %s with --preload: this master cannot import the app again; "
+                     "re-executing it as on USR2 (a new master pid imports the new code)", why)
+            self.handle_usr2()
+            return
         if self.env_file is not None:
             from ..config import ConfigError
 
@@ -301,7 +332,7 @@ class Master:
         workers as on a reload and exit; never filter, close or unlink the sockets."""
         self.stopping = "upgraded"
         self.released = True
-        self.sockets.uds_path = None  # the new master's file now
+        self.sockets.uds = {}  # the new master's files now
         now = time.monotonic()
         for worker in self.workers.values():
             if worker.state == "booting":
@@ -374,7 +405,7 @@ class Master:
             if self.upgrade_notify >= 0:
                 # A new master (USR2) stopping before it was ready: the
                 # sockets still serve the old master; leave them as they are.
-                self.sockets.uds_path = None
+                self.sockets.uds = {}
                 log.info("master: upgrade abandoned; the sockets stay with the old master")
             elif self.sockets.refuse_new():
                 self.phase[0] = PHASE_STOPPING
@@ -454,6 +485,8 @@ class Master:
             max_requests = config.limit_max_requests + random.randint(0, config.max_requests_jitter)
         read_fd, write_fd = os.pipe()
         sys.stderr.flush()
+        if self.app is not None:
+            gc.freeze()  # --preload: what the master made since, shared too
         pid = os.fork()
         if pid == 0:  # child
             code = 1
@@ -468,7 +501,9 @@ class Master:
                     if sock not in sockets:
                         sock.close()  # another slot's socket: only the master keeps it
                 os.set_blocking(write_fd, False)
-                code = Worker(config, sockets, write_fd, max_requests=max_requests, slot=slot, phase=self.phase).run()
+                code = Worker(config, sockets, write_fd, max_requests=max_requests, slot=slot, phase=self.phase,
+                              private=self.sockets.private(slot), inherited=self.sockets.inherited,
+                              app=self.app).run()
             except BaseException:
                 log.exception("worker crashed")
             finally:

@@ -1,11 +1,12 @@
 """Listening sockets, bound once by the master and inherited by every worker.
 
-Sources: TCP (``--host``/``--port``), a UNIX socket (``--uds``,
-``--uds-mode``), an inherited descriptor (``--fd``) and systemd socket
-activation (``LISTEN_FDS``/``LISTEN_PID``, which wins over the rest).
-With ``--accept reuseport`` the master makes one SO_REUSEPORT socket per
-worker slot and keeps them all open, so a worker that exits never takes its
-socket's queue with it.
+Sources: each ``--bind`` (repeatable: ``HOST:PORT``, ``[IPv6]:PORT``,
+``unix:PATH``, ``fd://N``), the shorthands ``--uds`` (with ``--uds-mode``)
+and ``--fd``, else ``--host``/``--port``; systemd socket activation
+(``LISTEN_FDS``/``LISTEN_PID``) wins over all of them. Every worker serves
+every listener. With ``--accept reuseport`` the master makes one
+SO_REUSEPORT socket per worker slot for each TCP listener and keeps them
+all open, so a worker that exits never takes its socket's queue with it.
 
 Stopping releases the port at once (``refuse_new``): a TCP socket corral
 created gets a socket filter that drops every packet, so no new connection
@@ -66,7 +67,7 @@ def _tcp(host: str, port: int, backlog: int, reuseport: bool) -> socket.socket:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
-        raise BindError(f"cannot resolve --host {host!r}: {exc.strerror}") from None
+        raise BindError(f"cannot resolve {host!r}: {exc.strerror}") from None
     family, kind, proto, _, address = infos[0]
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -78,7 +79,7 @@ def _tcp(host: str, port: int, backlog: int, reuseport: bool) -> socket.socket:
         sock.bind(address)
     except OSError as exc:
         sock.close()
-        raise BindError(f"cannot bind {host}:{port}: {exc.strerror}") from None
+        raise BindError(f"cannot bind {f'[{host}]' if ':' in host else host}:{port}: {exc.strerror}") from None
     sock.listen(backlog)
     return sock
 
@@ -132,119 +133,170 @@ def drop_new_connections(sock: socket.socket) -> bool:
     return True
 
 
+def listeners(config) -> list[tuple]:
+    """What to listen on, in order: each ``--bind``, then ``--uds`` and
+    ``--fd`` (each adds one); ``--host``/``--port`` when none is given."""
+    from ..config import parse_bind
+
+    specs = [parse_bind(text) for text in config.bind]
+    for spec in (("unix", config.uds) if config.uds else None, ("fd", config.fd) if config.fd is not None else None):
+        if spec is not None and spec not in specs:
+            specs.append(spec)
+    return specs or [("tcp", config.host, config.port)]
+
+
+def _name(sock: socket.socket, scheme: str) -> str:
+    address = sock.getsockname()
+    if sock.family == socket.AF_UNIX:
+        return f"unix:{address}"
+    if sock.family == socket.AF_INET6:
+        return f"{scheme}://[{address[0]}]:{address[1]}"
+    return f"{scheme}://{address[0]}:{address[1]}"
+
+
 class Sockets:
-    """What the master listens on; ``for_slot(i)`` is what worker slot i serves."""
+    """What the master listens on; ``for_slot(i)`` is what worker slot i serves.
+
+    Every listener (``--bind``, repeatable) is served by every worker. In the
+    shared mode each has one socket (one accept queue) for all workers. With
+    ``--accept reuseport`` each TCP listener has one SO_REUSEPORT socket per
+    worker slot (``per_slot[i]``, in listener order), while UNIX and
+    inherited listeners stay shared (a UNIX socket cannot be bound twice)."""
 
     def __init__(self, config, handover: dict | None = None) -> None:
         self.config = config
         self.handover = handover  # USR2: the old master's sockets (supervisor/upgrade.py)
         self.backlog = clamp_backlog(config.backlog)
         self.reuseport = config.accept == "reuseport"
-        self.shared: list[socket.socket] = []
-        self.per_slot: dict[int, socket.socket] = {}
-        self.uds_path: str | None = None
-        self.uds_inode = 0
-        self.owned = True  # False for --fd and systemd sockets: their owner's
+        self.shared: list[socket.socket] = []  # served by every worker, one queue each
+        self.per_slot: dict[int, list[socket.socket]] = {}  # reuseport: slot -> its TCP sockets
+        self.uds: dict[str, int] = {}  # path -> inode of each UNIX socket file corral made
+        self.inherited: list[socket.socket] = []  # --fd, fd://N, systemd: their owner's (in shared)
+
+    @property
+    def owned(self) -> bool:
+        """Whether corral created any of these sockets (else all are inherited)."""
+        return any(sock not in self.inherited for sock in self.all())
 
     def bind(self) -> None:
         config = self.config
         if self.handover is not None:
             self._adopt(self.handover)
             return
-        inherited = systemd_sockets()
-        if inherited:
-            self.shared = inherited
-            self.owned = False
-        elif config.fd is not None:
-            self.shared = [_inherited(config.fd)]
-            self.owned = False
-        elif config.uds:
-            self.shared = [_unix(config.uds, config.uds_mode, self.backlog)]
-            self.uds_path = config.uds
-            self.uds_inode = os.stat(config.uds).st_ino
-        elif self.reuseport:
-            first = _tcp(config.host, config.port, self.backlog, reuseport=True)
-            self.per_slot[0] = first
-        else:
-            self.shared = [_tcp(config.host, config.port, self.backlog, reuseport=False)]
+        specs = listeners(config)
+        activated = systemd_sockets()
+        if activated:
+            self.shared = activated
+            self.inherited = list(activated)
+            if config.bind or config.uds or config.fd is not None:
+                log.info("systemd socket activation: serving its %d sockets; --bind/--uds/--fd are not used", len(activated))
+            specs = []
+        try:
+            for spec in specs:
+                if spec[0] == "tcp":
+                    sock = _tcp(spec[1], spec[2], self.backlog, reuseport=self.reuseport)
+                    if self.reuseport:
+                        self.per_slot.setdefault(0, []).append(sock)
+                    else:
+                        self.shared.append(sock)
+                elif spec[0] == "unix":
+                    sock = _unix(spec[1], config.uds_mode, self.backlog)
+                    self.shared.append(sock)
+                    self.uds[spec[1]] = os.stat(spec[1]).st_ino
+                else:
+                    sock = _inherited(spec[1])
+                    self.shared.append(sock)
+                    self.inherited.append(sock)
+        except BindError:
+            self.close()
+            raise
         if self.reuseport and not self.per_slot:
-            log.warning("--accept reuseport needs a TCP --host/--port; using one shared socket")
+            log.warning("--accept reuseport needs a TCP listener; using one shared socket")
             self.reuseport = False
+        elif self.reuseport and self.shared:
+            log.info("--accept reuseport: one socket per worker for TCP listeners; %d UNIX or inherited ones shared",
+                     len(self.shared))
 
     def _adopt(self, spec: dict) -> None:
         """USR2: take over the old master's sockets, as they were."""
         self.shared = [socket.socket(fileno=fd) for fd in spec["shared"]]
-        self.per_slot = {slot: socket.socket(fileno=fd) for slot, fd in spec["slots"].items()}
+        slots = spec["slots"]
+        self.per_slot = {int(slot): [socket.socket(fileno=fd) for fd in (fds if isinstance(fds, list) else [fds])]
+                         for slot, fds in slots.items()}  # one fd per slot: from a corral of one listener
         self.reuseport = bool(self.per_slot)
-        self.owned = spec["owned"]
-        self.uds_path = spec["uds"]
-        self.uds_inode = spec["uds_inode"]
+        if "inherited" in spec:
+            self.inherited = [sock for sock in self.shared if sock.fileno() in spec["inherited"]]
+            self.uds = dict(spec["uds"])
+        else:  # from a corral of one listener
+            self.inherited = [] if spec.get("owned", True) else list(self.shared)
+            self.uds = {spec["uds"]: spec["uds_inode"]} if spec.get("uds") else {}
 
     def handover_spec(self) -> dict:
         """USR2: what the new master needs to adopt these sockets (JSON-able)."""
         return {
             "shared": [sock.fileno() for sock in self.shared],
-            "slots": {slot: sock.fileno() for slot, sock in self.per_slot.items()},
-            "owned": self.owned,
-            "uds": self.uds_path,
-            "uds_inode": self.uds_inode,
+            "slots": {slot: [sock.fileno() for sock in socks] for slot, socks in self.per_slot.items()},
+            "inherited": [sock.fileno() for sock in self.inherited],
+            "uds": self.uds,
         }
 
     def for_slot(self, slot: int) -> list[socket.socket]:
         if not self.reuseport:
             return self.shared
-        sock = self.per_slot.get(slot)
-        if sock is None:
-            host, port = self.per_slot[0].getsockname()[:2]
-            sock = self.per_slot[slot] = _tcp(host, port, self.backlog, reuseport=True)
-        return [sock]
+        socks = self.per_slot.get(slot)
+        if socks is None:
+            socks = []
+            try:
+                for first in self.per_slot[0]:
+                    host, port = first.getsockname()[:2]
+                    socks.append(_tcp(host, port, self.backlog, reuseport=True))
+            except BindError:
+                for sock in socks:
+                    sock.close()
+                raise
+            self.per_slot[slot] = socks
+        return socks + self.shared
+
+    def private(self, slot: int) -> list[socket.socket]:
+        """The sockets slot ``slot`` alone serves (reuseport), so no other worker wakes for them."""
+        return self.per_slot.get(slot, []) if self.reuseport else []
 
     def release_slot(self, slot: int) -> None:
-        """reuseport: close a slot's socket once no worker serves it (TTOU)."""
+        """reuseport: close a slot's sockets once no worker serves it (TTOU)."""
         if self.reuseport and slot != 0:
-            sock = self.per_slot.pop(slot, None)
-            if sock is not None:
+            for sock in self.per_slot.pop(slot, ()):
                 sock.close()
 
     def all(self) -> list[socket.socket]:
-        return self.shared + list(self.per_slot.values())
+        return self.shared + [sock for socks in self.per_slot.values() for sock in socks]
 
     def describe(self) -> str:
-        names = []
         scheme = "https" if self.config.ssl_certfile else "http"
-        for sock in self.shared or self.per_slot.values():
-            address = sock.getsockname()
-            if sock.family == socket.AF_UNIX:
-                names.append(f"unix:{address}")
-            elif sock.family == socket.AF_INET6:
-                names.append(f"{scheme}://[{address[0]}]:{address[1]}")
-            else:
-                names.append(f"{scheme}://{address[0]}:{address[1]}")
-            if self.reuseport:
-                break
-        return ", ".join(names)
+        first = self.per_slot.get(0, [])
+        return ", ".join(_name(sock, scheme) for sock in first + self.shared)
 
     def refuse_new(self) -> bool:
         """Stopping: let no new connection join the queues of the sockets
         corral created (see the module docstring), then close the master's
         copies; the workers accept what is queued and close theirs.
-        Returns False for inherited sockets, which are left untouched."""
-        if not self.owned:
+        Inherited sockets are left untouched; returns False if all are."""
+        owned = [sock for sock in self.all() if sock not in self.inherited]
+        if not owned:
             return False
         self._unlink_uds()
-        for sock in self.all():
+        for sock in owned:
             if sock.family != socket.AF_UNIX:
                 drop_new_connections(sock)
-        for sock in self.all():
+        for sock in owned:
             sock.close()
         return True
 
     def _unlink_uds(self) -> None:
-        """Remove our socket file, unless another server has bound that path since."""
-        path, self.uds_path = self.uds_path, None
-        if path:
+        """Remove our socket files, unless another server has bound that path since."""
+        files, self.uds = self.uds, {}
+        for path, inode in files.items():
             try:
-                if os.stat(path).st_ino == self.uds_inode:
+                if os.stat(path).st_ino == inode:
                     os.unlink(path)
             except OSError:
                 pass

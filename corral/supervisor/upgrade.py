@@ -57,7 +57,7 @@ def launch(spec: dict) -> tuple[int, int]:
     argv = command_line()
     environ = {key: value for key, value in os.environ.items() if key not in env_file_keys}
     environ[ENV] = json.dumps(spec)
-    inherited = [write_fd, *spec["shared"], *spec["slots"].values()]
+    inherited = [write_fd, *spec["shared"], *(fd for fds in spec["slots"].values() for fd in fds)]
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
@@ -86,5 +86,5 @@ def take(environ=os.environ) -> dict | None:
     if not text:
         return None
     spec = json.loads(text)
-    spec["slots"] = {int(slot): fd for slot, fd in spec["slots"].items()}
+    spec["slots"] = {int(slot): fds if isinstance(fds, list) else [fds] for slot, fds in spec["slots"].items()}
     return spec

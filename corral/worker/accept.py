@@ -14,6 +14,12 @@ registration in the loop's own epoll with an exclusive one (the loop's epoll
 descriptor is found by a /proc scan once, then remembered). The loop never
 touches it again until it stops watching the socket (closing the server
 deletes it), so the swap holds for as long as the server runs.
+
+Several listeners (``--bind``, repeatable): one ``Listener`` per socket, each
+made exclusive on its own, and one ``AcceptGate`` pausing and resuming them
+all together; a connection's path after the accept does not know which
+listener it came from. A socket this worker alone serves (``--accept
+reuseport``) is left as the loop registers it.
 """
 
 from __future__ import annotations

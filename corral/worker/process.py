@@ -90,9 +90,13 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 class Worker:
     def __init__(self, config, sockets, channel_fd: int | None, *, max_requests: int = 0, slot: int = 0,
-                 phase=None) -> None:
+                 phase=None, private=(), inherited=(), app=None) -> None:
         self.config = config
-        self.sockets = sockets
+        self.sockets = sockets  # every listener, each served here (worker/accept.py)
+        # Sockets this worker alone serves (--accept reuseport): no exclusive wake-ups needed.
+        self.private = {sock.fileno() for sock in private}
+        # Inherited sockets (--fd, systemd): at stop, their queue is left to their owner.
+        self.inherited = {sock.fileno() for sock in inherited}
         self.channel_fd = channel_fd
         self.max_requests = max_requests
         self.slot = slot
@@ -106,6 +110,7 @@ class Worker:
         self.interface = "asgi"
         self.wsgi: WSGIHandler | None = None
         self.phase = phase  # shared with the master (mmap), or None
+        self.app = app  # --preload: imported by the master before the fork
         self.take_queue = False  # at stop: accept what the kernel queued, then close the sockets
         self._tick_due = 0.0
 
@@ -121,7 +126,7 @@ class Worker:
             self.report(f"error post_fork hook raised {type(failed).__name__}: {failed}")
             return EXIT_BOOT
         try:
-            app = import_app(config.app, factory=config.factory, app_dir=config.app_dir)
+            app = self.app if self.app is not None else import_app(config.app, factory=config.factory, app_dir=config.app_dir)
         except AppLoadError as exc:
             self.report(f"error {exc}")
             return EXIT_CONFIG
@@ -205,8 +210,8 @@ class Worker:
         except LifespanFailure as exc:
             self.report(f"error {exc}")
             return EXIT_BOOT
-        exclusive = self.config.accept == "shared"
-        for sock in self.sockets:
+        for sock in self.sockets:  # one Listener per listening socket; the hot path never sees how many
+            exclusive = sock.fileno() not in self.private  # shared with the other workers: one wakes
             listener = Listener(loop, sock, self._connection, self.config.backlog, exclusive)
             await listener.start()
             self.listeners.append(listener)
@@ -216,7 +221,7 @@ class Worker:
             loop,
             self.listeners,
             self.config.limit_connections,
-            shared_with_others=self.config.workers > 1 and exclusive,
+            shared_with_others=self.config.workers > 1 and any(listener.exclusive for listener in self.listeners),
             pid=self.pid,
         )
         if self.state.access is not None:
@@ -284,6 +289,8 @@ class Worker:
         if self.take_queue:
             tasks = []
             for sock in self.sockets:
+                if sock.fileno() in self.inherited:
+                    continue  # its owner's queue: nothing stopped new connections joining it
                 sock.setblocking(False)
                 while True:
                     try:
