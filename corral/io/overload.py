@@ -166,8 +166,8 @@ class Overload:
     def late(self, transport) -> bool:
         """While watching: whether this request is shed: it waited past the
         target, or the requests in flight are at the adaptive limit."""
-        if self.waited(transport) <= self.target and self.state.in_flight < self.limit:
-            return False
+        if self.waited(transport) <= self.target and (self.state.in_flight < self.limit or self.lag <= self.target / 2):
+            return False  # the in-flight limit binds only while the loop lags
         if not self.shed:
             self.episode = self.loop.time()
             log.warning("worker %d: overloaded (loop lag %.0f ms): answering 503 to requests that waited over %.0f ms",

@@ -60,6 +60,7 @@ def test_in_flight_limit_sheds_while_watching(pair):
     overload = watching(p.state, lag=0.0)
     overload.due = p.state.loop.time() + 1.0
     overload.limit = 0  # the AIMD limit at its floor for this test: nothing more in flight
+    overload.lag = 1.0  # it binds only while the loop lags (the last probe found it late)
     p.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
     assert p.responses_count(1)[0].status == 503 and app.calls == 0
 
