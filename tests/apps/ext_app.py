@@ -63,7 +63,8 @@ async def app(scope, receive, send):
             headers = [(b"content-length", b"%d" % (size + 100))] if q.get("length") else []
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             await send({"type": "http.response.zerocopysend", "file": file, "offset": 0, "count": size + 100,
-                        "more_body": False})
+                        "more_body": bool(q.get("more"))})
+            await send({"type": "http.response.body", "body": b""})
     elif path == "/hint":
         await send({"type": "http.response.early_hint", "links": [b"</style.css>; rel=preload; as=style",
                                                                   b"</app.js>; rel=preload; as=script"]})
