@@ -166,11 +166,13 @@ def byte_range(range_field: bytes | None, if_range: bytes | None, size: int, tag
         start = max(size - suffix, 0)
         return start, size - start
     start = int(first)
-    end = int(last) if last else size - 1
-    if end < start:
-        return None
+    end = int(last) if last else None
+    if end is not None and end < start:
+        return None  # invalid: ignored (RFC 9110 14.1.1)
     if start >= size:
         return UNSATISFIABLE
+    if end is None:
+        end = size - 1
     end = min(end, size - 1)
     return start, end - start + 1
 
