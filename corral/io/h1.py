@@ -382,7 +382,7 @@ class H1Connection(asyncio.Protocol):
         if not plan.body_allowed or count <= 0:
             return 0
         if self.tls is None and not plan.chunked:
-            return await self._sendfile(fd, offset, count)
+            return await self._sendfile(cycle, fd, offset, count)
         sent = 0
         while sent < count:
             if self.closing:
@@ -396,7 +396,7 @@ class H1Connection(asyncio.Protocol):
                 await self.drain()
         return sent
 
-    async def _sendfile(self, fd: int, offset: int, count: int) -> int:
+    async def _sendfile(self, cycle, fd: int, offset: int, count: int) -> int:
         """os.sendfile to the socket once the transport's own buffer (the
         head) has gone out; while the socket is full, wait for it on a
         duplicate of its descriptor (the loop watches the original for the
@@ -414,6 +414,10 @@ class H1Connection(asyncio.Protocol):
                         n = os.sendfile(out, fd, offset + sent, count - sent)
                     except BlockingIOError:
                         n = -1
+                    except (BrokenPipeError, ConnectionResetError):  # the client is gone
+                        self.abort()
+                        cycle.disconnected()
+                        raise ConnectionResetError("client disconnected") from None
                     if n == 0:
                         break  # the file is shorter than it was
                     if n > 0:
