@@ -1,4 +1,6 @@
-"""mkdocs hook: the docs site shows the README's sections, not a copy of them.
+"""mkdocs hook: the docs site shows the README's front-page sections (the
+README is the repository's front page; the topic text lives in docs/*.md),
+the package READMEs and the generated options reference, not copies of them.
 
 A page holds directives on lines of their own, replaced at build time:
 
@@ -9,7 +11,9 @@ A page holds directives on lines of their own, replaced at build time:
 * ``<!-- include: PATH -->``: a Markdown file of the repository (a package
   README, the CHANGELOG), its headings moved one level down.
 * ``<!-- options-table -->``: the options reference, generated from
-  ``corral/config.py`` as the README's table is (``make options-table``).
+  ``corral/config.py`` (``corral --help`` is generated from it too): a
+  ``###`` heading per group of ``GROUPS`` (the groups of ``corral --help``),
+  each with its options' table, the help texts in full.
 * ``<!-- check-corral-options -->``: every ``--option`` in the second column
   of the page's tables (the migration guide's "corral" column) must be one
   of corral's (``corral/config.py``), or the build fails.
@@ -119,8 +123,20 @@ def _config():
     return config
 
 
+_CONFIG_ROW = ("| `-c`, `--config FILE` | `CORRAL_CONFIG` | - | A TOML file of options (keys as in `--help`, "
+               "a `[corral]` table optional), or a Python file (`.py`) of options and hooks. |")
+
+
 def _options_table() -> str:
-    return _config().options_markdown()
+    config = _config()
+    parts = []
+    for title, options in config.grouped_options():
+        table = config.options_markdown([option for option in options if option.name != "app"])
+        if any(option.name == "app" for option in options):  # the file itself: not an option of the file
+            header, rule, rest = table.split("\n", 2)
+            table = "\n".join((header, rule, _CONFIG_ROW, rest))
+        parts.append(f"### {title}\n\n{table}")
+    return "\n".join(parts)
 
 
 def _check_options(markdown: str, page: str) -> None:
