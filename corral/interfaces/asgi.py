@@ -15,6 +15,8 @@ What is protocol-specific is the *exchange*, the verbs the connection
 implements (io/README.md): ``send_head(cycle, plan, body, more)``,
 ``send_body(cycle, body, more)``, ``send_trailers(cycle, fields)``,
 ``send_continue(cycle)``, ``send_error(cycle, status)``, ``cut(cycle)``,
+``send_file(cycle, fd, offset, count)`` (pathsend, zerocopysend),
+``send_early_hint(cycle, links)``,
 ``body_taken(request, size)``, ``cycle_done(cycle, keep_alive)``, and
 backpressure (``write_paused``/``drain()``, or per-stream windows where
 ``flow_windows``: ``writable``/``wait_writable``). Over HTTP/1.1 a response
