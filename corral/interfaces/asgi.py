@@ -132,15 +132,14 @@ class HTTPCycle:
             "query_string": request.query_string,
             "headers": request.headers,
             "state": handler.state.lifespan_state.copy(),
+            "extensions": _EXTENSIONS.copy(),  # what every http scope offers, a dict made for this scope
         }
         if request.forwarded:  # proto.forwarded.Identity from a trusted proxy
             scope["client"], scope["scheme"] = request.forwarded[:2]
-        # The extensions every http scope offers (a dict made for this scope).
-        scope["extensions"] = extensions = _EXTENSIONS.copy()
         if conn.proxy is not None:  # a PROXY header: its TLS details (tls extension)
-            extensions.update(conn.proxy.asgi_extensions())
+            scope["extensions"].update(conn.proxy.asgi_extensions())
         elif conn.tls is not None:  # our own TLS (io/tls.py)
-            extensions["tls"] = conn.tls
+            scope["extensions"]["tls"] = conn.tls
         self.trailers = False  # did http.response.start announce trailers?
         self.held_trailers = None  # fields of trailer messages with more_trailers
         self.status = None  # set by http.response.start
