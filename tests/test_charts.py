@@ -146,3 +146,21 @@ def test_the_paced_scenario_is_latency_and_the_reference_loops_are_left_out():
     groups = module("charts").rows(data)
     assert groups == {"bench-http1.svg": [{"title": "p99 at half Granian's hello rate", "bars": [
         {"peer": "granian", "ratio": 12.29, "note": "p99 12.29 ms vs 1.00 ms"}]}]}
+
+
+def test_goodput_chart_and_table_from_the_committed_run(tmp_path):
+    """bench/goodput_chart.py draws the Under overload picture and its table
+    from the committed bench/overload.py goodput rows."""
+    pytest.importorskip("matplotlib", reason="matplotlib is in the test extras (make test installs it)")
+    spec = importlib.util.spec_from_file_location("goodput_chart", os.path.join(ROOT, "bench", "goodput_chart.py"))
+    chart = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(chart)
+    with open(os.path.join(ROOT, "bench", "results", "goodput-w1.json")) as handle:
+        rows = json.load(handle)
+    out = tmp_path / "goodput.svg"
+    chart.draw(rows, str(out), "note")
+    svg = out.read_text()
+    assert svg.startswith("<?xml") and "goodput: 2 ms of CPU (ASGI), 1 worker" in svg
+    table = chart.table(rows)
+    assert "| cpu | 1 | **corral** |" in table and "| wsgi | 1 | gunicorn |" in table
+    assert chart.main([str(tmp_path / "missing.json"), "--out", str(out)]) == 2

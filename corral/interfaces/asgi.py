@@ -25,6 +25,7 @@ given as one body message goes out in a single ``transport.write``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import stat
@@ -62,6 +63,26 @@ def _accepts_trailers(headers) -> bool:
         if name == b"te" and b"trailers" in value.lower():
             return True
     return False
+
+# What frameworks raise once they learn that the client has gone (the OSError
+# that send() raises after a disconnect, ASGI 2.4, re-raised as their own):
+# Starlette's and Litestar's ClientDisconnect, Werkzeug's and Quart's
+# ClientDisconnected, Django's RequestAborted, a WebSocketDisconnect.
+_DISCONNECT_NAMES = frozenset({"ClientDisconnect", "ClientDisconnected", "RequestAborted", "WebSocketDisconnect"})
+
+
+def is_disconnect(exc: BaseException) -> bool:
+    """``exc`` says only that the client went away: an OSError, a
+    cancellation, a framework's "client disconnected", or an exception group
+    (anyio's task groups) made of nothing else. Any other exception is a
+    defect of the app, logged as an error even when the client has gone.
+    Called on the error path only."""
+    if isinstance(exc, (OSError, asyncio.CancelledError)):
+        return True
+    group = getattr(exc, "exceptions", None)  # BaseExceptionGroup (or the exceptiongroup backport)
+    if type(group) is tuple and group:
+        return all(isinstance(inner, BaseException) and is_disconnect(inner) for inner in group)
+    return any(cls.__name__ in _DISCONNECT_NAMES for cls in type(exc).__mro__)
 
 
 class ASGIHandler:
@@ -170,18 +191,23 @@ class HTTPCycle:
             access = self.handler.access
             if access is not None:
                 access.record(self.request, self.scope["client"], self.status, self.bytes_sent, self.started)
+        elif self.gone or self.conn.eof:
+            # The client left (or shut its side, which receive() reports as
+            # http.disconnect) and the app, told so, stopped: not an error.
+            log.debug("client went away during %s %s", self.request.method, self.request.path)
+            if self.head is None:
+                self._answer_500()
+            else:
+                self._cut()
         elif self.status is None:
-            if not self.gone:
-                log.error("ASGI app returned without starting a response: %s %s", self.request.method, self.request.path)
+            log.error("ASGI app returned without starting a response: %s %s", self.request.method, self.request.path)
             self._answer_500()
         elif self.head is None:
             # Started but nothing sent: a 500 can still be sent.
-            if not self.gone:
-                log.error("ASGI app returned without sending a response body: %s %s", self.request.method, self.request.path)
+            log.error("ASGI app returned without sending a response body: %s %s", self.request.method, self.request.path)
             self._answer_500()
         else:
-            if not self.gone:
-                log.error("ASGI app returned without completing the response: %s %s", self.request.method, self.request.path)
+            log.error("ASGI app returned without completing the response: %s %s", self.request.method, self.request.path)
             self._cut()
 
     def app_raised(self, exc: BaseException) -> None:
@@ -480,8 +506,10 @@ class HTTPCycle:
 
     def _failed(self, exc: BaseException) -> None:
         request = self.request
-        if self.gone and isinstance(exc, (ConnectionError, OSError)):
-            log.debug("client went away during %s %s", request.method, request.path)
+        if (self.gone or self.conn.eof) and is_disconnect(exc):
+            # A client leaving is not an error (uvicorn and hypercorn make send()
+            # a no-op instead; ASGI 2.4 has it raise, so the app stops).
+            log.debug("client went away during %s %s (%s)", request.method, request.path, type(exc).__name__)
         else:
             log.error("Exception in ASGI application (%s %s)", request.method, request.path, exc_info=exc)
         if self.head is None and not self.gone:

@@ -33,6 +33,7 @@ from time import perf_counter
 
 from ..proto.h1 import LAST_CHUNK, InvalidResponse, encode_chunk, encode_head, error_response
 from ..proto.ws import valid_close_code
+from .asgi import is_disconnect
 
 log = logging.getLogger("corral.error")
 
@@ -366,8 +367,8 @@ class WebSocketCycle:
             self.conn.abort()
 
     def _failed(self, exc: BaseException) -> None:
-        if self.gone and isinstance(exc, OSError):
-            log.debug("WebSocket client went away: %s", self.scope["path"])
+        if self.gone and is_disconnect(exc):  # the client left: not an error (asgi.py)
+            log.debug("WebSocket client went away: %s (%s)", self.scope["path"], type(exc).__name__)
         elif isinstance(exc, Exception):
             log.error("Exception in ASGI application (WebSocket %s)", self.scope["path"], exc_info=exc)
         phase = self.phase

@@ -1,7 +1,8 @@
 """A real Django project for tests/integration/test_wsgi_frameworks.py and
 test_wsgi_django.py: sqlite with migrations, the admin, sessions, CSRF, an
 app with a model (``notes``), uploads, a streaming view, and an async view
-for ASGI (``djproject.asgi``).
+for ASGI (``djproject.asgi``); WebSocket consumers with Django Channels
+(``djproject.routing``, test_compat_channels.py).
 
 The database file is ``$CORRAL_DJANGO_DB`` (test_wsgi_django.py migrates a
 fresh one in a temporary directory); without it, a file in the temporary
@@ -67,6 +68,8 @@ STATIC_URL = "static/"
 # collectstatic's target (test_wsgi_django.py fills it), served by WhiteNoise.
 STATIC_ROOT = os.environ.get("CORRAL_DJANGO_STATIC") or os.path.join(tempfile.gettempdir(), f"corral-djproject-static-{os.getuid()}")
 FILE_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024  # larger uploads go through Django's temporary files
+# Django Channels (djproject.routing): the in-memory layer, one worker's groups.
+CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
