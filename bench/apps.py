@@ -1,5 +1,7 @@
 """ASGI applications served by the benchmark (see bench/run.py)."""
 
+import os
+
 HELLO_BODY = b"Hello, world!"
 HELLO_HEADERS = [
     (b"content-type", b"text/plain"),
@@ -40,6 +42,38 @@ async def big(scope, receive, send):
         return
     await send({"type": "http.response.start", "status": 200, "headers": BIG_HEADERS})
     await send({"type": "http.response.body", "body": BIG_BODY})
+
+
+# The static50k scenario (bench/run.py writes the file before it starts the servers).
+STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), ".static")
+STATIC_BODY = bytes(range(256)) * 200  # 51200 bytes
+
+
+def write_static_file() -> str:
+    os.makedirs(STATIC_DIR, exist_ok=True)
+    path = os.path.join(STATIC_DIR, "file50k.bin")
+    with open(path, "wb") as file:
+        file.write(STATIC_BODY)
+    return path
+
+
+def _file50k():
+    """Starlette's FileResponse of the 50 KB file, whatever the path (the
+    app-level way; it uses http.response.pathsend where the server offers it)."""
+    path = os.path.join(STATIC_DIR, "file50k.bin")
+
+    async def app(scope, receive, send):
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        from starlette.responses import FileResponse  # imported once, on the first request
+
+        await FileResponse(path)(scope, receive, send)
+
+    return app
+
+
+file50k = _file50k()
 
 
 async def echo(scope, receive, send):

@@ -25,6 +25,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 
+from apps import STATIC_BODY, STATIC_DIR, write_static_file  # bench/apps.py (the static50k scenario)
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH_BIN = os.path.join(REPO, ".venv-bench", "bin")
 
@@ -52,6 +54,11 @@ class Scenario:
     # hello rate in the same run (the hello scenario must run first); the
     # ratio is then Granian's (uvicorn's) p99 over corral's.
     paced: bool = False
+    # The servers' own static file serving: corral --static-path-mount and
+    # Granian --static-path-mount at /static (bench/.static, written first);
+    # the servers without one (uvicorn, corral-app) serve the app's FileResponse.
+    static: bool = False
+    also: tuple[str, ...] = ()  # servers this scenario adds to --servers
 
 
 # What a browser sends with a GET: 11 fields besides Host.
@@ -89,6 +96,8 @@ SCENARIOS = {
                           wrk_args=("-t1", "-c64", "-H", "X-Forwarded-For: 203.0.113.7", "-H", "X-Forwarded-Proto: https")),
     "paced": Scenario(app="bench.apps:hello", title="p99 at half Granian's hello rate", paced=True,
                       wrk_args=("-t1", "-s", os.path.join(REPO, "bench", "wrk", "paced.lua"))),
+    "static50k": Scenario(app="bench.apps:file50k", title="GET a 50 KB static file", path="/static/file50k.bin",
+                          expect_body=STATIC_BODY, static=True, also=("corral-app",)),
     "hello-2w": Scenario(app="bench.apps:hello", title="2 workers: hello", workers=2),
     "close-2w": Scenario(app="bench.apps:hello", title="2 workers: new connection per request",
                          workers=2, wrk_args=_CLOSE_ARGS),
@@ -107,6 +116,12 @@ SCENARIOS = {
 
 
 def corral_cmd(exe: str, app: str, port: int, scenario: Scenario) -> list[str]:
+    static = ["--static-path-mount", f"/static={STATIC_DIR}"] if scenario.static else []
+    return [*corral_app_cmd(exe, app, port, scenario), *static]
+
+
+def corral_app_cmd(exe: str, app: str, port: int, scenario: Scenario) -> list[str]:
+    """corral serving the app only (in static50k: Starlette's FileResponse, by pathsend)."""
     quiet = [] if scenario.defaults else ["--no-access-log"]
     threads = ["--threads", str(scenario.threads)] if scenario.threads else []
     return [exe, app, "--host", "127.0.0.1", "--port", str(port), "--workers", str(scenario.workers),
@@ -131,8 +146,9 @@ def uvicorn_cmd(exe: str, app: str, port: int, scenario: Scenario) -> list[str]:
 def granian_cmd(exe: str, app: str, port: int, scenario: Scenario) -> list[str]:
     quiet = [] if scenario.defaults else ["--no-access-log", "--log-level", "warning"]
     threads = ["--blocking-threads", str(scenario.threads)] if scenario.threads else []
+    static = ["--static-path-route", "/static", "--static-path-mount", STATIC_DIR] if scenario.static else []
     return [exe, "--interface", scenario.interface, "--host", "127.0.0.1", "--port", str(port),
-            "--workers", str(scenario.workers), "--loop", "uvloop", "--no-ws", *quiet, *threads,
+            "--workers", str(scenario.workers), "--loop", "uvloop", "--no-ws", *quiet, *threads, *static,
             "--working-dir", REPO, app]
 
 
@@ -155,6 +171,8 @@ SERVERS = {
     # corral --no-proxy-headers: what reading forwarding headers costs (issue 13).
     "corral-nph": (os.path.join(REPO, ".venv", "bin", "corral"), corral_no_proxy_headers_cmd),
     "corral-metrics": (os.path.join(REPO, ".venv", "bin", "corral"), corral_metrics_cmd),
+    # corral without its static mount: the app's own file serving (static50k).
+    "corral-app": (os.path.join(REPO, ".venv", "bin", "corral"), corral_app_cmd),
     "uvicorn": (os.path.join(BENCH_BIN, "uvicorn"), uvicorn_cmd),
     "granian": (os.path.join(BENCH_BIN, "granian"), granian_cmd),
     "gunicorn": (os.path.join(BENCH_BIN, "gunicorn"), gunicorn_cmd),
@@ -416,6 +434,12 @@ def main(argv: list[str] | None = None) -> int:
         scenario = SCENARIOS[scenario_name]
         servers = [n for n in args.servers if (scenario.references or n not in REFERENCES)
                    and scenario.interface in INTERFACES.get(n, ("asgi", "wsgi"))]
+        for name in scenario.also:
+            if name not in servers:
+                servers.append(name)
+                exes.setdefault(name, getattr(args, name.replace("-", "_")))
+        if scenario.static:
+            write_static_file()
         runs: dict[str, list[dict]] = {name: [] for name in servers}
         try:
             if scenario.paced:

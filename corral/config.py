@@ -248,6 +248,23 @@ def _health_path(value: Any) -> str | None:
     return text
 
 
+def _static_mounts(value: Any) -> tuple[str, ...]:
+    """--static-path-mount, repeatable: URL_PREFIX=DIR (or DIR, at /static);
+    the directories are checked at startup, after --chdir."""
+    from .proto.static import MountError, parse_mount
+
+    items = _list(value)
+    for item in items:
+        try:
+            parse_mount(item)
+        except MountError as exc:
+            raise ValueError(str(exc)) from None
+    return items
+
+
+_static_mounts.many = True  # type: ignore[attr-defined]
+
+
 def _access_log_format(value: str) -> str:
     from .io.access import check_format
 
@@ -255,7 +272,8 @@ def _access_log_format(value: str) -> str:
 
 
 def _opt(name, default, parse, help, metavar=None, short=None):
-    return Option(name, default, parse, help, metavar, flag=parse is _bool, many=parse is _list, short=short)
+    many = parse is _list or getattr(parse, "many", False)
+    return Option(name, default, parse, help, metavar, flag=parse is _bool, many=many, short=short)
 
 
 def _user(value: Any) -> str | None:
@@ -321,6 +339,8 @@ OPTIONS: tuple[Option, ...] = (
     _opt("timeout_graceful", 30.0, _seconds, "Longest wait for in-flight work on shutdown and reload.", "SECONDS"),
     _opt("shutdown_delay", 0.0, _seconds, "On TERM, keep accepting and serving this long, every response with Connection: close and --health-path answering 503, before the graceful shutdown (for load balancers that still route after TERM; a second TERM skips it).", "SECONDS"),
     _opt("health_path", None, _health_path, "Answer this path with 200 (503 while stopping) without calling the app; for readiness probes and load balancer health checks.", "PATH"),
+    _opt("static_path_mount", (), _static_mounts, "Serve the files of DIR at URL_PREFIX, before the app; repeatable. A bare DIR is mounted at /static (as Granian's); sendfile, also over TLS and HTTP/2; ETag and Last-Modified with 304, a single Range (206, 416), HEAD, precompressed .br/.gz siblings by Accept-Encoding (with Vary), MIME types; a path that leaves DIR, a directory, a hidden or non-regular file is a 404, a method other than GET/HEAD a 405.", "URL_PREFIX=DIR"),
+    _opt("static_max_age", 86400, _int_range(0), "Cache-Control max-age of static files. In seconds, for --static-path-mount's files; 0 sends no-cache (revalidated by ETag each time).", "SECONDS"),
     _opt("limit_max_requests", 0, _int_range(0), "Recycle a worker after this many requests (0 = never).", "N"),
     _opt("max_requests_jitter", 0, _int_range(0), "Random extra requests added to --limit-max-requests per worker.", "N"),
     _opt("workers_max_rss", 0, _megabytes, "Recycle a worker (zero-loss, like HUP) whose resident memory is over this many MiB at a sample (once a second; 0 = off).", "MB"),
@@ -410,7 +430,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     ),
     "Protocols": (
         "http", "h2_max_concurrent_streams", "ws_max_size", "ws_per_message_deflate", "ws_ping_interval",
-        "ws_ping_timeout", "server_header", "date_header",
+        "ws_ping_timeout", "server_header", "date_header", "static_path_mount", "static_max_age",
     ),
     "TLS": (
         "ssl_certfile", "ssl_keyfile", "ssl_keyfile_password", "ssl_ca_certs", "ssl_cert_reqs", "ssl_ciphers",

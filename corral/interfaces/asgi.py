@@ -15,6 +15,8 @@ What is protocol-specific is the *exchange*, the verbs the connection
 implements (io/README.md): ``send_head(cycle, plan, body, more)``,
 ``send_body(cycle, body, more)``, ``send_trailers(cycle, fields)``,
 ``send_continue(cycle)``, ``send_error(cycle, status)``, ``cut(cycle)``,
+``send_file(cycle, fd, offset, count)`` (pathsend, zerocopysend),
+``send_early_hint(cycle, links)``,
 ``body_taken(request, size)``, ``cycle_done(cycle, keep_alive)``, and
 backpressure (``write_paused``/``drain()``, or per-stream windows where
 ``flow_windows``: ``writable``/``wait_writable``). Over HTTP/1.1 a response
@@ -25,6 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import stat
 from functools import partial
 from time import perf_counter
 from urllib.parse import quote
@@ -34,7 +38,31 @@ from ..proto.h1 import InvalidResponse, plan_response
 log = logging.getLogger("corral.error")
 
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
-_TRAILERS = "http.response.trailers"
+# Offered in every http scope, over every protocol (the connection's verbs
+# carry them): response trailers (HTTP/1.1: chunked, to a client that sent
+# TE: trailers), 103 Early Hints, and a file sent by the server (sendfile).
+_EXTENSIONS = {
+    "http.response.trailers": {},
+    "http.response.early_hint": {},
+    "http.response.pathsend": {},
+    "http.response.zerocopysend": {},
+}
+_BAD_LINK = frozenset(b"\r\n\x00")
+
+
+def _regular_size(fd: int, name) -> int:
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        raise ValueError(f"ASGI: {name!r} is not a regular file")
+    return info.st_size
+
+
+def _accepts_trailers(headers) -> bool:
+    """The request's TE field lists ``trailers``."""
+    for name, value in headers:
+        if name == b"te" and b"trailers" in value.lower():
+            return True
+    return False
 
 # What frameworks raise once they learn that the client has gone (the OSError
 # that send() raises after a disconnect, ASGI 2.4, re-raised as their own):
@@ -96,6 +124,7 @@ class HTTPCycle:
         "keep_alive",
         "started",
         "trailers",
+        "held_trailers",
         "body_sent",
     )
 
@@ -124,22 +153,16 @@ class HTTPCycle:
             "query_string": request.query_string,
             "headers": request.headers,
             "state": handler.state.lifespan_state.copy(),
+            "extensions": _EXTENSIONS.copy(),  # what every http scope offers, a dict made for this scope
         }
         if request.forwarded:  # proto.forwarded.Identity from a trusted proxy
             scope["client"], scope["scheme"] = request.forwarded[:2]
         if conn.proxy is not None:  # a PROXY header: its TLS details (tls extension)
-            scope["extensions"] = conn.proxy.asgi_extensions()
+            scope["extensions"].update(conn.proxy.asgi_extensions())
         elif conn.tls is not None:  # our own TLS (io/tls.py)
-            scope["extensions"] = {"tls": conn.tls}
-        if conn.flow_windows:  # HTTP/2: response trailers, the protocol has them
-            extensions = scope.get("extensions")
-            if extensions is None:
-                scope["extensions"] = {_TRAILERS: {}}
-            else:
-                extensions[_TRAILERS] = {}  # a dict made for this scope
-            self.trailers = False
-        else:
-            self.trailers = None  # not offered: http.response.start's "trailers" is not read
+            scope["extensions"]["tls"] = conn.tls
+        self.trailers = False  # did http.response.start announce trailers?
+        self.held_trailers = None  # fields of trailer messages with more_trailers
         self.status = None  # set by http.response.start
         self.headers = None
         self.head = None  # ResponsePlan once the head is sent
@@ -283,7 +306,7 @@ class HTTPCycle:
                         version == "1.1" or version == "2",
                         # A body not read to the end by now means closing afterwards.
                         request.keep_alive and request.complete and not self.handler.state.draining,
-                        not more and (not head_request or len(body) > 0),
+                        not more and (not head_request or len(body) > 0) and not self.trailers,
                     )
                 except InvalidResponse as exc:
                     self.status = None
@@ -321,20 +344,130 @@ class HTTPCycle:
                 raise TypeError(f"ASGI: http.response.start 'status' must be an int in 200..999, got {status!r}")
             self.status = status
             self.headers = message.get("headers", ())
-            if self.trailers is not None:  # offered (HTTP/2): did the app announce trailers?
-                self.trailers = bool(message.get("trailers", False))
+            if message.get("trailers", False):
+                self.trailers = True
         elif kind == "http.response.trailers":
-            if not self.trailers or not self.body_sent or self.finished:  # None: not offered
+            if not self.trailers or not self.body_sent or self.finished:
                 raise RuntimeError("ASGI: http.response.trailers needs trailers=True and the whole body sent first")
             if self.gone:
                 raise ConnectionResetError("client disconnected")
             fields = [(bytes(k).lower(), bytes(v)) for k, v in message.get("headers", ())]
+            held = self.held_trailers
+            if message.get("more_trailers", False):
+                self.held_trailers = fields if held is None else held + fields  # sent with the last
+                return
+            if held is not None:
+                fields = held + fields
+            if not self.conn.flow_windows and not _accepts_trailers(self.request.headers):
+                fields = []  # HTTP/1.1: only to a client that said TE: trailers (RFC 9110 6.5.1)
+            self.finished = True
             self.conn.send_trailers(self, fields)
-            if not message.get("more_trailers", False):
-                self.finished = True
-                self._wake()
+            self._wake()
+        elif kind == "http.response.pathsend":
+            await self._pathsend(message)
+        elif kind == "http.response.zerocopysend":
+            await self._zerocopysend(message)
+        elif kind == "http.response.early_hint":
+            links = message.get("links", ())
+            if self.head is not None:
+                raise RuntimeError("ASGI: http.response.early_hint after the response began")
+            links = [bytes(link) for link in links]
+            if any(_BAD_LINK.intersection(link) for link in links):
+                raise ValueError("ASGI: http.response.early_hint links must not contain CR, LF or NUL")
+            if links and not self.gone:
+                self.conn.send_early_hint(self, links)
         else:
             raise RuntimeError(f"ASGI: unexpected message type {kind!r} for an http scope")
+
+    # -- files: the pathsend and zerocopysend extensions ---------------------
+
+    async def _pathsend(self, message) -> None:
+        """``{"type": "http.response.pathsend", "path": str}``: the whole
+        file as the rest of the response body (the response ends)."""
+        path = message.get("path")
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"ASGI: http.response.pathsend 'path' must be a str, got {type(path).__name__}")
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            size = _regular_size(fd, path)
+            await self.send_file(fd, 0, size, False)
+        finally:
+            os.close(fd)
+
+    async def _zerocopysend(self, message) -> None:
+        """``{"type": "http.response.zerocopysend", "file": file, "offset":
+        int, "count": int, "more_body": bool}`` (asgiref's spec): without an
+        offset the file is read from (and advanced past) its current
+        position; without a count, to its end."""
+        file = message.get("file")
+        try:
+            fd = file.fileno()
+        except (AttributeError, ValueError, OSError):
+            raise TypeError("ASGI: http.response.zerocopysend 'file' must be an open file object") from None
+        size = _regular_size(fd, getattr(file, "name", fd))
+        offset = message.get("offset")
+        advance = offset is None
+        if advance:
+            offset = os.lseek(fd, 0, os.SEEK_CUR)
+        count = message.get("count")
+        if count is None:
+            count = max(size - offset, 0)
+        if type(offset) is not int or type(count) is not int or offset < 0 or count < 0:
+            raise TypeError("ASGI: http.response.zerocopysend 'offset' and 'count' must be ints >= 0")
+        sent = await self.send_file(fd, offset, count, message.get("more_body", False))
+        if advance:
+            os.lseek(fd, offset + sent, os.SEEK_SET)
+
+    async def send_file(self, fd: int, offset: int, count: int, more: bool) -> int:
+        """``count`` bytes of a file as response body, through the
+        connection's ``send_file`` verb (sendfile on plain TCP). The head
+        goes first if it has not (with Content-Length: ``count`` when the
+        app gave none and the body ends here). A file shorter than promised
+        (truncated meanwhile) cuts the response."""
+        conn = self.conn
+        plan = self.head
+        if plan is None:
+            if self.status is None:
+                raise RuntimeError("ASGI: a file sent before http.response.start")
+            if self.gone:
+                raise ConnectionResetError("client disconnected")
+            request = self.request
+            version = request.http_version
+            head_request = request.method == "HEAD"
+            args = (head_request, version == "1.1" or version == "2",
+                    request.keep_alive and request.complete and not self.handler.state.draining, False)
+            try:
+                plan = plan_response(self.status, self.headers, *args)
+                if plan.content_length is None and not more and not self.trailers:
+                    self.headers = [*self.headers, (b"content-length", b"%d" % count)]
+                    plan = plan_response(self.status, self.headers, *args)
+            except InvalidResponse as exc:
+                self.status = None
+                raise RuntimeError(f"ASGI: invalid http.response.start: {exc}") from None
+            self.keep_alive = plan.keep_alive
+            self.head = plan
+            conn.send_head(self, plan, b"", True)
+        elif self.body_sent:
+            raise RuntimeError("ASGI: a file sent after the response completed")
+        elif self.gone:
+            raise ConnectionResetError("client disconnected")
+        sent = 0
+        if plan.body_allowed and count:
+            length = plan.content_length
+            if length is not None and self.bytes_sent + count > length:
+                raise RuntimeError("ASGI: response body longer than its Content-Length")
+            sent = await conn.send_file(self, fd, offset, count)
+            self.bytes_sent += sent
+            if sent < count:
+                raise RuntimeError(f"file shorter than the {count} bytes to send (truncated meanwhile?): the response is cut")
+        self._send_more(b"", more)
+        if more:  # the backpressure of any body message
+            if conn.flow_windows:
+                if not conn.writable(self.request):
+                    await conn.wait_writable(self.request)
+            elif conn.write_paused:
+                await conn.drain()
+        return sent
 
     def _send_more(self, body: bytes, more: bool) -> None:
         if self.body_sent:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections import deque
 from time import perf_counter
 
@@ -40,6 +41,8 @@ BODY_HIGH_WATER = 256 * 1024
 PIPELINE_HIGH_WATER = 16
 # A response body this long is written beside its head, not joined to it.
 _LARGE_BODY = 64 * 1024
+# A file sent through the transport (TLS, chunked) is read this much at a time.
+FILE_CHUNK = 256 * 1024
 # RFC 9113 section 3.4: what an HTTP/2 client with prior knowledge sends first.
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -347,7 +350,7 @@ class H1Connection(asyncio.Protocol):
         if plan.chunked:
             if body:
                 body = encode_chunk(body)
-            if not more:
+            if not more and not cycle.trailers:  # trailers: send_trailers ends the body
                 body += LAST_CHUNK
         if len(body) < _LARGE_BODY:
             self.transport.write(head + body)
@@ -357,15 +360,99 @@ class H1Connection(asyncio.Protocol):
     def send_body(self, cycle, body: bytes, more: bool) -> None:
         if cycle.head.chunked:
             data = encode_chunk(body) if body else b""
-            if not more:
+            if not more and not cycle.trailers:
                 data += LAST_CHUNK
             if data:
                 self.transport.write(data)
         elif body:
             self.transport.write(body)
 
-    def send_trailers(self, cycle, fields) -> None:  # the extension is not offered over HTTP/1.1
-        raise RuntimeError("ASGI: response trailers are not sent over HTTP/1.1")
+    def send_trailers(self, cycle, fields) -> None:
+        """The last chunk with the trailer fields (a chunked response; the
+        cycle passes no fields when the client did not send ``TE: trailers``)."""
+        if not cycle.head.chunked or not cycle.head.body_allowed:
+            return  # Content-Length framing, or no body (HEAD): no place for trailers
+        self.transport.write(b"0\r\n" + b"".join(b"%s: %s\r\n" % field for field in fields) + b"\r\n")
+
+    def send_early_hint(self, cycle, links) -> None:
+        """``103 Early Hints`` (RFC 8297) before the final response; not to
+        HTTP/1.0 clients, which do not know 1xx responses."""
+        if cycle.request.http_version == "1.1":
+            self.transport.write(b"HTTP/1.1 103 Early Hints\r\n" + b"".join(b"link: %s\r\n" % link for link in links) + b"\r\n")
+
+    async def send_file(self, cycle, fd: int, offset: int, count: int) -> int:
+        """``count`` bytes of the open file ``fd`` from ``offset``, as
+        response body after ``send_head``. Plain TCP (and UNIX sockets):
+        ``os.sendfile``, the kernel copies; TLS, or a chunked body: read and
+        written through the transport. Returns the bytes sent: fewer when
+        the file ended sooner (truncated meanwhile), and the cycle cuts the
+        response."""
+        plan = cycle.head
+        if not plan.body_allowed or count <= 0:
+            return 0
+        if self.tls is None and not plan.chunked:
+            return await self._sendfile(cycle, fd, offset, count)
+        sent = 0
+        while sent < count:
+            if self.closing:
+                raise ConnectionResetError("client disconnected")
+            data = os.pread(fd, min(count - sent, FILE_CHUNK), offset + sent)
+            if not data:
+                break  # the file is shorter than it was
+            sent += len(data)
+            self.transport.write(encode_chunk(data) if plan.chunked else data)
+            if self.write_paused:
+                await self.drain()
+        return sent
+
+    async def _sendfile(self, cycle, fd: int, offset: int, count: int) -> int:
+        """os.sendfile to the socket once the transport's own buffer (the
+        head) has gone out; while the socket is full, wait for it on a
+        duplicate of its descriptor (the loop watches the original for the
+        transport). --timeout-write counts from the last progress."""
+        transport = self.transport
+        out = transport.get_extra_info("socket").fileno()
+        watch = -1
+        sent = 0
+        try:
+            while sent < count:
+                if self.closing:
+                    raise ConnectionResetError("client disconnected")
+                if not transport.get_write_buffer_size():
+                    try:
+                        n = os.sendfile(out, fd, offset + sent, count - sent)
+                    except BlockingIOError:
+                        n = -1
+                    except (BrokenPipeError, ConnectionResetError):  # the client is gone
+                        self.abort()
+                        cycle.disconnected()
+                        raise ConnectionResetError("client disconnected") from None
+                    if n == 0:
+                        break  # the file is shorter than it was
+                    if n > 0:
+                        sent += n
+                        self.write_since = 0.0
+                        continue
+                if watch < 0:
+                    watch = os.dup(out)
+                if not self.write_since:
+                    self.write_since = self.state.now
+                    self.write_left = 0
+                await self._writable(watch)
+        finally:
+            self.write_since = 0.0
+            if watch >= 0:
+                os.close(watch)
+        return sent
+
+    async def _writable(self, watch: int) -> None:
+        loop = self.loop
+        waiter = self.drain_waiter = loop.create_future()  # connection_lost wakes it too
+        loop.add_writer(watch, self._wake_writer)
+        try:
+            await waiter
+        finally:
+            loop.remove_writer(watch)
 
     def send_continue(self, cycle) -> None:
         self.transport.write(CONTINUE)

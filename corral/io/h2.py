@@ -35,6 +35,7 @@ import asyncio
 import base64
 import binascii
 import logging
+import os
 import re
 from http import HTTPStatus
 from time import perf_counter
@@ -531,6 +532,39 @@ class H2Connection(asyncio.Protocol):
         else:
             self.engine.send_body(stream_id, b"", True)
         self.frames_queued()
+
+    def send_early_hint(self, cycle, links) -> None:
+        """``103 Early Hints`` (RFC 8297): a 1xx HEADERS before the response."""
+        fields = [(b":status", b"103")]
+        fields.extend((b"link", link) for link in links)
+        self.engine.send_informational(cycle.request.stream_id, fields)
+        self.frames_queued()
+
+    async def send_file(self, cycle, fd: int, offset: int, count: int) -> int:
+        """``count`` bytes of the open file ``fd`` from ``offset`` as DATA
+        frames after ``send_head``, read as the stream's window opens (no
+        more than ``STREAM_HIGH_WATER`` queued ahead of the peer). Returns
+        the bytes sent: fewer when the file ended sooner (truncated
+        meanwhile), and the cycle cuts the response."""
+        if not cycle.head.body_allowed or count <= 0:
+            return 0
+        stream = cycle.request
+        stream_id = stream.stream_id
+        engine = self.engine
+        sent = 0
+        while sent < count:
+            if cycle.gone or self.closing:
+                raise ConnectionResetError("client disconnected")
+            if not self.writable(stream):
+                await self.wait_writable(stream)
+                continue
+            data = os.pread(fd, min(count - sent, STREAM_HIGH_WATER), offset + sent)
+            if not data:
+                break  # the file is shorter than it was
+            sent += len(data)
+            engine.send_body(stream_id, data, False)
+            self.frames_queued()
+        return sent
 
     def send_continue(self, cycle) -> None:  # H2Stream.expect_continue is never set
         pass

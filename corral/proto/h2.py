@@ -110,6 +110,10 @@ class H2Engine:
     def send_trailers(self, stream_id: int, headers) -> None:
         self.conn.send_trailers(stream_id, headers)
 
+    def send_informational(self, stream_id: int, headers) -> None:
+        """A 1xx response (103 Early Hints) before the final one."""
+        self.conn.send_informational_response(stream_id, headers)
+
     def queued(self, stream_id: int | None = None) -> int:
         """Response body bytes waiting for the peer's flow-control window
         (of one stream, or of all)."""

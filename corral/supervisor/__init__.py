@@ -74,6 +74,14 @@ def serve(config) -> int:
         build_context(config)  # each worker builds its own after the fork
     except TLSConfigError as exc:
         return _error(str(exc))
+    if config.static_path_mount:  # the directories, once --chdir is done
+        from ..io.static import check_mounts
+        from ..proto.static import MountError
+
+        try:
+            check_mounts(config.static_path_mount)
+        except MountError as exc:
+            return _error(f"--static-path-mount: {exc}")
     handover = upgrade.take()  # started by an old master's USR2
     pidfile = PidFile(config.pid) if config.pid else None
     if pidfile is not None and handover is None:  # after a USR2 the file names the old master, our parent

@@ -53,6 +53,7 @@ from ..io.h1 import H1Connection
 from ..io.h2 import H2Connection, prior_knowledge, upgrade_h2c
 from ..io.tls import TLSConfigError, TLSHandshake, TLSInfo, build_context
 from ..io.health import HealthCheck
+from ..io.static import StaticMount, check_mounts
 from ..io.proxy import ProxyPolicy
 from ..io.metrics import WorkerMetrics
 from ..io.overload import Overload
@@ -177,6 +178,11 @@ class Worker:
             state.handler = ASGIHandler(app, state).new_cycle
         if interface != "wsgi":  # WSGI has no WebSockets: upgrades are answered over HTTP
             state.upgrade_handler = WebSocketUpgrade(state, WebSocketHandler(app, state))
+        if config.static_path_mount:  # files before the app; no mount, no wrapper
+            mounts = check_mounts(config.static_path_mount)
+            state.handler = StaticMount(mounts, state.handler, state)
+            if state.h2_handler is not None:
+                state.h2_handler = StaticMount(mounts, state.h2_handler, state)
         if config.health_path:  # every protocol's requests pass through it
             state.handler = HealthCheck(config.health_path, state.handler, config.access_log)
             if state.h2_handler is not None:

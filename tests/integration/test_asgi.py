@@ -13,7 +13,7 @@ import pytest
 from support import Reader, Server
 
 SCOPE_KEYS = [
-    "asgi", "client", "headers", "http_version", "method", "path", "query_string",
+    "asgi", "client", "extensions", "headers", "http_version", "method", "path", "query_string",
     "raw_path", "root_path", "scheme", "server", "state", "type",
 ]
 
@@ -73,6 +73,8 @@ class TestScope:
             "query_string": "x=1&y=%20",
             "headers": [["host", "example.com:8080"], ["x-dup", "1"], ["user-agent", "test"], ["x-dup", "2"]],
             "state": {"started": True},
+            "extensions": {"http.response.trailers": {}, "http.response.early_hint": {},
+                           "http.response.pathsend": {}, "http.response.zerocopysend": {}},
             "keys": SCOPE_KEYS,
         }
 
