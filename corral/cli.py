@@ -21,13 +21,13 @@ USAGE = """corral MODULE:ATTR [options]
 
 EPILOG = """\
 corral top: the live view of a running corral (corral top --help).
-Every option is also read from CORRAL_<OPTION> in the environment and from the \
---config file (CLI > env > file > defaults). In full: docs/configuration.md."""
+Also CORRAL_<OPTION>, or a --config key. In full: docs/configuration.md."""
 
 # --help's one-line forms of the options whose help in config.py is longer
 # than a line (the docs' reference has the whole text); any other option shows
 # its first sentence. tests/test_cli_help.py keeps --help under 120 lines.
 SHORT_HELP = {
+    "static_path_mount": "Serve DIR's files at URL_PREFIX; repeatable.",
     "factory": "ATTR is a callable returning the app.",
     "preload": "Import the app in the master first.",
     "app_dir": "Put on sys.path before the import.",
