@@ -56,7 +56,7 @@ from ..io.proxy import ProxyPolicy
 from ..io.metrics import WorkerMetrics
 from ..io.state import ServerState
 from ..io.ws import WebSocketUpgrade
-from ..loader import AppLoadError, detect_interface, import_app
+from ..loader import AppLoadError, FactoryError, check_interface, detect_interface, import_app
 from .accept import AcceptGate, Listener
 
 log = logging.getLogger("corral.error")
@@ -123,10 +123,18 @@ class Worker:
         except AppLoadError as exc:
             self.report(f"error {exc}")
             return EXIT_CONFIG
+        except FactoryError as exc:
+            log.error("error while calling the factory %s", config.app, exc_info=exc.__cause__)
+            self.report(f"error {exc}")
+            # A module the factory imports is missing: no point retrying (see below).
+            return EXIT_CONFIG if isinstance(exc.__cause__, ImportError) else EXIT_BOOT
         except Exception as exc:  # the app's own module raised while importing
             log.exception("error while importing %s", config.app)
             self.report(f"error {config.app} raised {type(exc).__name__} while importing: {exc}")
-            return EXIT_BOOT
+            # A missing module (or name) inside the app is no more likely to
+            # appear on a retry than a missing top-level one: exit 2, and the
+            # master gives up on a first boot at once.
+            return EXIT_CONFIG if isinstance(exc, ImportError) else EXIT_BOOT
         try:
             # After the fork, from the files as they are now: a reload (HUP)
             # serves rotated certificates.
@@ -135,6 +143,10 @@ class Worker:
             self.report(f"error {exc}")
             return EXIT_CONFIG
         interface = self.interface = detect_interface(app, config.interface)
+        problem = check_interface(app, interface, config.interface, config.app)
+        if problem:
+            self.report(f"error {problem}")
+            return EXIT_CONFIG
         loop = self.loop = new_event_loop()
         if interface != "wsgi":
             # Not under WSGI: there the thread's current loop is the app's, as
