@@ -7,7 +7,7 @@ import os
 import sys
 
 from . import __version__
-from .config import OPTIONS, ConfigError, resolve
+from .config import OPTIONS, ConfigError, resolve, unknown_env_warnings, unknown_option_line
 
 
 class _Parser(argparse.ArgumentParser):
@@ -18,6 +18,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="corral",
+        allow_abbrev=False,  # gunicorn's --max-requests must not be taken as --max-requests-jitter
         description="Serve an ASGI or WSGI application.",
         argument_default=argparse.SUPPRESS,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -66,7 +67,13 @@ def main(argv: list[str] | None = None) -> int:
 
         return top(argv[1:])
     parser = build_parser()
-    args = vars(parser.parse_args(argv))  # --help and --version answer on any platform
+    namespace, extra = parser.parse_known_args(argv)  # --help and --version answer on any platform
+    if extra:
+        unknown = next((arg for arg in extra if arg.startswith("-") and arg != "-"), None)
+        parser.error(unknown_option_line(unknown) if unknown else "unrecognized arguments: " + " ".join(extra))
+    args = vars(namespace)
+    for line in unknown_env_warnings(os.environ):
+        print(f"corral: warning: {line}", file=sys.stderr)
     error = platform_error()
     if error:
         print(f"corral: error: {error}", file=sys.stderr)

@@ -1,0 +1,59 @@
+"""Options given the wrong way: no prefix matching, and the closest real
+option suggested (issue 20). Real corral processes."""
+
+import subprocess
+import sys
+
+import pytest
+
+from support import APPS, ROOT
+
+
+def corral(*args, env=None, timeout=30):
+    return subprocess.run([sys.executable, "-m", "corral", *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=ROOT, env=env)
+
+
+@pytest.mark.parametrize(
+    "args, line",
+    [
+        # gunicorn's --max-requests was taken as --max-requests-jitter (a prefix of it)
+        (("--max-requests", "3"), "unknown option --max-requests (did you mean --limit-max-requests?)"),
+        (("--max-requests=3",), "unknown option --max-requests (did you mean --limit-max-requests?)"),
+        (("--work", "2"), "unknown option --work (did you mean --workers?)"),  # a prefix: no longer --workers
+        (("--worker", "2"), "unknown option --worker (did you mean --workers?)"),
+        (("-b", "0.0.0.0:8000"), "unknown option -b (did you mean --host and --port, or --uds?)"),
+        (("--bind", "unix:/run/app.sock"), "unknown option --bind (did you mean --host and --port, or --uds?)"),
+        (("-t", "30"), "unknown option -t (did you mean --timeout-worker?)"),
+        (("--graceful-timeout", "30"), "unknown option --graceful-timeout (did you mean --timeout-graceful?)"),
+        (("--keep-alive", "5"), "unknown option --keep-alive (did you mean --timeout-keep-alive?)"),
+        (("--timeout-graceful-shutdown", "5"), "unknown option --timeout-graceful-shutdown (did you mean --timeout-graceful?)"),
+        (("--no-acess-log",), "unknown option --no-acess-log (did you mean --no-access-log?)"),
+        (("--zzzqqq",), "unknown option --zzzqqq"),
+        (("second:app",), "unrecognized arguments: second:app"),
+    ],
+)
+def test_unknown_option_is_one_line_with_the_closest(args, line):
+    result = corral("basic:app", "--app-dir", str(APPS), *args)
+    assert (result.returncode, result.stderr) == (2, f"corral: error: {line}\n")
+
+
+def test_full_names_still_parse(tmp_path):
+    """--max-requests-jitter and --limit-max-requests, spelt out, are taken:
+    the master starts (and is stopped by a bad --pid directory right after
+    parsing, so no server runs)."""
+    result = corral("basic:app", "--app-dir", str(APPS), "--limit-max-requests", "3", "--max-requests-jitter", "2",
+                    "--pid", str(tmp_path / "missing" / "corral.pid"), "--port", "0")
+    assert result.returncode == 2
+    assert "unknown option" not in result.stderr
+
+
+def test_environment_typo_is_warned(tmp_path):
+    import os
+
+    env = dict(os.environ, CORRAL_WORKER="2", CORRAL_MY_APP_SETTING="x")
+    result = corral("basic:app", "--app-dir", str(APPS), "--pid", str(tmp_path / "missing" / "corral.pid"),
+                    "--port", "0", env=env)
+    lines = result.stderr.splitlines()
+    assert lines[0] == "corral: warning: CORRAL_WORKER is not an option (did you mean CORRAL_WORKERS?); ignored"
+    assert not [line for line in lines if "CORRAL_MY_APP_SETTING" in line]
