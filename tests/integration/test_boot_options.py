@@ -57,3 +57,20 @@ def test_environment_typo_is_warned(tmp_path):
     lines = result.stderr.splitlines()
     assert lines[0] == "corral: warning: CORRAL_WORKER is not an option (did you mean CORRAL_WORKERS?); ignored"
     assert not [line for line in lines if "CORRAL_MY_APP_SETTING" in line]
+
+
+@pytest.mark.parametrize("where", ["missing", "file"])
+def test_app_dir_pointing_nowhere_is_refused(tmp_path, where):
+    path = tmp_path / where
+    if where == "file":
+        path.write_text("")
+    result = corral("basic:app", "--app-dir", str(path), "--port", "0")
+    why = "no such directory" if where == "missing" else "not a directory"
+    assert (result.returncode, result.stderr) == (2, f"corral: error: --app-dir {path}: {why}\n")
+
+
+def test_app_dir_is_taken_from_chdir(tmp_path):
+    """A relative --app-dir is checked after --chdir (the app's own directory)."""
+    (tmp_path / "src").mkdir()
+    result = corral("basic:app", "--chdir", str(tmp_path), "--app-dir", "nope", "--port", "0")
+    assert (result.returncode, result.stderr) == (2, "corral: error: --app-dir nope: no such directory\n")
