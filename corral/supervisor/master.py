@@ -73,6 +73,7 @@ class WorkerProc:
         self.requests = 0
         self.metrics: dict | None = None  # its last totals (--metrics-bind)
         self.exit_cause = ""  # why the master stopped it (supervisor/metrics.py EXIT_CAUSES)
+        self.abandoned = False  # booting when its reload failed: killed, its exit is no new failure
 
     def doing(self) -> str:
         if self.state == "booting":
@@ -99,6 +100,7 @@ class Master:
         self.reloading = False
         self.next_spawn_at = 0.0
         self.failed_generation = -1  # a reload whose new workers did not boot
+        self.failed_at = 0.0  # when it failed
         self._wakeup_r = self._wakeup_w = -1
         # Other descriptors the master sleeps on: fd -> callback (reload
         # watcher, metrics endpoint).
@@ -599,7 +601,7 @@ class Master:
         if self.stopping:
             return
         reason = worker.error or how
-        if worker.generation == self.failed_generation:
+        if worker.abandoned or (worker.generation == self.failed_generation and worker.started <= self.failed_at):
             log.info("master: worker %d of the failed reload exited (%s)", worker.pid, reason)
             return
         log.error("master: worker %d failed to boot: %s", worker.pid, reason)
@@ -608,13 +610,19 @@ class Master:
             log.error("master: reload failed; the previous workers keep serving (%s)", reason)
             self.reloading = False
             self.failed_generation = worker.generation
+            self.failed_at = time.monotonic()  # its workers started before this are its own
             self.metrics.reloads_failed += 1
             for other in self.workers.values():
                 if other.retiring:
                     other.retiring = False
                 elif other.state == "booting":
+                    other.abandoned = True
                     self._signal(other, signal.SIGKILL)
             return
+        # A replacement (a crash, a recycle) fails too: after a failed reload
+        # it imports the code that failed. Back off as on a first boot, so
+        # the workers that work keep serving (a recycling one until its
+        # replacement is ready) instead of a respawn storm.
         self.boot_failures += 1
         if not self.ever_ready and (code == EXIT_CONFIG or self.boot_failures >= MAX_BOOT_FAILURES):
             self.fatal = reason
@@ -623,7 +631,8 @@ class Master:
             return
         delay = min(0.1 * 2 ** (self.boot_failures - 1), BACKOFF_MAX)
         self.next_spawn_at = time.monotonic() + delay
-        log.info("master: next boot attempt in %.1fs (%d consecutive failures)", delay, self.boot_failures)
+        after = " (the code of the failed reload; fix it and HUP)" if worker.generation == self.failed_generation else ""
+        log.info("master: next boot attempt in %.1fs (%d consecutive failures)%s", delay, self.boot_failures, after)
 
     def _deadline(self, worker: WorkerProc) -> float | None:
         """When the master must next act on ``worker``: its SIGKILL is due, or
