@@ -165,7 +165,9 @@ class Master:
         if self.metrics_endpoint is not None:
             self.metrics_endpoint.close()
         self.sockets.close()
-        log.info("master %d: all workers gone, sockets closed; exit %d", os.getpid(), self.exit_code)
+        # After a USR2 the sockets live on in the new master: handed over, not closed.
+        sockets = f"handed over to new master {self.upgrade_pid}" if self.stopping == "upgraded" else "closed"
+        log.info("master %d: all workers gone, sockets %s; exit %d", os.getpid(), sockets, self.exit_code)
         self.config.run_hook("on_exit", self)
         if self.fatal:
             print(f"corral: error: {self.fatal}", file=sys.stderr, flush=True)
@@ -527,6 +529,8 @@ class Master:
         elif kind == "m":
             self.metrics.worker_report(worker, rest, self.sockets)
         elif kind == "recycle":
+            if rest.isdigit():  # its count now: the last heartbeat's may be a second old
+                worker.requests = max(worker.requests, int(rest))
             if not worker.recycle:
                 worker.recycle = f"{worker.requests} requests served (--limit-max-requests)"
         elif kind == "error":

@@ -111,6 +111,7 @@ class Worker:
 
     def run(self) -> int:
         self._reset_signals()
+        self._install_stack_dump()
         self.pid = os.getpid()
         config = self.config
         logs.set_title(f"corral: worker {self.slot} [{config.app}]")
@@ -186,7 +187,7 @@ class Worker:
             state.handler = HealthCheck(config.health_path, state.handler, config.access_log)
             if state.h2_handler is not None:
                 state.h2_handler = HealthCheck(config.health_path, state.h2_handler, config.access_log)
-        state.limit_max_requests(self.max_requests, lambda: self.report("recycle"))
+        state.limit_max_requests(self.max_requests, lambda: self.report(f"recycle {state.requests}"))
         lifespan_mode = "off" if interface == "wsgi" else config.lifespan
         self.lifespan = Lifespan(app, lifespan_mode, state.lifespan_state)
         try:
@@ -327,10 +328,12 @@ class Worker:
                 conn.idle_since = state.now
         total = len(state.connections)
         log.info(
-            "worker %d: stopped accepting; draining %d requests in flight on %d connections (%d taken from the queue)",
+            "worker %d: stopped accepting; draining %d requests in flight on %d connections and %d websockets "
+            "(%d taken from the queue)",
             pid,
             state.in_flight,
             total,
+            len(state.upgraded),
             queued,
         )
         deadline = loop.time() + config.timeout_graceful
@@ -436,8 +439,7 @@ class Worker:
             log.exception("worker tick: %s failed", name)
 
     def _heartbeat(self) -> None:
-        state = self.state
-        self.report(f"hb {state.in_flight} {len(state.connections) + len(state.upgraded)} {state.requests}")
+        self._report_counts()
         self._report_metrics()
 
     def _check_wsgi_threads(self) -> None:
@@ -480,8 +482,22 @@ class Worker:
             signal.signal(signum, signal.SIG_DFL)
         for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
             signal.signal(signum, signal.SIG_IGN)
-        faulthandler.register(signal.SIGUSR2, file=sys.stderr, all_threads=True)
         _die_with_parent()
+
+    def _install_stack_dump(self) -> None:
+        """USR2 (the master, on a blocked loop, before its SIGKILL): the stacks
+        are dumped from C (faulthandler, even while the app holds the GIL in C
+        code), then, chained, a Python handler reports this worker's counts
+        (the heartbeat the blocked loop cannot send), so the master's line
+        says what it was doing. It runs where the app is stuck in Python code
+        or in a call that lets signals in (sleep, I/O)."""
+        signal.signal(signal.SIGUSR2, self._report_counts)
+        faulthandler.register(signal.SIGUSR2, file=sys.stderr, all_threads=True, chain=True)
+
+    def _report_counts(self, signum=None, frame=None) -> None:
+        state = self.state
+        if state is not None:
+            self.report(f"hb {state.in_flight} {len(state.connections) + len(state.upgraded)} {state.requests}")
 
 
 def _die_with_parent() -> None:

@@ -107,4 +107,4 @@ def test_app_raising_when_called_answers_500(server_factory, interface):
     assert not [line for line in server.lines if "Fatal error on transport" in line]
     mark = server.mark()
     server.stop()
-    server.wait_log(r"draining 0 requests in flight on 0 connections", start=mark)
+    server.wait_log(r"draining 0 requests in flight on 0 connections and 0 websockets", start=mark)
