@@ -73,6 +73,7 @@ class WorkerProc:
         self.requests = 0
         self.metrics: dict | None = None  # its last totals (--metrics-bind)
         self.exit_cause = ""  # why the master stopped it (supervisor/metrics.py EXIT_CAUSES)
+        self.traceback: list[str] = []  # the app's, from a failed boot ("tb" lines)
         self.abandoned = False  # booting when its reload failed: killed, its exit is no new failure
 
     def doing(self) -> str:
@@ -535,6 +536,8 @@ class Master:
                 worker.recycle = f"{worker.requests} requests served (--limit-max-requests)"
         elif kind == "error":
             worker.error = rest
+        elif kind == "tb":
+            worker.traceback.append(rest)
 
     def _check_limits(self, worker: WorkerProc) -> None:
         """Each heartbeat (once a second) of a serving worker: --workers-max-rss
@@ -608,7 +611,10 @@ class Master:
         if worker.abandoned or (worker.generation == self.failed_generation and worker.started <= self.failed_at):
             log.info("master: worker %d of the failed reload exited (%s)", worker.pid, reason)
             return
-        log.error("master: worker %d failed to boot: %s", worker.pid, reason)
+        record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "master: worker %d failed to boot: %s",
+                                (worker.pid, reason), None)
+        record.exc_text = "\n".join(worker.traceback) or None  # the app's traceback, once (text and JSON logs)
+        log.handle(record)
         if self.reloading and any(w.retiring for w in self.workers.values()):
             # New code does not boot: keep the old workers, stop the new ones.
             log.error("master: reload failed; the previous workers keep serving (%s)", reason)

@@ -10,7 +10,8 @@ pipe, one line per message (``channel``):
 * ``m JSON`` with each heartbeat when ``--metrics-bind`` is on: this
   worker's totals since it started (``io/metrics.py``), once more on exit;
 * ``recycle`` when ``--limit-max-requests`` is reached;
-* ``error MESSAGE`` before exiting on a boot failure.
+* ``error MESSAGE`` before exiting on a boot failure, after the app's
+  traceback, if any, one ``tb LINE`` per line.
 
 Signals: TERM = graceful shutdown, QUIT = fast shutdown, USR1 = reopen logs,
 USR2 = dump stacks (faulthandler, used by the master on a blocked loop),
@@ -125,12 +126,12 @@ class Worker:
             self.report(f"error {exc}")
             return EXIT_CONFIG
         except FactoryError as exc:
-            log.error("error while calling the factory %s", config.app, exc_info=exc.__cause__)
+            self._report_traceback(exc.__cause__, f"error while calling the factory {config.app}")
             self.report(f"error {exc}")
             # A module the factory imports is missing: no point retrying (see below).
             return EXIT_CONFIG if isinstance(exc.__cause__, ImportError) else EXIT_BOOT
         except Exception as exc:  # the app's own module raised while importing
-            log.exception("error while importing %s", config.app)
+            self._report_traceback(exc, f"error while importing {config.app}")
             self.report(f"error {config.app} raised {type(exc).__name__} while importing: {exc}")
             # A missing module (or name) inside the app is no more likely to
             # appear on a retry than a missing top-level one: exit 2, and the
@@ -462,6 +463,18 @@ class Worker:
     def _report_metrics(self) -> None:
         if self.state is not None and self.state.metrics is not None:
             self.report("m " + self.state.metrics.snapshot(self.state))
+
+    def _report_traceback(self, exc: BaseException, what: str) -> None:
+        """The app's traceback at boot goes to the master (``tb LINE`` each),
+        which logs it with its "failed to boot" line: once, however many
+        workers fail alike at once (the master stops at the first)."""
+        if self.channel_fd is None:
+            log.error(what, exc_info=exc)
+            return
+        import traceback
+
+        for line in "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip("\n").split("\n"):
+            self.report("tb " + line)
 
     def report(self, message: str) -> None:
         if self.channel_fd is None:

@@ -57,6 +57,17 @@ def test_refused_at_boot_in_one_line(args, message):
     assert result.stderr.count("Traceback") == (1 if args[0] == "import_inside:app" else 0)
 
 
+def test_import_error_inside_the_app_is_one_traceback_with_several_workers():
+    """Every worker fails alike at once: the master logs the first one's
+    traceback (sent over its pipe) and stops; no retry."""
+    result = run_corral("import_inside:app", "--workers", "3")
+    assert result.returncode == 2
+    assert result.stderr.count("Traceback") == 1
+    assert result.stderr.count("ModuleNotFoundError: No module named 'no_such_module_inside_the_app'") == 1
+    assert len(re.findall(r"master: started worker", result.stderr)) == 3  # one per slot, none again
+    assert "next boot attempt" not in result.stderr
+
+
 def test_factory_that_raises_says_so():
     result = run_corral("mistakes:factory_raising", "--factory")
     assert result.returncode == 3  # the factory's own error: retried, as one raised at import
