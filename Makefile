@@ -12,7 +12,7 @@ WORKERS ?= 4
 # pure-Python build, with a warning, where there is none; CORRAL_PURE=1 forces
 # it); an edit of one of these files compiles it again (until then the edited
 # file runs from source: corral/_mode.py). Only what measures faster compiled
-# is compiled (README: Compiled or pure).
+# is compiled (docs/installation.md: Compiled or pure).
 COMPILED_SOURCES := corral/proto/h1.py corral/proto/h1.pxd
 
 $(VENV)/.installed: pyproject.toml setup.py
@@ -83,9 +83,11 @@ clean:
 
 -include bench/Makefile.inc
 
-# Regenerate the README's options table from corral/config.py.
+# The options reference is generated from corral/config.py when the docs are
+# built (docs/hooks.py: <!-- options-table --> in docs/configuration.md);
+# nothing to regenerate by hand. Kept so that old habits get an answer.
 options-table: $(VENV)/.installed
-	$(BIN)/python -c "import re, pathlib; from corral.config import options_markdown as o; p = pathlib.Path('README.md'); s = p.read_text(); s = re.sub(r'(<!-- options:start[^\n]*-->\n).*?(<!-- options:end -->)', lambda m: m.group(1) + o() + m.group(2), s, flags=re.S); p.write_text(s)"
+	@echo "the options reference is generated at docs build time (make docs): docs/configuration.md"
 
 # Fuzzing (fuzz/README.md): the atheris targets, FUZZ_SECONDS each, then the
 # hypothesis property and differential tests with FUZZ_EXAMPLES examples each.

@@ -2,7 +2,7 @@
 
 An option is declared once in ``OPTIONS``; the CLI (``cli.py``), the
 ``CORRAL_<NAME>`` environment variables, the TOML file given with
-``--config`` and the README's options table are all derived from it.
+``--config`` and the docs' options reference (docs/configuration.md) are all derived from it.
 Precedence: CLI > environment > file > defaults.
 """
 
@@ -616,7 +616,7 @@ def resolve(cli: Mapping[str, Any], environ: Mapping[str, str], config_file: str
 
 
 def options_markdown() -> str:
-    """The README's options table, generated from OPTIONS (a test keeps them equal)."""
+    """The options reference of the docs site, generated from OPTIONS at build time (docs/hooks.py)."""
 
     def cell(text: str) -> str:
         return text.replace("|", "\\|")

@@ -1,4 +1,6 @@
-"""mkdocs hook: the docs site shows the README's sections, not a copy of them.
+"""mkdocs hook: the docs site shows the README's front-page sections (the
+README is the repository's front page; the topic text lives in docs/*.md),
+the package READMEs and the generated options reference, not copies of them.
 
 A page holds directives on lines of their own, replaced at build time:
 
@@ -9,7 +11,7 @@ A page holds directives on lines of their own, replaced at build time:
 * ``<!-- include: PATH -->``: a Markdown file of the repository (a package
   README, the CHANGELOG), its headings moved one level down.
 * ``<!-- options-table -->``: the options reference, generated from
-  ``corral/config.py`` as the README's table is (``make options-table``).
+  ``corral/config.py`` (``corral --help`` is generated from it too).
 * ``<!-- check-corral-options -->``: every ``--option`` in the second column
   of the page's tables (the migration guide's "corral" column) must be one
   of corral's (``corral/config.py``), or the build fails.
