@@ -119,3 +119,14 @@ def test_app_raising_when_called_answers_500(server_factory, interface):
     mark = server.mark()
     server.stop()
     server.wait_log(r"draining 0 requests in flight on 0 connections and 0 websockets", start=mark)
+
+
+def test_websocket_to_an_app_raising_when_called_answers_500(server_factory):
+    server = server_factory("mistakes:raises_on_call", "--lifespan", "off")
+    with server.connect() as sock:
+        sock.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        response = Reader(sock).response()
+    assert (response.code, response.body) == (500, b"Internal Server Error\n")
+    server.wait_log(r"Exception in ASGI application \(WebSocket /ws\)")
+    assert not [line for line in server.lines if "Fatal error on transport" in line]
