@@ -243,8 +243,8 @@ def _megabytes(value: Any) -> int:
 OPTIONS: tuple[Option, ...] = (
     # application
     _opt("app", None, _app_spec, "The application, as MODULE:ATTR.", "MODULE:ATTR"),
-    _opt("factory", False, _bool, "Treat ATTR as a callable that returns the application."),
-    _opt("app_dir", ".", _text, "Directory added to sys.path before importing the app.", "DIR"),
+    _opt("factory", False, _bool, "Treat ATTR as a callable that returns the application (a function taking no arguments given without it is refused at start)."),
+    _opt("app_dir", ".", _text, "Directory added to sys.path before importing the app (must exist; taken from --chdir).", "DIR"),
     _opt("interface", "auto", _choice("auto", "asgi", "wsgi"), "Application interface.", "auto|asgi|wsgi"),
     _opt("lifespan", "auto", _choice("auto", "on", "off"), "ASGI lifespan: auto runs it if the app supports it.", "auto|on|off"),
     _opt("root_path", "", _text, "ASGI root_path, for apps mounted below a prefix.", "PATH"),
