@@ -250,6 +250,7 @@ class Master:
         self.generation += 1
         self.metrics.reloads += 1
         self.reloading = True
+        self.next_spawn_at = 0.0  # new code: no backoff left over from the old (a failed reload's replacements)
         count = 0
         for worker in self.workers.values():
             if worker.state != "draining":

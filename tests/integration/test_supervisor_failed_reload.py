@@ -40,7 +40,7 @@ def test_recycle_after_a_failed_reload_backs_off(server_factory, tmp_path):
     app_file.write_text((APPS / "basic.py").read_text())
     mark = server.mark()
     server.signal(signal.SIGHUP)
-    server.wait_log(r"master: reload complete", start=mark, timeout=30)
+    server.wait_log(r"master: reload complete", start=mark, timeout=10)  # no backoff left over
     wait_until(lambda: len(server.worker_pids()) == 1 and old not in server.worker_pids(), timeout=30,
                message="the old worker replaced")
 
