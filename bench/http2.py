@@ -99,6 +99,8 @@ def main() -> int:
     parser.add_argument("--scenarios", default="h2-tls,h2c,h1-tls")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--json", metavar="FILE", help="also write the results to FILE (make bench-h2: "
+                        "bench/results/bench-h2.json, which bench/charts.py draws)")
     args = parser.parse_args()
     args.corral = os.path.abspath(args.corral)
     args.peers_venv = os.path.abspath(args.peers_venv)
@@ -120,6 +122,7 @@ def main() -> int:
                                        serialization.NoEncryption()))
     servers = args.servers.split(",")
     results: dict = {}
+    rounds_rps: dict = {}
     for scenario in args.scenarios.split(","):
         tls, flags = SCENARIOS[scenario]
         for round_ in range(args.rounds):
@@ -142,6 +145,7 @@ def main() -> int:
                         proc.kill()
                 best, failures = results.get((scenario, server), (0.0, 0))
                 results[(scenario, server)] = (max(best, rate), failures + max(failed, 0))
+                rounds_rps.setdefault((scenario, server), []).append(rate)
                 print(f"{scenario:7} round {round_ + 1} {server:10} {rate:10.0f} req/s  failed {failed}", flush=True)
     print("\n| scenario | " + " | ".join(servers) + " | " + " | ".join(f"corral / {s}" for s in servers[1:]) + " |")
     print("|---" * (2 * len(servers)) + "|")
@@ -150,7 +154,35 @@ def main() -> int:
         base = results[(scenario, servers[0])][0]
         ratios = [f"{base / results[(scenario, s)][0]:.2f}x" if results[(scenario, s)][0] else "-" for s in servers[1:]]
         print(f"| {scenario} | " + " | ".join(row) + " | " + " | ".join(ratios) + " |")
+    if args.json:
+        write_json(args, servers, results, rounds_rps)
     return 0
+
+
+TITLES = {"h2-tls": "HTTP/2 over TLS (-c16 -m10)", "h2c": "h2c, prior knowledge (-c16 -m10)",
+          "h1-tls": "HTTP/1.1 over TLS (--h1 -c16)"}
+
+
+def write_json(args, servers: list[str], results: dict, rounds_rps: dict) -> None:
+    """The run as bench/charts.py reads it ("kind": "http2"): per scenario each
+    server's best round, its failed requests, and corral's ratio to each peer."""
+    import json
+    import platform
+
+    scenarios = {}
+    for scenario in args.scenarios.split(","):
+        summary = {s: {"best_rps": results[(scenario, s)][0], "failed": results[(scenario, s)][1],
+                       "rounds_rps": rounds_rps[(scenario, s)]} for s in servers}
+        base = summary.get("corral", {}).get("best_rps")
+        ratios = {f"corral/{s}": base / summary[s]["best_rps"] for s in servers
+                  if s != "corral" and base and summary[s]["best_rps"]}
+        scenarios[scenario] = {"title": TITLES.get(scenario, scenario), "tls": SCENARIOS[scenario][0],
+                               "h2load_args": SCENARIOS[scenario][1], "summary": summary, "ratios": ratios}
+    with open(args.json, "w") as handle:
+        json.dump({"kind": "http2", "date": time.strftime("%Y-%m-%d", time.gmtime()), "rounds": args.rounds,
+                   "duration": args.duration, "machine": platform.platform(), "cpus": os.cpu_count(),
+                   "scenarios": scenarios}, handle, indent=2)
+        handle.write("\n")
 
 
 if __name__ == "__main__":

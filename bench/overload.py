@@ -6,6 +6,8 @@
     python3 bench/overload.py slowreaders # worker RSS with 1000 slow readers pulling 10 MB each
     python3 bench/overload.py recovery    # burst of 5x --limit-connections: all answered? time to normal
     python3 bench/overload.py all
+    python3 bench/overload.py goodput     # issue 21: open-loop arrivals at 0.8x..8x capacity, peers in the same run
+                                          # (bench/goodput.py; --help for its options; not part of `all`)
 """
 
 from __future__ import annotations
@@ -211,6 +213,10 @@ def recovery(limit: int = 50) -> None:
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["goodput"]:
+        from goodput import main as goodput
+
+        return goodput(sys.argv[2:])
     drills = {"slowloris": slowloris, "emfile": emfile, "slowreaders": slowreaders, "recovery": recovery}
     names = sys.argv[1:] or ["all"]
     for name in (drills if names == ["all"] else names):

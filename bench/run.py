@@ -377,7 +377,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "(every WSGI scenario) (default: %(default)s)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--duration", type=int, default=5, help="seconds of wrk per measurement")
-    p.add_argument("--json", metavar="FILE", help="also write results to FILE")
+    p.add_argument("--json", metavar="FILE", help="also write results to FILE (make bench: bench/results/bench.json, "
+                   "which bench/charts.py draws)")
     p.add_argument("--wrk", default="wrk", help="wrk executable (default: from PATH)")
     for name, (default, _) in SERVERS.items():
         p.add_argument(f"--{name}", metavar="PATH", default=default,
@@ -436,13 +437,15 @@ def main(argv: list[str] | None = None) -> int:
               f"-d{args.duration}s, {args.rounds} round(s)")
         print_table(summary, ratios)
         results[scenario_name] = {"title": scenario.title, "app": scenario.app, "workers": scenario.workers,
+                                  "interface": scenario.interface, "paced": scenario.paced,
                                   "wrk_args": [*scenario.wrk_args, f"-d{args.duration}s"],
                                   "runs": runs, "summary": summary, "ratios": ratios}
     if len(results) > 1:
         print_overview(results)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"rounds": args.rounds, "duration": args.duration, "machine": platform.platform(),
+            json.dump({"date": time.strftime("%Y-%m-%d", time.gmtime()), "rounds": args.rounds,
+                       "duration": args.duration, "machine": platform.platform(),
                        "cpus": os.cpu_count(), "scenarios": results}, f, indent=2)
             f.write("\n")
     return 0

@@ -287,6 +287,7 @@ OPTIONS: tuple[Option, ...] = (
     _opt("limit_connections", 0, _int_range(0), "Per worker: stop accepting at this many open connections (0 = no limit).", "N"),
     _opt("limit_concurrency", 0, _int_range(0), "Per worker: requests in flight beyond this get 503 + Retry-After (0 = no limit).", "N"),
     _opt("limit_concurrency_queue", 0.0, _seconds, "Let requests over --limit-concurrency wait this long for a slot before the 503.", "SECONDS"),
+    _opt("limit_queue_delay", 0.1, _seconds, "Overload control: while the worker's loop lags, a request that waited longer than this before corral could read it gets 503 + Retry-After, without the app (0 = off).", "SECONDS"),
     _opt("limit_request_body", 0, _int_range(0), "Largest request body in bytes, declared or chunked (413 beyond; 0 = no limit).", "BYTES"),
     _opt("server_header", True, _bool, "Send a Server header."),
     _opt("date_header", True, _bool, "Send a Date header."),
@@ -422,6 +423,50 @@ def unknown_env_warnings(environ: Mapping[str, str]) -> list[str]:
         if best is not None:
             lines.append(f"{key} is not an option (did you mean {OPTIONS_BY_NAME[best].env}?); ignored")
     return lines
+
+
+# The groups ``corral --help`` and the docs' options reference
+# (docs/configuration.md) show the options in: title -> option names, in the
+# order shown. Every option is in exactly one (tests/test_cli_help.py): a new
+# option goes here too.
+GROUPS: dict[str, tuple[str, ...]] = {
+    "Application": ("app", "factory", "app_dir", "interface", "lifespan", "root_path", "chdir", "env_file"),
+    "Binding": ("host", "port", "uds", "uds_mode", "fd", "backlog", "accept"),
+    "Workers and lifecycle": (
+        "workers", "threads", "limit_max_requests", "max_requests_jitter", "workers_max_rss", "workers_lifetime",
+        "workers_lifetime_jitter", "shutdown_delay", "pid", "user", "group", "umask",
+    ),
+    "Timeouts": (
+        "timeout_keep_alive", "timeout_header", "timeout_body", "timeout_write", "timeout_handshake",
+        "timeout_worker", "timeout_boot", "timeout_graceful",
+    ),
+    "Limits": (
+        "limit_connections", "limit_concurrency", "limit_concurrency_queue", "limit_queue_delay", "limit_request_line",
+        "limit_header_size", "limit_request_body",
+    ),
+    "Protocols": (
+        "http", "h2_max_concurrent_streams", "ws_max_size", "ws_per_message_deflate", "ws_ping_interval",
+        "ws_ping_timeout", "server_header", "date_header",
+    ),
+    "TLS": (
+        "ssl_certfile", "ssl_keyfile", "ssl_keyfile_password", "ssl_ca_certs", "ssl_cert_reqs", "ssl_ciphers",
+        "ssl_min_version",
+    ),
+    "Proxies": ("proxy_headers", "forwarded_allow_ips", "forwarded_host", "proxy_protocol", "proxy_allow_from"),
+    "Logging": ("log_level", "log_file", "access_log", "log_format", "access_log_format"),
+    "Metrics and health checks": ("metrics_bind", "health_path"),
+    "Development": ("reload", "reload_dir", "reload_include", "reload_exclude"),
+}
+
+
+def grouped_options() -> list[tuple[str, list[Option]]]:
+    """(group title, its options) in GROUPS' order; an option no group names
+    comes last, under "Other" (the test of GROUPS fails until it has one)."""
+    groups = [(title, [OPTIONS_BY_NAME[name] for name in names if name in OPTIONS_BY_NAME])
+              for title, names in GROUPS.items()]
+    named = {name for names in GROUPS.values() for name in names}
+    other = [option for option in OPTIONS if option.name not in named]
+    return groups + [("Other", other)] if other else groups
 
 
 # Hooks a Python config file may define (as gunicorn's server hooks): where each runs.
@@ -615,14 +660,15 @@ def resolve(cli: Mapping[str, Any], environ: Mapping[str, str], config_file: str
     return config
 
 
-def options_markdown() -> str:
-    """The options reference of the docs site, generated from OPTIONS at build time (docs/hooks.py)."""
+def options_markdown(options: tuple[Option, ...] | list[Option] = OPTIONS) -> str:
+    """The options reference of the docs site, generated from OPTIONS at build
+    time (docs/hooks.py: one table per group of GROUPS)."""
 
     def cell(text: str) -> str:
         return text.replace("|", "\\|")
 
     rows = ["| option | environment | default | meaning |", "|---|---|---|---|"]
-    for option in OPTIONS:
+    for option in options:
         if option.name == "app":
             continue
         if option.flag:
@@ -634,7 +680,7 @@ def options_markdown() -> str:
         default = option.default
         if isinstance(default, bool):
             shown = "on" if default else "off"
-        elif default is None or default == ():
+        elif default is None or default == () or default == "":
             shown = "-"
         else:
             shown = f"`{default}`"

@@ -11,7 +11,9 @@ A page holds directives on lines of their own, replaced at build time:
 * ``<!-- include: PATH -->``: a Markdown file of the repository (a package
   README, the CHANGELOG), its headings moved one level down.
 * ``<!-- options-table -->``: the options reference, generated from
-  ``corral/config.py`` (``corral --help`` is generated from it too).
+  ``corral/config.py`` (``corral --help`` is generated from it too): a
+  ``###`` heading per group of ``GROUPS`` (the groups of ``corral --help``),
+  each with its options' table, the help texts in full.
 * ``<!-- check-corral-options -->``: every ``--option`` in the second column
   of the page's tables (the migration guide's "corral" column) must be one
   of corral's (``corral/config.py``), or the build fails.
@@ -121,8 +123,20 @@ def _config():
     return config
 
 
+_CONFIG_ROW = ("| `-c`, `--config FILE` | `CORRAL_CONFIG` | - | A TOML file of options (keys as in `--help`, "
+               "a `[corral]` table optional), or a Python file (`.py`) of options and hooks. |")
+
+
 def _options_table() -> str:
-    return _config().options_markdown()
+    config = _config()
+    parts = []
+    for title, options in config.grouped_options():
+        table = config.options_markdown([option for option in options if option.name != "app"])
+        if any(option.name == "app" for option in options):  # the file itself: not an option of the file
+            header, rule, rest = table.split("\n", 2)
+            table = "\n".join((header, rule, _CONFIG_ROW, rest))
+        parts.append(f"### {title}\n\n{table}")
+    return "\n".join(parts)
 
 
 def _check_options(markdown: str, page: str) -> None:

@@ -288,7 +288,7 @@ def test_short_flags_mean_what_they_mean_in_gunicorn(tmp_path):
     args = vars(build_parser().parse_args(["-w", "3", "-c", path]))
     assert args == {"workers": "3", "config": path}
     help_text = build_parser().format_help()
-    assert "-w N|auto, --workers N|auto" in help_text and "-c FILE, --config FILE" in help_text
+    assert "-w, --workers N|auto" in help_text and "-c, --config FILE" in help_text
     assert "-b" not in help_text.split()  # only once --bind exists
 
 

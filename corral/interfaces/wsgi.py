@@ -552,11 +552,12 @@ class WSGICycle(WSGIRequest):
         self.final = False
         self.flush_pending = False
         self.blocked = False
+        self.since = self.conn.loop.time()  # queued for a thread (the overload check reads it)
         handler.pool.submit(self._run_in_thread)
 
-    def _call(self):
-        """Call the app; returns its iterable or a bytes body given whole (list/tuple)."""
-        result = self.result = self.handler.app(self.environ(), self.start_response)
+    def _call(self, app=None):
+        """Call the app (or ``app``); returns its iterable or a bytes body given whole (list/tuple)."""
+        result = self.result = (app or self.handler.app)(self.environ(), self.start_response)
         kind = type(result)
         if (kind is list or kind is tuple) and not self.committed:
             if len(result) == 1:
@@ -650,12 +651,13 @@ class WSGICycle(WSGIRequest):
         if self.gone:  # the client left while the request waited for a thread
             loop.call_soon_threadsafe(self._end, False)
             return
+        app = _waited_too_long(self.handler.state.overload, self.since, loop)
         # --timeout-worker counts from here: time spent waiting for a thread
         # is not running time (the loop's clock, the one the check reads).
         self.since = loop.time()
         self.handler.running.add(self)
         try:
-            body = self._call()
+            body = self._call(app)
             if body is not None:
                 self._close_result()
                 if self.status is None:
@@ -1117,6 +1119,7 @@ class WSGIStream(WSGIRequest):
         """``--threads N``: the app in the worker's pool, counted by the
         stuck-thread check from when a thread takes it."""
         done = self.loop.create_future()
+        self.since = self.loop.time()  # queued for a thread (the overload check reads it)
         self.handler.pool.submit(partial(self._run_in_thread, done))
         body = await done
         if body is not None:  # a list or tuple: sent from here, head and body at once
@@ -1129,10 +1132,11 @@ class WSGIStream(WSGIRequest):
         if self.exchange.gone:  # the client reset the stream while it waited for a thread
             loop.call_soon_threadsafe(_settle, done, None)
             return
+        app = _waited_too_long(handler.state.overload, self.since, loop) or handler.app
         self.since = loop.time()
         handler.running.add(self)
         try:
-            result = self.result = handler.app(self.environ(), self.start_response)
+            result = self.result = app(self.environ(), self.start_response)
             kind = type(result)
             if (kind is list or kind is tuple) and not self.committed:
                 self.result = None
@@ -1156,6 +1160,22 @@ class WSGIStream(WSGIRequest):
             self._close_result()
             handler.running.discard(self)
         loop.call_soon_threadsafe(_settle, done, outcome)
+
+
+def _busy(environ, start_response):
+    """What a pool thread runs instead of the app for a request that waited
+    for a thread past --limit-queue-delay while the worker is overloaded."""
+    start_response("503 Service Unavailable", [("Content-Type", "text/plain; charset=utf-8"), ("Retry-After", "1")])
+    return [b"Server busy, retry later\n"]
+
+
+def _waited_too_long(overload, queued_at: float, loop):
+    """In a pool thread: ``_busy`` if the overload control sheds this request
+    (io/overload.py: it waited for a thread past the target), else None."""
+    if overload is not None and overload.watching and overload.late_for_thread(queued_at):
+        loop.call_soon_threadsafe(overload.shed_by_thread)
+        return _busy
+    return None
 
 
 def _settle(future, outcome) -> None:

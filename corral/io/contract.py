@@ -39,6 +39,13 @@ Things that wait for a concurrency slot (``state.waiting``: an HTTP/1.1
 connection, or one HTTP/2 stream) have ``waiting_since``, ``closing``,
 ``run_queue()`` (a slot may be free: try again) and ``give_up()`` (the
 queue time ran out: answer 503); ``ServerState`` expires them, once.
+
+Admission: a protocol about to start a request compares ``state.in_flight``
+with ``state.limit_concurrency`` (one comparison on the hot path). When it
+is reached, or while the overload control watches (io/overload.py sets it to
+-1), ``state.admit(waiter)`` decides, for every protocol alike: ``ADMIT``
+(run it), ``WAIT`` (queued for a slot) or ``SHED`` (answered 503 with
+``reject_busy()``). A waiter's ``wire`` is the transport its bytes came on.
 """
 
 from __future__ import annotations
@@ -49,6 +56,8 @@ from typing import NamedTuple
 from .transport import peer_name
 
 log = logging.getLogger("corral.error")
+
+ADMIT, WAIT, SHED = 0, 1, 2  # ServerState.admit's verdicts
 
 # Seconds a closing connection keeps reading (and discarding) before the close.
 LINGER_SECONDS = 2.0

@@ -28,7 +28,7 @@ from collections import deque
 from time import perf_counter
 
 from ..proto.h1 import CONTINUE, LAST_CHUNK, ProtocolError, Request, RequestParser, encode_chunk, error_response, plan_response
-from .contract import LINGER_SECONDS, settle_closing, write_timed_out  # noqa: F401 (LINGER_SECONDS: tests)
+from .contract import SHED, WAIT, LINGER_SECONDS, settle_closing, write_timed_out  # noqa: F401 (LINGER_SECONDS: tests)
 from .metrics import FIRST, bucket
 from .transport import address, half_close, peer_name
 
@@ -114,6 +114,11 @@ class H1Connection(asyncio.Protocol):
         # the HTTP/2 preface (_sniff), the preface's first bytes while they
         # cannot tell yet, then None.
         self.sniff = b"" if state.h2c_prior_knowledge is not None else None
+
+    @property
+    def wire(self):
+        """The transport the requests came on (ServerState.admit)."""
+        return self.transport
 
     # -- asyncio.Protocol ----------------------------------------------------
 
@@ -258,9 +263,11 @@ class H1Connection(asyncio.Protocol):
         queue = self.queue
         while self.cycle is None and queue and not self.closing:
             if state.in_flight >= state.limit_concurrency:
-                if state.over_limit(self):
+                verdict = state.admit(self)
+                if verdict == WAIT:
                     return  # waits for a slot (ServerState.request_done restarts it)
-                continue  # answered 503: on to the next request
+                if verdict == SHED:
+                    continue  # answered 503: on to the next request
             state.in_flight += 1
             self.cycle = cycle = state.handler(self, queue.popleft())
             cycle.start()

@@ -41,7 +41,7 @@ from time import perf_counter
 from urllib.parse import unquote_to_bytes
 
 from ..proto import h2 as proto
-from .contract import LINGER_SECONDS, settle_closing, write_timed_out
+from .contract import ADMIT, LINGER_SECONDS, settle_closing, write_timed_out
 from .switch import switch
 from .transport import address, peer_name
 
@@ -97,6 +97,11 @@ class H2Stream:
     def closing(self) -> bool:
         conn = self.conn
         return conn.closing or conn.streams.get(self.stream_id) is not self
+
+    @property
+    def wire(self):
+        """The connection's transport (ServerState.admit)."""
+        return self.conn.transport
 
     def run_queue(self) -> None:
         if not self.closing:
@@ -393,9 +398,8 @@ class H2Connection(asyncio.Protocol):
         --limit-concurrency it waits for a slot (``run_queue`` comes back
         here) or is answered 503 (``reject_busy``)."""
         state = self.state
-        if state.in_flight >= state.limit_concurrency:
-            state.over_limit(stream)
-            return
+        if state.in_flight >= state.limit_concurrency and state.admit(stream) != ADMIT:
+            return  # waits for a slot (run_queue comes back here), or answered 503
         state.in_flight += 1
         stream.cycle = cycle = state.h2_handler(self, stream)
         if self.starting is not None:

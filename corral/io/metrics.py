@@ -73,7 +73,8 @@ def _row() -> list:
 
 
 class WorkerMetrics:
-    __slots__ = ("rows", "other", "counts", "latency_sum", "closed", "ws_messages_in", "ws_messages_out", "loop_lag")
+    __slots__ = ("rows", "other", "counts", "latency_sum", "closed", "ws_messages_in", "ws_messages_out", "loop_lag",
+                 "queue_delays", "queue_delay_sum")
 
     def __init__(self) -> None:
         # method -> status code -> bucket -> latencies since the last fold
@@ -85,6 +86,8 @@ class WorkerMetrics:
         self.ws_messages_in = 0
         self.ws_messages_out = 0
         self.loop_lag = 0.0  # worst lateness of the once-a-second tick since the last report
+        self.queue_delays = [0] * (len(BUCKETS) + 1)  # --limit-queue-delay: by bucket, cumulative
+        self.queue_delay_sum = 0.0
 
     def record(self, method: str, status: int, elapsed: float) -> None:
         """One request, off the HTTP/1.1 path (HTTP/2 streams): what
@@ -107,6 +110,17 @@ class WorkerMetrics:
                         self.latency_sum += math.fsum(latencies)
                         latencies.clear()
 
+    def fold_queue_delays(self, overload) -> list[int]:
+        """The overload control's queue delays (io/overload.py: measured while
+        it watches) into this worker's histogram; the cumulative counts."""
+        counts = self.queue_delays
+        if overload is not None and overload.delays:
+            for delay in overload.delays:
+                counts[bisect_left(BUCKETS, delay)] += 1
+                self.queue_delay_sum += delay
+            overload.delays.clear()
+        return counts
+
     def snapshot(self, state) -> str:
         """Totals since this worker started, as one JSON line for the master."""
         self.fold()
@@ -120,6 +134,9 @@ class WorkerMetrics:
             "accepted": counters["connections"],
             "closed": self.closed,
             "rejected": counters["rejected_busy"],
+            "shed": counters["shed_queue_delay"],
+            "qdelay": self.fold_queue_delays(state.overload),
+            "qdelay_sum": round(self.queue_delay_sum, 6),
             "ws": counters["websockets"],
             "ws_in": self.ws_messages_in,
             "ws_out": self.ws_messages_out,

@@ -9,13 +9,14 @@ expired timeouts.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections import Counter, deque
 from email.utils import formatdate
 
 from ..proto.forwarded import Forwarding, TrustedPeers
 from .access import AccessLog
-from .contract import Timeouts
+from .contract import ADMIT, SHED, WAIT, Timeouts
 from .stepper import Stepper
 
 log = logging.getLogger("corral.error")
@@ -51,7 +52,12 @@ class ServerState:
         self.refusing = False  # fast shutdown: every request gets 503 at once
         self.in_flight = 0  # requests being handled
         self.requests = 0  # requests answered
-        self.limit_concurrency = config.limit_concurrency or float("inf")
+        self.pid = os.getpid()
+        # --limit-concurrency, and the value the protocols compare in_flight
+        # with: the same, except while the overload control watches (-1, so
+        # that every request goes through ``admit``: io/overload.py).
+        self.concurrency_limit = self.limit_concurrency = config.limit_concurrency or float("inf")
+        self.overload = None  # io/overload.Overload with --limit-queue-delay
         self.waiting: deque = deque()  # connections queued for a concurrency slot
         self.metrics = None  # WorkerMetrics (io/metrics.py) with --metrics-bind, else None
         self.gate = None  # accept gating (worker/accept.py): opened(n) / closed(n)
@@ -133,6 +139,21 @@ class ServerState:
 
     # -- concurrency limit ------------------------------------------------
 
+    def admit(self, waiter) -> int:
+        """A request (an HTTP/1.1 connection's next one, or an HTTP/2 stream)
+        when ``in_flight >= limit_concurrency``: over --limit-concurrency it
+        waits for a slot (WAIT) or is answered 503 (SHED); while the overload
+        control watches, one that waited past --limit-queue-delay is answered
+        503 (SHED, io/overload.py); else it runs (ADMIT)."""
+        if self.in_flight >= self.concurrency_limit:
+            return WAIT if self.over_limit(waiter) else SHED
+        overload = self.overload
+        if overload is not None and overload.watching and overload.late(waiter.wire):
+            self.counters["shed_queue_delay"] += 1
+            waiter.reject_busy()
+            return SHED
+        return ADMIT
+
     def over_limit(self, conn) -> bool:
         """Over --limit-concurrency: queue ``conn`` (an HTTP/1.1 connection
         or an HTTP/2 stream) for a slot (returns True: it waits), or answer
@@ -167,7 +188,7 @@ class ServerState:
 
     def _next_waiting(self) -> None:
         waiting = self.waiting
-        while waiting and self.in_flight < self.limit_concurrency:
+        while waiting and self.in_flight < self.concurrency_limit:
             conn = waiting.popleft()
             conn.waiting_since = 0.0
             if not conn.closing:

@@ -41,7 +41,7 @@ log = logging.getLogger("corral.error")
 # recycle: --limit-max-requests; max_rss: --workers-max-rss; lifetime: --workers-lifetime
 EXIT_CAUSES = ("crash", "timeout", "recycle", "max_rss", "lifetime", "reload", "scale_down", "shutdown", "boot_failure")
 STATES = ("booting", "serving", "draining", "stuck")
-SUMMED = ("accepted", "rejected", "ws", "ws_in", "ws_out", "latency_sum")
+SUMMED = ("accepted", "rejected", "shed", "ws", "ws_in", "ws_out", "latency_sum", "qdelay_sum")
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 TCP_INFO = getattr(socket, "TCP_INFO", 11)
 
@@ -50,6 +50,7 @@ def _empty() -> dict:
     return {
         "requests": {},
         "buckets": [0] * (len(BUCKETS) + 1),
+        "qdelay": [0] * (len(BUCKETS) + 1),
         "closed": dict.fromkeys(CLOSE_REASONS, 0),
         **dict.fromkeys(SUMMED, 0),
     }
@@ -62,9 +63,10 @@ def _add(into: dict, data: dict) -> None:
         into["requests"][key] = into["requests"].get(key, 0) + count
     for key, count in data.get("closed", {}).items():
         into["closed"][key] = into["closed"].get(key, 0) + count
-    buckets = into["buckets"]
-    for i, count in enumerate(data.get("buckets", ())[: len(buckets)]):
-        buckets[i] += count
+    for name in ("buckets", "qdelay"):
+        buckets = into[name]
+        for i, count in enumerate(data.get(name, ())[: len(buckets)]):
+            buckets[i] += count
 
 
 def accept_queue(sock: socket.socket) -> tuple[int, int] | None:
@@ -215,6 +217,14 @@ class MasterMetrics:
             sample("corral_connections_closed_total", totals["closed"].get(reason, 0), reason=reason)
         family("corral_concurrency_rejected_total", "counter", "Requests answered 503 by --limit-concurrency.")
         sample("corral_concurrency_rejected_total", totals["rejected"])
+        family("corral_requests_shed_total", "counter",
+               "Requests answered 503 without the app, by reason: concurrency_limit (--limit-concurrency), "
+               "queue_delay (overload control, --limit-queue-delay).")
+        sample("corral_requests_shed_total", totals["rejected"], reason="concurrency_limit")
+        sample("corral_requests_shed_total", totals["shed"], reason="queue_delay")
+        family("corral_queue_delay_seconds", "histogram",
+               "How long requests waited before corral read them, measured while the overload control watched.")
+        self._histogram(sample, "corral_queue_delay_seconds", totals["qdelay"], totals["qdelay_sum"])
         family("corral_websocket_connections_total", "counter", "WebSocket connections accepted (upgraded).")
         sample("corral_websocket_connections_total", totals["ws"])
         family("corral_websocket_connections_open", "gauge", "Open WebSocket connections.")

@@ -77,6 +77,9 @@ class Frame:
         self.connections = int(_sum(now, "corral_connections_open"))
         self.queue = int(_sum(now, "corral_accept_queue_length"))
         self.queue_peak = int(_sum(now, "corral_accept_queue_peak"))
+        self.shed = int(_sum(now, "corral_requests_shed_total"))
+        shed_before = _sum(before, "corral_requests_shed_total") if before else None
+        self.shed_rate = (self.shed - shed_before) / dt if dt else None
         self.reloads = int(_sum(now, "corral_reloads_total"))
         self.exits = int(_sum(now, "corral_worker_exits_total"))
         build = next((lab for n, lab, _ in now if n == "corral_build_info"), {})
@@ -140,12 +143,15 @@ def render(frame: Frame, sort: str, message: str):
     from rich.text import Text
 
     rate = "-" if frame.rate is None else f"{frame.rate:,.0f}"
+    shed = "-" if frame.shed_rate is None else f"{frame.shed_rate:,.0f}"
     header = Text.assemble(
         ("corral top", "bold"), f"  master {frame.master_pid}  {frame.build}\n",
         f"workers {len(frame.rows)}/{frame.target}   req/s {rate}   requests {frame.requests:,.0f}   "
         f"in flight {frame.in_flight}   connections {frame.connections}\n",
         ("accept queue ", ""), (f"{frame.queue}", "bold red" if frame.queue else "bold"),
-        f" (peak {frame.queue_peak})   reloads {frame.reloads}   worker exits {frame.exits}",
+        f" (peak {frame.queue_peak})   ",
+        ("shed 503/s ", ""), (shed, "bold red" if frame.shed_rate else "bold"),
+        f" (total {frame.shed:,})   reloads {frame.reloads}   worker exits {frame.exits}",
     )
     table = Table(expand=True, box=None, header_style="bold reverse")
     columns = ("pid", "slot", "state", "req/s", "in flight", "conns", "p50 ms", "p99 ms", "rss MB", "lag ms", "age")

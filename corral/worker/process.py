@@ -39,6 +39,7 @@ import faulthandler
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 
@@ -55,6 +56,7 @@ from ..io.tls import TLSConfigError, TLSHandshake, TLSInfo, build_context
 from ..io.health import HealthCheck
 from ..io.proxy import ProxyPolicy
 from ..io.metrics import WorkerMetrics
+from ..io.overload import Overload
 from ..io.state import ServerState
 from ..io.ws import WebSocketUpgrade
 from ..loader import AppLoadError, FactoryError, check_interface, detect_interface, import_app
@@ -189,6 +191,8 @@ class Worker:
             if state.h2_handler is not None:
                 state.h2_handler = HealthCheck(config.health_path, state.h2_handler, config.access_log)
         state.limit_max_requests(self.max_requests, lambda: self.report(f"recycle {state.requests}"))
+        if config.limit_queue_delay:  # overload control (io/overload.py)
+            state.overload = Overload(state, config.limit_queue_delay)
         lifespan_mode = "off" if interface == "wsgi" else config.lifespan
         self.lifespan = Lifespan(app, lifespan_mode, state.lifespan_state)
         try:
@@ -204,6 +208,8 @@ class Worker:
         loop = self.loop
         self.stop_mode = loop.create_future()
         self._schedule_tick()
+        if self.state.overload is not None:
+            self.state.overload.start()
         for signum, mode in ((signal.SIGTERM, "graceful"), (signal.SIGQUIT, "fast")):
             loop.add_signal_handler(signum, self._stop_signal, mode)
         loop.add_signal_handler(signal.SIGUSR1, self._reopen_logs)
@@ -218,6 +224,8 @@ class Worker:
             listener = Listener(loop, sock, self._connection, self.config.backlog, exclusive)
             await listener.start()
             self.listeners.append(listener)
+            if self.state.overload is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+                self.state.overload.listeners.append(sock)
         self.gate = self.state.gate = AcceptGate(
             loop,
             self.listeners,
@@ -398,7 +406,9 @@ class Worker:
             conn.abort()
         # Connections still queued are not reset: each request gets a 503.
         state.draining = state.refusing = True
-        state.limit_concurrency = 0
+        if state.overload is not None:
+            state.overload.stop()
+        state.concurrency_limit = state.limit_concurrency = 0
         await asyncio.sleep(0)  # connections accepted as the stop landed are made: 503 too (_graceful_shutdown)
         queued = await self._take_queued()
         deadline = self.loop.time() + FAST_QUEUE_GRACE

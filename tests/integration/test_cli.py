@@ -9,8 +9,6 @@ import sys
 import httpx
 import pytest
 
-from corral.cli import _show
-from corral.config import OPTIONS
 from support import APPS, ROOT, Server
 
 
@@ -27,22 +25,6 @@ def assert_usage_error(result: subprocess.CompletedProcess, message: str) -> Non
     assert result.stdout == ""
     assert "Traceback" not in result.stderr
     assert result.stderr == f"corral: error: {message}\n"
-
-
-def test_help_lists_every_option_with_its_default():
-    result = corral("--help")
-    assert result.returncode == 0
-    text = " ".join(result.stdout.split("\noptions:\n", 1)[1].split())
-    for option in OPTIONS:
-        if option.name == "app":
-            assert "positional arguments: MODULE:ATTR The application" in " ".join(result.stdout.split())
-            continue
-        flag = f"{option.cli}, --no-{option.cli[2:]}" if option.flag else f"{option.cli} {option.metavar}"
-        assert flag in text, option.name
-        after = text.split(flag, 1)[1]
-        help_text = " ".join(option.help.split())
-        assert after.lstrip().startswith(f"{help_text} (default: {_show(option.default)})"), option.name
-    assert "CLI > env > file > defaults" in text
 
 
 def test_version():
