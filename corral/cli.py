@@ -8,7 +8,7 @@ import sys
 import textwrap
 
 from . import __version__
-from .config import ConfigError, grouped_options, resolve
+from .config import ConfigError, grouped_options, resolve, unknown_env_warnings, unknown_option_line
 
 
 class _Parser(argparse.ArgumentParser):
@@ -138,6 +138,7 @@ def short_help(option) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="corral",
+        allow_abbrev=False,  # gunicorn's --max-requests must not be taken as --max-requests-jitter
         usage=USAGE,
         description="Serve an ASGI or WSGI application (Linux only). Defaults in [brackets].",
         add_help=False,
@@ -192,7 +193,13 @@ def main(argv: list[str] | None = None) -> int:
 
         return top(argv[1:])
     parser = build_parser()
-    args = vars(parser.parse_args(argv))  # --help and --version answer on any platform
+    namespace, extra = parser.parse_known_args(argv)  # --help and --version answer on any platform
+    if extra:
+        unknown = next((arg for arg in extra if arg.startswith("-") and arg != "-"), None)
+        parser.error(unknown_option_line(unknown) if unknown else "unrecognized arguments: " + " ".join(extra))
+    args = vars(namespace)
+    for line in unknown_env_warnings(os.environ):
+        print(f"corral: warning: {line}", file=sys.stderr)
     error = platform_error()
     if error:
         print(f"corral: error: {error}", file=sys.stderr)

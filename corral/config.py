@@ -316,9 +316,9 @@ def _megabytes(value: Any) -> int:
 OPTIONS: tuple[Option, ...] = (
     # application
     _opt("app", None, _app_spec, "The application, as MODULE:ATTR.", "MODULE:ATTR"),
-    _opt("factory", False, _bool, "Treat ATTR as a callable that returns the application."),
+    _opt("factory", False, _bool, "Treat ATTR as a callable that returns the application (a function taking no arguments given without it is refused at start)."),
     _opt("preload", False, _bool, "Import the app in the master before forking the workers, so they share its memory copy-on-write (gc.freeze() before each fork); post_fork hooks then run after the import, lifespan still runs in each worker. The master cannot import changed code again, so HUP re-executes it as USR2 does (a new master pid; --pid follows)."),
-    _opt("app_dir", ".", _text, "Directory added to sys.path before importing the app.", "DIR"),
+    _opt("app_dir", ".", _text, "Directory added to sys.path before importing the app (must exist; taken from --chdir).", "DIR"),
     _opt("interface", "auto", _choice("auto", "asgi", "wsgi"), "Application interface.", "auto|asgi|wsgi"),
     _opt("lifespan", "auto", _choice("auto", "on", "off"), "ASGI lifespan: auto runs it if the app supports it.", "auto|on|off"),
     _opt("root_path", "", _text, "ASGI root_path, for apps mounted below a prefix.", "PATH"),
@@ -408,6 +408,96 @@ OPTIONS: tuple[Option, ...] = (
 
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
 
+# Other servers' names for corral's options (docs/migrating.md), so a
+# mistaken one is pointed at the right option, not the nearest spelling:
+# gunicorn's --max-requests is --limit-max-requests, not --max-requests-jitter.
+OTHER_NAMES = {
+    # gunicorn
+    "worker_class": "interface",
+    "k": "interface",
+    "worker_connections": "limit_connections",
+    "max_requests": "limit_max_requests",
+    "timeout": "timeout_worker",
+    "t": "timeout_worker",
+    "graceful_timeout": "timeout_graceful",
+    "keep_alive": "timeout_keep_alive",
+    "limit_request_field_size": "limit_header_size",
+    "limit_request_fields": "limit_header_size",
+    "reload_extra_file": "reload_include",
+    "certfile": "ssl_certfile",
+    "keyfile": "ssl_keyfile",
+    "ca_certs": "ssl_ca_certs",
+    "cert_reqs": "ssl_cert_reqs",
+    "ciphers": "ssl_ciphers",
+    "access_logfile": "log_file",
+    "error_logfile": "log_file",
+    "access_logformat": "access_log_format",
+    "statsd_host": "metrics_bind",
+    # uvicorn
+    "timeout_graceful_shutdown": "timeout_graceful",
+    "timeout_worker_healthcheck": "timeout_worker",
+    "ssl_version": "ssl_min_version",
+    "h11_max_incomplete_event_size": "limit_header_size",
+    # Granian
+    "uds_permissions": "uds_mode",
+    "blocking_threads": "threads",
+    "backpressure": "limit_concurrency",
+    "http1_keep_alive": "timeout_keep_alive",
+    "http2_max_concurrent_streams": "h2_max_concurrent_streams",
+    "ssl_certificate": "ssl_certfile",
+    "ssl_ca": "ssl_ca_certs",
+    "ssl_client_verify": "ssl_cert_reqs",
+    "url_path_prefix": "root_path",
+    "workers_kill_timeout": "timeout_graceful",
+}
+
+
+def closest_option(name: str, cutoff: float = 0.6) -> str | None:
+    """The option a mistaken name most likely means (``name`` with
+    underscores), or None: another server's name for it first, then the
+    nearest spelling (difflib)."""
+    import difflib
+
+    name = name.lower().replace("-", "_")
+    if name in OTHER_NAMES:
+        return OTHER_NAMES[name]
+    if name.startswith("no_") and name[3:] in OPTIONS_BY_NAME:
+        return name[3:]
+    matches = difflib.get_close_matches(name, list(OPTIONS_BY_NAME), n=1, cutoff=cutoff)
+    return matches[0] if matches else None
+
+
+def _did_you_mean(name: str, shown: Callable[[Option], str]) -> str:
+    best = closest_option(name)
+    if best is None:
+        return ""
+    option = OPTIONS_BY_NAME[best]
+    return f" (did you mean {shown(option)}?)"
+
+
+def unknown_option_line(arg: str) -> str:
+    """The CLI's line for an unknown ``--name`` (or ``-x``)."""
+    flag = arg.split("=", 1)[0]
+    name = flag.lstrip("-")
+    if flag.startswith("--no-") and closest_option(name[3:]) and OPTIONS_BY_NAME[closest_option(name[3:])].flag:
+        return f"unknown option {flag}" + _did_you_mean(name[3:], lambda o: "--no-" + o.cli[2:])
+    return f"unknown option {flag}" + _did_you_mean(name, lambda o: o.cli)
+
+
+def unknown_env_warnings(environ: Mapping[str, str]) -> list[str]:
+    """A ``CORRAL_*`` variable that is no option but close to one (a typo):
+    one warning each. Others are left alone: apps use the prefix too."""
+    known = {o.env for o in OPTIONS} | {"CORRAL_CONFIG", "CORRAL_PURE", "CORRAL_UPGRADE"}
+    lines = []
+    for key in environ:
+        if not key.startswith("CORRAL_") or key in known:
+            continue
+        name = key[len("CORRAL_"):].lower()
+        best = OTHER_NAMES.get(name) or closest_option(name, cutoff=0.8)
+        if best is not None:
+            lines.append(f"{key} is not an option (did you mean {OPTIONS_BY_NAME[best].env}?); ignored")
+    return lines
+
 
 # The groups ``corral --help`` and the docs' options reference
 # (docs/configuration.md) show the options in: title -> option names, in the
@@ -494,7 +584,7 @@ class Config:
         for name, value in values.items():
             option = OPTIONS_BY_NAME.get(name)
             if option is None:
-                raise ConfigError(f"{source}: unknown option {name!r}")
+                raise ConfigError(f"{source}: unknown option {name!r}" + _did_you_mean(name, lambda o: repr(o.name)))
             try:
                 setattr(self, name, option.parse(value))
             except ValueError as exc:
@@ -529,6 +619,7 @@ def load_python_file(path: str) -> tuple[dict[str, Any], dict[str, Callable]]:
     imported modules are the file's own; any other name must be an option or a
     hook, so a misspelt one is an error, not silently ignored."""
     import __future__
+    import difflib
     import runpy
     import types
 
@@ -553,7 +644,17 @@ def load_python_file(path: str) -> tuple[dict[str, Any], dict[str, Callable]]:
         elif name in OPTIONS_BY_NAME:
             values[name] = value
         else:
-            raise ConfigError(f"--config: {path}: unknown option or hook {name!r} (name the file's own helpers with a leading _)")
+            best = closest_option(name)
+            hint = difflib.get_close_matches(name, list(HOOKS), n=1)
+            if hint:
+                hint = f"did you mean hook {hint[0]!r}? "
+            elif best is not None:
+                hint = f"did you mean {best!r}? "
+            else:
+                hint = ""
+            raise ConfigError(
+                f"--config: {path}: unknown option or hook {name!r} ({hint}name the file's own helpers with a leading _)"
+            )
     return values, hooks
 
 

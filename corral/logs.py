@@ -50,7 +50,7 @@ EVENTS = {
     "%s: %d %s": "http.error_response",
     "master: worker %d %s %s": "master.worker_exited",
     "master: %s; dumping its stack, then killing it": "master.worker_stuck",
-    "master %d: all workers gone, sockets closed; exit %d": "master.exit",
+    "master %d: all workers gone, sockets %s; exit %d": "master.exit",
 }
 NAMESPACES = {"master", "worker", "asgi", "websocket", "lifespan", "reload", "uvloop", "backlog"}
 _PLACEHOLDER = re.compile(r"%(?:\([^)]*\))?[-#0 +]*\d*(?:\.\d+)?[diouxXeEfFgGcrsa]")

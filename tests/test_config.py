@@ -115,7 +115,49 @@ def test_unknown_file_key(tmp_path):
     path = write(tmp_path, "prot = 80\n")
     with pytest.raises(ConfigError) as info:
         resolve({"app": "m:a"}, {}, path)
-    assert str(info.value) == f"{path}: unknown option 'prot'"
+    assert str(info.value) == f"{path}: unknown option 'prot' (did you mean 'port'?)"
+
+
+@pytest.mark.parametrize(
+    "key, line",
+    [
+        ("max-requests", "unknown option 'max_requests' (did you mean 'limit_max_requests'?)"),  # gunicorn's name
+        ("graceful_timeout", "unknown option 'graceful_timeout' (did you mean 'timeout_graceful'?)"),
+        ("timeout", "unknown option 'timeout' (did you mean 'timeout_worker'?)"),
+        ("worker", "unknown option 'worker' (did you mean 'workers'?)"),
+        ("zzzqqq", "unknown option 'zzzqqq'"),
+    ],
+)
+def test_unknown_file_key_suggests_the_option(tmp_path, key, line):
+    path = write(tmp_path, f"{key} = 3\n")
+    with pytest.raises(ConfigError) as info:
+        resolve({"app": "m:a"}, {}, path)
+    assert str(info.value) == f"{path}: {line}"
+
+
+def test_other_servers_names_point_at_real_options():
+    from corral.config import OPTIONS_BY_NAME, OTHER_NAMES
+
+    assert set(OTHER_NAMES.values()) <= set(OPTIONS_BY_NAME)
+    assert not set(OTHER_NAMES) & set(OPTIONS_BY_NAME)  # a real option is never renamed
+
+
+def test_unknown_environment_variables_close_to_an_option_are_warned():
+    from corral.config import unknown_env_warnings
+
+    environ = {
+        "CORRAL_WORKER": "2",  # a typo
+        "CORRAL_MAX_REQUESTS": "3",  # gunicorn's name
+        "CORRAL_WORKERS": "2",  # real
+        "CORRAL_DJANGO_DB": "x",  # the app's own: nothing near an option
+        "CORRAL_PURE": "1",  # corral's own switches
+        "CORRAL_UPGRADE": "{}",
+        "PATH": "/bin",
+    }
+    assert unknown_env_warnings(environ) == [
+        "CORRAL_WORKER is not an option (did you mean CORRAL_WORKERS?); ignored",
+        "CORRAL_MAX_REQUESTS is not an option (did you mean CORRAL_LIMIT_MAX_REQUESTS?); ignored",
+    ]
 
 
 def test_invalid_toml(tmp_path):
@@ -142,7 +184,7 @@ def test_no_app():
 def test_config_object_rejects_unknown_names():
     with pytest.raises(ConfigError) as info:
         Config(prot=80)
-    assert str(info.value) == "argument: unknown option 'prot'"
+    assert str(info.value) == "argument: unknown option 'prot' (did you mean 'port'?)"
 
 
 def test_repeatable_options_from_every_source(tmp_path):

@@ -183,7 +183,14 @@ class HTTPCycle:
             self.conn.cycle_done(self, False)
             return
         handler = self.handler
-        handler.state.stepper.run(handler.app(self.scope, self.receive, self.send), self)
+        try:
+            # What escapes here is the call itself raising before a coroutine
+            # exists (a factory passed without --factory, a wrong signature):
+            # stepper.run reports everything the coroutine raises. A 500 too.
+            handler.state.stepper.run(handler.app(self.scope, self.receive, self.send), self)
+        except Exception as exc:  # noqa: BLE001 - the app's: anything
+            if not self.finished:
+                self._failed(exc)
 
     def app_returned(self) -> None:
         if self.finished:

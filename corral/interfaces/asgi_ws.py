@@ -143,7 +143,11 @@ class WebSocketCycle:
     def start(self) -> None:
         """Run the app (stepped without a Task until it first waits)."""
         handler = self.handler
-        handler.state.stepper.run(handler.app(self.scope, self.receive, self.send), self)
+        try:  # the call raising before a coroutine exists: as if the coroutine raised (interfaces/asgi.py)
+            handler.state.stepper.run(handler.app(self.scope, self.receive, self.send), self)
+        except Exception as exc:  # noqa: BLE001 - the app's: anything
+            if not self.finished:
+                self.app_raised(exc)
 
     def app_returned(self) -> None:
         self._returned()

@@ -1,7 +1,7 @@
 """The master process: binds sockets once, then supervises the workers.
 
 ``serve`` runs the start in order: ``--chdir``, ``--env-file``,
-``--umask``; logging; the checks that need no socket (``--reload``, TLS
+``--umask``; ``--app-dir`` must be a directory; logging; the checks that need no socket (``--reload``, TLS
 files, a running master's ``--pid``); the ``on_starting`` hook; binding (or
 adopting a USR2 handover); ``--metrics-bind``; writing ``--pid``; dropping
 to ``--user``/``--group``; then the master loop. Each refusal is one line
@@ -55,6 +55,9 @@ def serve(config) -> int:
         env_file = prepare(config)
     except ConfigError as exc:
         return _error(str(exc))
+    if config.app_dir and not os.path.isdir(config.app_dir):  # after --chdir: relative to it
+        why = "not a directory" if os.path.exists(config.app_dir) else "no such directory"
+        return _error(f"--app-dir {config.app_dir}: {why}")
     try:
         logs.setup(config.log_level, config.log_file, config.log_format)
     except OSError as exc:

@@ -74,6 +74,8 @@ class WorkerProc:
         self.requests = 0
         self.metrics: dict | None = None  # its last totals (--metrics-bind)
         self.exit_cause = ""  # why the master stopped it (supervisor/metrics.py EXIT_CAUSES)
+        self.traceback: list[str] = []  # the app's, from a failed boot ("tb" lines)
+        self.abandoned = False  # booting when its reload failed: killed, its exit is no new failure
 
     def doing(self) -> str:
         if self.state == "booting":
@@ -100,6 +102,7 @@ class Master:
         self.reloading = False
         self.next_spawn_at = 0.0
         self.failed_generation = -1  # a reload whose new workers did not boot
+        self.failed_at = 0.0  # when it failed
         self._wakeup_r = self._wakeup_w = -1
         # Other descriptors the master sleeps on: fd -> callback (reload
         # watcher, metrics endpoint).
@@ -186,7 +189,9 @@ class Master:
         if self.metrics_endpoint is not None:
             self.metrics_endpoint.close()
         self.sockets.close()
-        log.info("master %d: all workers gone, sockets closed; exit %d", os.getpid(), self.exit_code)
+        # After a USR2 the sockets live on in the new master: handed over, not closed.
+        sockets = f"handed over to new master {self.upgrade_pid}" if self.stopping == "upgraded" else "closed"
+        log.info("master %d: all workers gone, sockets %s; exit %d", os.getpid(), sockets, self.exit_code)
         self.config.run_hook("on_exit", self)
         if self.fatal:
             print(f"corral: error: {self.fatal}", file=sys.stderr, flush=True)
@@ -276,6 +281,7 @@ class Master:
         self.generation += 1
         self.metrics.reloads += 1
         self.reloading = True
+        self.next_spawn_at = 0.0  # new code: no backoff left over from the old (a failed reload's replacements)
         count = 0
         for worker in self.workers.values():
             if worker.state != "draining":
@@ -560,10 +566,14 @@ class Master:
         elif kind == "m":
             self.metrics.worker_report(worker, rest, self.sockets)
         elif kind == "recycle":
+            if rest.isdigit():  # its count now: the last heartbeat's may be a second old
+                worker.requests = max(worker.requests, int(rest))
             if not worker.recycle:
                 worker.recycle = f"{worker.requests} requests served (--limit-max-requests)"
         elif kind == "error":
             worker.error = rest
+        elif kind == "tb":
+            worker.traceback.append(rest)
 
     def _check_limits(self, worker: WorkerProc) -> None:
         """Each heartbeat (once a second) of a serving worker: --workers-max-rss
@@ -634,22 +644,31 @@ class Master:
         if self.stopping:
             return
         reason = worker.error or how
-        if worker.generation == self.failed_generation:
+        if worker.abandoned or (worker.generation == self.failed_generation and worker.started <= self.failed_at):
             log.info("master: worker %d of the failed reload exited (%s)", worker.pid, reason)
             return
-        log.error("master: worker %d failed to boot: %s", worker.pid, reason)
+        record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "master: worker %d failed to boot: %s",
+                                (worker.pid, reason), None)
+        record.exc_text = "\n".join(worker.traceback) or None  # the app's traceback, once (text and JSON logs)
+        log.handle(record)
         if self.reloading and any(w.retiring for w in self.workers.values()):
             # New code does not boot: keep the old workers, stop the new ones.
             log.error("master: reload failed; the previous workers keep serving (%s)", reason)
             self.reloading = False
             self.failed_generation = worker.generation
+            self.failed_at = time.monotonic()  # its workers started before this are its own
             self.metrics.reloads_failed += 1
             for other in self.workers.values():
                 if other.retiring:
                     other.retiring = False
                 elif other.state == "booting":
+                    other.abandoned = True
                     self._signal(other, signal.SIGKILL)
             return
+        # A replacement (a crash, a recycle) fails too: after a failed reload
+        # it imports the code that failed. Back off as on a first boot, so
+        # the workers that work keep serving (a recycling one until its
+        # replacement is ready) instead of a respawn storm.
         self.boot_failures += 1
         if not self.ever_ready and (code == EXIT_CONFIG or self.boot_failures >= MAX_BOOT_FAILURES):
             self.fatal = reason
@@ -658,7 +677,8 @@ class Master:
             return
         delay = min(0.1 * 2 ** (self.boot_failures - 1), BACKOFF_MAX)
         self.next_spawn_at = time.monotonic() + delay
-        log.info("master: next boot attempt in %.1fs (%d consecutive failures)", delay, self.boot_failures)
+        after = " (the code of the failed reload; fix it and HUP)" if worker.generation == self.failed_generation else ""
+        log.info("master: next boot attempt in %.1fs (%d consecutive failures)%s", delay, self.boot_failures, after)
 
     def _deadline(self, worker: WorkerProc) -> float | None:
         """When the master must next act on ``worker``: its SIGKILL is due, or

@@ -10,7 +10,8 @@ pipe, one line per message (``channel``):
 * ``m JSON`` with each heartbeat when ``--metrics-bind`` is on: this
   worker's totals since it started (``io/metrics.py``), once more on exit;
 * ``recycle`` when ``--limit-max-requests`` is reached;
-* ``error MESSAGE`` before exiting on a boot failure.
+* ``error MESSAGE`` before exiting on a boot failure, after the app's
+  traceback, if any, one ``tb LINE`` per line.
 
 Signals: TERM = graceful shutdown, QUIT = fast shutdown, USR1 = reopen logs,
 USR2 = dump stacks (faulthandler, used by the master on a blocked loop),
@@ -59,7 +60,7 @@ from ..io.metrics import WorkerMetrics
 from ..io.overload import Overload
 from ..io.state import ServerState
 from ..io.ws import WebSocketUpgrade
-from ..loader import AppLoadError, detect_interface, import_app
+from ..loader import AppLoadError, FactoryError, check_interface, detect_interface, import_app
 from .accept import AcceptGate, Listener
 
 log = logging.getLogger("corral.error")
@@ -119,6 +120,7 @@ class Worker:
 
     def run(self) -> int:
         self._reset_signals()
+        self._install_stack_dump()
         self.pid = os.getpid()
         config = self.config
         logs.set_title(f"corral: worker {self.slot} [{config.app}]")
@@ -131,10 +133,18 @@ class Worker:
         except AppLoadError as exc:
             self.report(f"error {exc}")
             return EXIT_CONFIG
+        except FactoryError as exc:
+            self._report_traceback(exc.__cause__, f"error while calling the factory {config.app}")
+            self.report(f"error {exc}")
+            # A module the factory imports is missing: no point retrying (see below).
+            return EXIT_CONFIG if isinstance(exc.__cause__, ImportError) else EXIT_BOOT
         except Exception as exc:  # the app's own module raised while importing
-            log.exception("error while importing %s", config.app)
+            self._report_traceback(exc, f"error while importing {config.app}")
             self.report(f"error {config.app} raised {type(exc).__name__} while importing: {exc}")
-            return EXIT_BOOT
+            # A missing module (or name) inside the app is no more likely to
+            # appear on a retry than a missing top-level one: exit 2, and the
+            # master gives up on a first boot at once.
+            return EXIT_CONFIG if isinstance(exc, ImportError) else EXIT_BOOT
         try:
             # After the fork, from the files as they are now: a reload (HUP)
             # serves rotated certificates.
@@ -143,6 +153,10 @@ class Worker:
             self.report(f"error {exc}")
             return EXIT_CONFIG
         interface = self.interface = detect_interface(app, config.interface)
+        problem = check_interface(app, interface, config.interface, config.app)
+        if problem:
+            self.report(f"error {problem}")
+            return EXIT_CONFIG
         loop = self.loop = new_event_loop()
         if interface != "wsgi":
             # Not under WSGI: there the thread's current loop is the app's, as
@@ -187,7 +201,7 @@ class Worker:
             state.handler = HealthCheck(config.health_path, state.handler, config.access_log)
             if state.h2_handler is not None:
                 state.h2_handler = HealthCheck(config.health_path, state.h2_handler, config.access_log)
-        state.limit_max_requests(self.max_requests, lambda: self.report("recycle"))
+        state.limit_max_requests(self.max_requests, lambda: self.report(f"recycle {state.requests}"))
         if config.limit_queue_delay:  # overload control (io/overload.py)
             state.overload = Overload(state, config.limit_queue_delay)
         lifespan_mode = "off" if interface == "wsgi" else config.lifespan
@@ -336,10 +350,12 @@ class Worker:
                 conn.idle_since = state.now
         total = len(state.connections)
         log.info(
-            "worker %d: stopped accepting; draining %d requests in flight on %d connections (%d taken from the queue)",
+            "worker %d: stopped accepting; draining %d requests in flight on %d connections and %d websockets "
+            "(%d taken from the queue)",
             pid,
             state.in_flight,
             total,
+            len(state.upgraded),
             queued,
         )
         deadline = loop.time() + config.timeout_graceful
@@ -447,8 +463,7 @@ class Worker:
             log.exception("worker tick: %s failed", name)
 
     def _heartbeat(self) -> None:
-        state = self.state
-        self.report(f"hb {state.in_flight} {len(state.connections) + len(state.upgraded)} {state.requests}")
+        self._report_counts()
         self._report_metrics()
 
     def _check_wsgi_threads(self) -> None:
@@ -472,6 +487,18 @@ class Worker:
         if self.state is not None and self.state.metrics is not None:
             self.report("m " + self.state.metrics.snapshot(self.state))
 
+    def _report_traceback(self, exc: BaseException, what: str) -> None:
+        """The app's traceback at boot goes to the master (``tb LINE`` each),
+        which logs it with its "failed to boot" line: once, however many
+        workers fail alike at once (the master stops at the first)."""
+        if self.channel_fd is None:
+            log.error(what, exc_info=exc)
+            return
+        import traceback
+
+        for line in "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip("\n").split("\n"):
+            self.report("tb " + line)
+
     def report(self, message: str) -> None:
         if self.channel_fd is None:
             return
@@ -491,8 +518,22 @@ class Worker:
             signal.signal(signum, signal.SIG_DFL)
         for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
             signal.signal(signum, signal.SIG_IGN)
-        faulthandler.register(signal.SIGUSR2, file=sys.stderr, all_threads=True)
         _die_with_parent()
+
+    def _install_stack_dump(self) -> None:
+        """USR2 (the master, on a blocked loop, before its SIGKILL): the stacks
+        are dumped from C (faulthandler, even while the app holds the GIL in C
+        code), then, chained, a Python handler reports this worker's counts
+        (the heartbeat the blocked loop cannot send), so the master's line
+        says what it was doing. It runs where the app is stuck in Python code
+        or in a call that lets signals in (sleep, I/O)."""
+        signal.signal(signal.SIGUSR2, self._report_counts)
+        faulthandler.register(signal.SIGUSR2, file=sys.stderr, all_threads=True, chain=True)
+
+    def _report_counts(self, signum=None, frame=None) -> None:
+        state = self.state
+        if state is not None:
+            self.report(f"hb {state.in_flight} {len(state.connections) + len(state.upgraded)} {state.requests}")
 
 
 def _die_with_parent() -> None:

@@ -41,7 +41,7 @@ def test_version():
         (("basic:app", "--lifespan", "maybe"), "--lifespan: must be one of auto, on, off (got 'maybe')"),
         (("basic",), "application: must be MODULE:ATTR, e.g. myproject.asgi:app (got 'basic')"),
         ((), "no application given: pass MODULE:ATTR (or set CORRAL_APP or app in the config file)"),
-        (("basic:app", "--no-such-option"), "unrecognized arguments: --no-such-option"),
+        (("basic:app", "--no-such-option"), "unknown option --no-such-option"),
         (("basic:app", "--port"), "argument --port: expected one argument"),
     ],
 )

@@ -122,7 +122,7 @@ def test_mistakes_in_the_file_are_one_line(tmp_path):
     config.write_text("import os\nworkers = 2\npost_forks = None\n")
     result = corral("--config", str(config))
     assert (result.returncode, result.stderr) == (
-        2, f"corral: error: --config: {config}: unknown option or hook 'post_forks' (name the file's own helpers with a leading _)\n"
+        2, f"corral: error: --config: {config}: unknown option or hook 'post_forks' (did you mean hook 'post_fork'? name the file's own helpers with a leading _)\n"
     )
     config.write_text("workers = 'many'\n")
     result = corral("--config", str(config))

@@ -43,6 +43,8 @@ def test_usr2_under_load_loses_nothing(server_factory, tmp_path, keep_alive):
         new_master = int(server.wait_log(NEW_MASTER, start=mark)[0].group(1))
         server.wait_log(r"upgrade: every worker ready", start=mark, timeout=30)
         assert server.proc.wait(30) == 0  # the old master drained and left
+        server.wait_log(rf"master {old_master}: all workers gone, sockets handed over to new master {new_master}; exit 0",
+                        start=mark)
         before = load.ok
         load.wait_requests(before + 300)
     finally:
