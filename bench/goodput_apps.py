@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+from bench.apps import _lifespan  # the same lifespan as every bench app
+
 _BODY = b"ok"
 _HEADERS = [(b"content-type", b"text/plain"), (b"content-length", b"2")]
 
@@ -18,16 +20,6 @@ def burn(seconds: float) -> None:
     end = time.thread_time() + seconds
     while time.thread_time() < end:
         pass
-
-
-async def _lifespan(receive, send):
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
 
 
 async def cpu(scope, receive, send):
