@@ -12,7 +12,7 @@ length that matters but how long requests sit in it.
   request that arrives now waits before the loop can read it. While the lag
   stays under half the target, nothing else happens, and a request costs
   nothing more (``ServerState.admit`` is not even called).
-* **Watch.** Once connections crowd the kernel's accept queue (``CROWD``
+* **Watch.** Once connections crowd the kernel's accept queue (``QUEUE_CROWD``
   of them; the probe reads its length with one ``TCP_INFO`` on each
   listening socket), or the lag passes half the target with ``CROWD``
   requests in flight, every request goes
@@ -52,11 +52,14 @@ import struct
 log = logging.getLogger("corral.error")
 
 PROBE = 0.025  # seconds between two lag probes
-# Watching starts only with a crowd: this many connections in the accept
-# queue, or this many requests in flight while the loop lags. A loop that
+# Watching starts only with a crowd: this many requests in flight while the
+# loop lags, or QUEUE_CROWD connections in the accept queue. A loop that
 # lags with a few requests (a slow app, a machine busy elsewhere) is not
 # overloaded by its clients, and shedding would not help it.
 CROWD = 16
+# ... and for the accept queue: a client opening 64 connections at once (a
+# benchmark's start) is not overload; a queue this long is, for any app.
+QUEUE_CROWD = 128
 DECREASE = 0.9  # the in-flight limit's factor per lagging probe while watching
 WATCH = 1.0  # keep watching this long after the last late probe
 TCP_INFO = getattr(socket, "TCP_INFO", 11)
@@ -115,7 +118,7 @@ class Overload:
         self.backlog = backlog
         in_flight = self.state.in_flight
         lagging = lag > self.target / 2
-        if backlog >= CROWD or (lagging and in_flight >= CROWD):
+        if backlog >= QUEUE_CROWD or (lagging and in_flight >= CROWD):
             self.watch_until = now + WATCH
             if not self.watching:
                 self.watching = True
