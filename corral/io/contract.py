@@ -108,3 +108,24 @@ def write_timed_out(conn, now: float, write_timeout: float) -> bool:
     conn.close_reason = "write_timeout"
     conn.abort()
     return True
+
+
+class ServerAnswer:
+    """Base of the cycles corral answers itself, without the app
+    (``io/health.py``, ``io/static.py``): they never read the request body,
+    so the connection's notifications about it are nothing to them (one
+    that sends a file for a while overrides ``disconnected``)."""
+
+    __slots__ = ()
+
+    def disconnected(self) -> None:
+        pass
+
+    def client_eof(self) -> None:
+        pass
+
+    def body_arrived(self) -> None:
+        pass
+
+    def body_too_large(self) -> None:
+        pass

@@ -16,6 +16,8 @@ import logging
 
 from time import perf_counter
 
+from .contract import ServerAnswer
+
 
 access_log = logging.getLogger("corral.access")
 
@@ -36,7 +38,7 @@ class HealthCheck:
         return self.handler(conn, request)
 
 
-class HealthCycle:
+class HealthCycle(ServerAnswer):
     """The cycle interface the connections drive (start, request, head, and
     the notifications), for a response given at once through the
     connection's ``answer`` (HTTP/1.1 and HTTP/2 alike)."""
@@ -70,14 +72,3 @@ class HealthCycle:
         state.requests -= 1  # not a request of the app: the connection counts it back
         conn.answer(self, status, _HEADERS, body)  # HTTP/1.1 or HTTP/2 (the exchange verb)
 
-    def disconnected(self) -> None:
-        pass
-
-    def client_eof(self) -> None:
-        pass
-
-    def body_arrived(self) -> None:
-        pass
-
-    def body_too_large(self) -> None:
-        pass

@@ -33,6 +33,7 @@ from time import perf_counter
 
 from ..proto import static as proto
 from ..proto.h1 import plan_response
+from .contract import ServerAnswer
 from .transport import peer_name
 
 log = logging.getLogger("corral.error")
@@ -103,7 +104,7 @@ def _field(headers, name: bytes):
     return None
 
 
-class StaticCycle:
+class StaticCycle(ServerAnswer):
     """The cycle interface the connections drive (start, request, head,
     status, the notifications), for a file or a short answer."""
 
@@ -130,14 +131,6 @@ class StaticCycle:
     def disconnected(self) -> None:
         self.gone = True
 
-    def client_eof(self) -> None:
-        pass
-
-    def body_arrived(self) -> None:
-        pass
-
-    def body_too_large(self) -> None:
-        pass
 
     # -- the answer -------------------------------------------------------------------
 
