@@ -54,6 +54,7 @@ from asyncio.events import _get_running_loop, _set_running_loop
 from functools import partial
 from time import perf_counter
 
+from ..io.contract import BUSY, RETRY_AFTER
 from ..proto.h1 import CONTINUE, LAST_CHUNK, InvalidResponse, encode_chunk, error_response, plan_response
 
 log = logging.getLogger("corral.error")
@@ -1165,8 +1166,8 @@ class WSGIStream(WSGIRequest):
 def _busy(environ, start_response):
     """What a pool thread runs instead of the app for a request that waited
     for a thread past --limit-queue-delay while the worker is overloaded."""
-    start_response("503 Service Unavailable", [("Content-Type", "text/plain; charset=utf-8"), ("Retry-After", "1")])
-    return [b"Server busy, retry later\n"]
+    start_response("503 Service Unavailable", [("Content-Type", "text/plain; charset=utf-8"), ("Retry-After", RETRY_AFTER.decode())])
+    return [BUSY]
 
 
 def _waited_too_long(overload, queued_at: float, loop):

@@ -54,11 +54,23 @@ from __future__ import annotations
 import logging
 from typing import NamedTuple
 
+from ..proto.h1 import error_response
 from .transport import peer_name
 
 log = logging.getLogger("corral.error")
 
 ADMIT, WAIT, SHED = 0, 1, 2  # ServerState.admit's verdicts
+
+# The 503 of --limit-concurrency and of the overload control, on every path
+# (HTTP/1.1, HTTP/2, a WSGI thread, the accept-time sieve).
+BUSY = b"Server busy, retry later\n"
+RETRY_AFTER = b"1"
+
+
+def busy_response(extra_headers: bytes, keep_alive: bool = False) -> bytes:
+    """HTTP/1.1's 503 for a request shed as busy."""
+    return error_response(503, BUSY[:-1].decode(), extra_headers + b"retry-after: " + RETRY_AFTER + b"\r\n",
+                          keep_alive=keep_alive)
 
 # Seconds a closing connection keeps reading (and discarding) before the close.
 LINGER_SECONDS = 2.0

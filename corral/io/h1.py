@@ -29,7 +29,7 @@ from collections import deque
 from time import perf_counter
 
 from ..proto.h1 import CONTINUE, LAST_CHUNK, ProtocolError, Request, RequestParser, encode_chunk, error_response, plan_response
-from .contract import SHED, WAIT, LINGER_SECONDS, settle_closing, write_timed_out  # noqa: F401 (LINGER_SECONDS: tests)
+from .contract import SHED, WAIT, LINGER_SECONDS, busy_response, settle_closing, write_timed_out  # noqa: F401 (LINGER_SECONDS: tests)
 from .metrics import FIRST, bucket
 from .transport import address, half_close, peer_name
 
@@ -597,18 +597,11 @@ class H1Connection(asyncio.Protocol):
         self.transport.write(head + body if plan.body_allowed else head)
         self.cycle_done(cycle, plan.keep_alive)
 
-    def reject_busy(self, retry_after: int = 1) -> None:
-        """--limit-concurrency: answer the next queued request 503 at once."""
+    def reject_busy(self) -> None:
+        """--limit-concurrency, the overload control: answer the next queued request 503 at once."""
         request = self.queue.popleft()
         keep_alive = request.keep_alive and request.complete and not self.state.draining
-        self.transport.write(
-            error_response(
-                503,
-                "Server busy, retry later",
-                self.state.extra_headers + b"retry-after: %d\r\n" % retry_after,
-                keep_alive=keep_alive,
-            )
-        )
+        self.transport.write(busy_response(self.state.extra_headers, keep_alive))
         if not keep_alive:
             self.close_reason = "limit"
             self.close()

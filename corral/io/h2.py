@@ -42,7 +42,7 @@ from time import perf_counter
 from urllib.parse import unquote_to_bytes
 
 from ..proto import h2 as proto
-from .contract import ADMIT, LINGER_SECONDS, settle_closing, write_timed_out
+from .contract import ADMIT, BUSY, LINGER_SECONDS, RETRY_AFTER, settle_closing, write_timed_out
 from .switch import switch
 from .transport import address, peer_name
 
@@ -115,7 +115,7 @@ class H2Stream:
     def reject_busy(self) -> None:
         conn = self.conn
         del conn.streams[self.stream_id]
-        conn.answer_server(self, 503, b"Server busy, retry later\n", [(b"retry-after", b"1")])
+        conn.answer_server(self, 503, BUSY, [(b"retry-after", RETRY_AFTER)])
         conn.settle()
 
 

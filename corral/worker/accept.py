@@ -75,21 +75,31 @@ def make_exclusive(fd: int, loop=None) -> bool:
     ``loop``'s, once known, else whichever one the scan finds it in.
 
     Returns False if no epoll watches it yet (call again later)."""
+    found = find_epoll(fd, loop)
+    if found is None:
+        return False
+    epfd, events = found
+    return _swap(epfd, fd, events)
+
+
+def find_epoll(fd: int, loop=None) -> tuple[int, int] | None:
+    """The epoll descriptor that watches ``fd`` (``loop``'s, once known)
+    and the events it watches for; None if none does yet."""
     key = id(loop)
     epfd = _loop_epoll.get(key) if loop is not None else None
     if epfd is not None:
         events = epoll_events(epfd, fd)
         if events is not None:
-            return _swap(epfd, fd, events)
-        return False  # not registered yet (or the cache is stale: see Listener._exclusive)
+            return epfd, events
+        return None  # not registered yet (or the cache is stale: see Listener._exclusive)
     for epfd in _epoll_fds():
         events = epoll_events(epfd, fd)
         if events is None:
             continue
         if loop is not None:
             _loop_epoll[key] = epfd
-        return _swap(epfd, fd, events)
-    return False
+        return epfd, events
+    return None
 
 
 def forget_loop(loop) -> None:
@@ -110,27 +120,48 @@ def _swap(epfd: int, fd: int, events: int) -> bool:
 
 
 class Listener:
-    """One listening socket served by this worker."""
+    """One listening socket served by this worker.
 
-    def __init__(self, loop, sock: socket.socket, protocol_factory, backlog: int, exclusive: bool) -> None:
+    Two ways to accept: the loop's server (``create_server``), always; and,
+    while the overload control watches and ``sieve`` is given (plain HTTP
+    listeners), this class's own accept loop, which passes each new
+    connection to ``sieve`` first (io/overload.py answers the late ones 503
+    before any protocol object exists) and hands the rest to the protocols
+    (``connect_accepted_socket``). Pausing, resuming and the exclusive
+    wakeup work the same in both."""
+
+    def __init__(self, loop, sock: socket.socket, protocol_factory, backlog: int, exclusive: bool, sieve=None) -> None:
         self.loop = loop
         self.sock = sock  # the master's socket (inherited); never closed here
         self.factory = protocol_factory
         self.backlog = backlog
         self.exclusive = exclusive
         self.server: asyncio.AbstractServer | None = None
+        self.raw: socket.socket | None = None  # this worker's copy, accepted from here while sieving
         self.fd = -1
         self._busy = False  # create_server in progress
         self._restart: asyncio.Task | None = None  # resume()'s start, kept until done
         self.wanted = False
+        self.sieve = sieve  # io/overload.Overload (room(), sieve(conn) -> answered), or None: this listener does not sieve
+        self.sieving = False
+        self._handing: set = set()  # hand-overs in progress (the loop keeps only weak references to tasks)
+        self._epoll = None  # sieving: the loop's epoll (a duplicate descriptor), to hold the socket out of it
+        self._held = False
 
     @property
     def serving(self) -> bool:
-        return self.server is not None
+        return self.server is not None or self.raw is not None
 
     async def start(self) -> None:
         self.wanted = True
-        if self.server is not None or self._busy:
+        if self.serving or self._busy:
+            return
+        if self.sieving:
+            dup = self.raw = self.sock.dup()
+            dup.setblocking(False)
+            self.fd = dup.fileno()
+            self.loop.add_reader(self.fd, self._accept)
+            await self._registered(dup)
             return
         self._busy = True
         try:
@@ -139,8 +170,10 @@ class Listener:
             server = await self.loop.create_server(self.factory, sock=dup, backlog=self.backlog)
         finally:
             self._busy = False
-        if not self.wanted:  # stopped while starting
+        if not self.wanted or self.sieving:  # stopped, or the sieve turned on, while starting
             server.close()
+            if self.wanted:
+                await self.start()
             return
         self.server = server
         self.fd = server.sockets[0].fileno()
@@ -149,9 +182,9 @@ class Listener:
 
     async def _exclusive(self) -> None:
         # The loop registers the socket on its next poll; wait for it.
-        server = self.server
+        current = self.server or self.raw
         for attempt in range(100):
-            if self.server is not server:
+            if (self.server or self.raw) is not current:
                 return
             if make_exclusive(self.fd, self.loop):
                 return
@@ -160,24 +193,130 @@ class Listener:
             await asyncio.sleep(0)
         log.warning("could not make accept wakeups exclusive on fd %d", self.fd)
 
+    async def _registered(self, raw) -> None:
+        """Sieving: once the loop has registered ``raw``, make its wakeups
+        exclusive (if shared) and keep a handle on the loop's epoll, so that
+        ``_hold`` can take it out of the poll while there is no room, and put
+        it back (two system calls, the loop's own registration untouched)."""
+        for attempt in range(100):
+            if self.raw is not raw:
+                return
+            found = find_epoll(self.fd, self.loop)
+            if found is not None:
+                epfd, events = found
+                if self.exclusive:
+                    _swap(epfd, self.fd, events)
+                self._epoll = select.epoll.fromfd(os.dup(epfd))
+                return
+            if attempt == 50:
+                forget_loop(self.loop)
+            await asyncio.sleep(0)
+        log.warning("could not find the loop's epoll for fd %d", self.fd)
+
+    def _hold(self, raw) -> None:
+        """No room: out of the loop's poll until there is (checked every
+        ``ROOM_POLL`` seconds), so a readable queue does not spin the loop.
+        The connections wait in the kernel's queue meanwhile, where another
+        worker may take them."""
+        if self._held or self._epoll is None:
+            return
+        try:
+            self._epoll.unregister(self.fd)
+        except OSError:
+            return
+        self._held = True
+        self.loop.call_later(ROOM_POLL, self._unhold, raw)
+
+    def _unhold(self, raw) -> None:
+        if self.raw is not raw:  # stopped meanwhile: its descriptor is closed (the number may be reused)
+            return
+        if not self.sieve.room():
+            self.loop.call_later(ROOM_POLL, self._unhold, raw)
+            return
+        self._held = False
+        try:
+            self._epoll.register(self.fd, select.EPOLLIN | (EPOLLEXCLUSIVE if self.exclusive else 0))
+        except OSError as exc:
+            log.warning("worker: cannot watch the listening socket again (%s); accepting as usual", exc)
+            self.sieve_on(False)
+
     def stop(self) -> None:
         """Stop accepting (closes only this worker's copy of the socket)."""
         self.wanted = False
+        if self._restart is not None:  # a resume() not started yet must not start after this
+            self._restart.cancel()
+            self._restart = None
         server, self.server = self.server, None
         if server is not None:
             server.close()
+        raw, self.raw = self.raw, None
+        if raw is not None:
+            self.loop.remove_reader(raw.fileno())
+            raw.close()
+            self._held = False
+            if self._epoll is not None:
+                self._epoll.close()
+                self._epoll = None
+
+    def sieve_on(self, on: bool) -> None:
+        """The overload control starts (True) or stops watching: accept
+        through the sieve, or with the loop's server again."""
+        if self.sieve is None or on == self.sieving:
+            return
+        self.sieving = on
+        if self.serving:
+            self.stop()
+            self.resume()
+
+    def _accept(self) -> None:
+        """Readable while sieving: take what the queue holds, oldest first,
+        while the sieve has room (a bounded batch per wakeup, so the loop's
+        other work goes on). The sieve answers the connections that waited
+        too long; the others go on to the protocols. Without room, the rest
+        wait in the kernel's queue (another worker may take them), where
+        they cost nothing, rather than inside this worker."""
+        raw = self.raw
+        sieve = self.sieve
+        for _ in range(ACCEPT_BATCH):
+            if self.raw is not raw:
+                return
+            if not sieve.room():
+                self._hold(raw)
+                return
+            try:
+                conn, _ = raw.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue
+            except OSError as exc:  # EMFILE, ENFILE, ENOBUFS: back to the loop's server, which handles them
+                log.warning("worker: accepting through the overload sieve: %s; accepting as usual", exc)
+                self.sieve_on(False)
+                return
+            if sieve.sieve(conn):
+                continue
+            conn.setblocking(False)
+            task = self.loop.create_task(self.loop.connect_accepted_socket(self.factory, conn))
+            self._handing.add(task)
+            task.add_done_callback(self._handed)
+
+    def _handed(self, task) -> None:
+        self._handing.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("a connection handed over by the sieve failed: %s", task.exception())
 
     def resume(self) -> None:
         """Start accepting again, from a callback (no await). A restart that
         fails (EMFILE on dup, ...) is logged and retried every
         ``RESTART_RETRY`` seconds for as long as the listener is wanted."""
         self.wanted = True
-        if self.server is None and not self._busy and self._restart is None:
+        if not self.serving and not self._busy and self._restart is None:
             self._restart = task = self.loop.create_task(self.start())
             task.add_done_callback(self._restarted)
 
     def _restarted(self, task) -> None:
-        self._restart = None
+        if self._restart is task:
+            self._restart = None
         if task.cancelled():
             return
         exc = task.exception()
@@ -198,6 +337,10 @@ def _sock_name(sock) -> str:
         return "the listening socket"
 
 
+# Connections accepted per wakeup while sieving, and how often a listener
+# held out of the poll (no room) looks for room again.
+ACCEPT_BATCH = 256
+ROOM_POLL = 0.001
 # A listener restart that failed is tried again after this long.
 RESTART_RETRY = 1.0
 FD_RESERVE = 32  # descriptors kept free for the app (files, database sockets, logs)

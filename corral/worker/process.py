@@ -106,6 +106,7 @@ class Worker:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.state: ServerState | None = None
         self.listeners: list[Listener] = []
+        self.plain_http = False  # the first bytes are HTTP/1.1 (or an h2c preface): the overload sieve may answer them
         self.gate: AcceptGate | None = None
         self.lifespan: Lifespan | None = None
         self.stop_mode: asyncio.Future | None = None
@@ -173,6 +174,7 @@ class Worker:
         # The phases of a connection (io/switch.py): [PROXY header] -> [TLS
         # handshake] -> HTTP/1.1 or HTTP/2; each factory makes the next.
         first = self._http_connection
+        self.plain_http = context is None and config.http != "2"
         if context is not None:
             tls = TLSInfo(context, config)
             h2 = lambda: H2Connection(state)  # noqa: E731
@@ -230,13 +232,19 @@ class Worker:
         except LifespanFailure as exc:
             self.report(f"error {exc}")
             return EXIT_BOOT
+        overload = self.state.overload
+        # The overload control's sieve answers late plain-HTTP requests at
+        # accept (io/overload.py); not where the first bytes are TLS or HTTP/2 only.
+        sieve = overload if overload is not None and self.plain_http else None
         for sock in self.sockets:  # one Listener per listening socket; the hot path never sees how many
             exclusive = sock.fileno() not in self.private  # shared with the other workers: one wakes
-            listener = Listener(loop, sock, self._connection, self.config.backlog, exclusive)
+            listener = Listener(loop, sock, self._connection, self.config.backlog, exclusive, sieve)
             await listener.start()
             self.listeners.append(listener)
-            if self.state.overload is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-                self.state.overload.listeners.append(sock)
+            if overload is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+                overload.listeners.append(sock)
+        if sieve is not None:
+            overload.on_watch = self._sieve_on
         self.gate = self.state.gate = AcceptGate(
             loop,
             self.listeners,
@@ -264,6 +272,10 @@ class Worker:
                 log.warning("worker %d: cannot reopen the access log %s (%s); still writing to the old one",
                             self.pid, self.state.access.path, exc.strerror)
         logs.reopen()
+
+    def _sieve_on(self, on: bool) -> None:
+        for listener in self.listeners:
+            listener.sieve_on(on)
 
     def _connection(self):
         """The listeners' protocol factory (replaced by the PROXY protocol's or TLS's when on)."""
@@ -379,17 +391,20 @@ class Worker:
                 conn.abort()
             await asyncio.sleep(0)
         log.info("worker %d: connections closed (%d)", pid, total)
+        if state.overload is not None:
+            state.overload.stop()  # an episode still open is logged
         if websockets is not None:
             await websockets
         await self.lifespan.shutdown(config.timeout_graceful)
         counters = state.counters
         log.info(
             "worker %d: lifespan shutdown complete; exiting (served %d requests on %d connections; "
-            "503 busy: %d, bad requests: %d, timeouts: %d)",
+            "503 busy: %d, 503 overloaded: %d, bad requests: %d, timeouts: %d)",
             pid,
             state.requests,
             counters["connections"],
             counters["rejected_busy"],
+            counters["shed_queue_delay"],
             counters["bad_requests"],
             counters["timeouts"],
         )
