@@ -15,10 +15,12 @@ length that matters but how long requests sit in it.
 * **Watch.** Once connections crowd the kernel's accept queue (``QUEUE_CROWD``
   of them; the probe reads its length with one ``TCP_INFO`` on each
   listening socket), or the lag passes half the target with ``CROWD``
-  requests in flight, every request goes
-  through ``ServerState.admit`` for ``WATCH`` seconds after the last late
-  probe (``ServerState.limit_concurrency`` is set to -1, so the one
-  comparison the protocols already make sends them there).
+  requests in flight, every request goes through ``ServerState.admit``
+  (``ServerState.limit_concurrency`` is set to -1, so the one comparison
+  the protocols already make sends them there), until ``WATCH`` seconds
+  after the last crowded probe: one that finds a crowd, or a 503 sent since
+  the probe before (the sieve keeps the queue short; while it still answers
+  503s the overload is not over).
 * **Shed by sojourn.** While watching, a request whose bytes have waited
   longer than the target is answered 503 with ``Retry-After``, without
   calling the app. How long they waited is the kernel's word for it:
@@ -50,8 +52,9 @@ length that matters but how long requests sit in it.
   sojourn stays short while the loop's backlog of callbacks grows. While
   watching, requests past an adaptive limit on the requests in flight are
   shed; the limit is steered by the lag (times ``DECREASE`` per probe that
-  finds the loop lagging past half the target, times ``INCREASE`` plus one
-  per probe that finds it reached and the loop within a quarter of it).
+  finds the lag past ``LAGGING`` times the target, times ``INCREASE`` plus
+  one per probe that finds the limit reached and the lag within ``CALM``
+  times it).
 * The same check is made where WSGI requests wait for a thread
   (``interfaces/wsgi.py``): a request that waited past the target there is
   answered 503 by the thread instead of the app.
@@ -79,8 +82,14 @@ CROWD = 16
 # ... and for the accept queue: a client opening 64 connections at once (a
 # benchmark's start) is not overload; a queue this long is, for any app.
 QUEUE_CROWD = 128
-DECREASE = 0.9  # the in-flight limit's factor per lagging probe while watching,
-INCREASE = 1.05  # ... and per calm probe that finds it reached (plus one)
+# While watching, the in-flight limit is multiplied by DECREASE at each probe
+# that finds the loop's lag past LAGGING times the target, and by INCREASE
+# (plus one) at each probe that finds the limit reached and the lag within
+# CALM times the target.
+DECREASE = 0.9
+INCREASE = 1.05
+LAGGING = 0.375
+CALM = 0.2
 # The first request of a connection the sieve passed may wait this many
 # times the target (counted from its arrival) before the protocols shed it:
 # the sieve judged its wait in the kernel, what follows is the worker's.
@@ -101,7 +110,7 @@ class Overload:
     """One per worker: the lag probe, the watch and the sojourn check."""
 
     __slots__ = ("state", "loop", "target", "watching", "watch_until", "lag", "due", "handle", "shed", "episode",
-                 "delays", "listeners", "backlog", "limit", "on_watch", "_answer", "_answer_for", "sieved", "passed")
+                 "delays", "listeners", "backlog", "limit", "on_watch", "_answer", "_answer_for", "sieved", "passed", "shedding")
 
     def __init__(self, state, target: float) -> None:
         self.state = state
@@ -114,6 +123,7 @@ class Overload:
         self.handle = None
         self.shed = 0  # requests answered 503 in this episode
         self.sieved = 0  # ... of which at accept, by the sieve
+        self.shedding = False  # a 503 since the last probe: still overloaded
         # Descriptors of the connections the sieve passed, until their first
         # request's admission (``late``); cleared when watching ends.
         self.passed: dict[int, float] = {}
@@ -161,7 +171,11 @@ class Overload:
             for fd in [fd for fd, at in passed.items() if at < old]:
                 del passed[fd]
         lagging = lag > self.target / 2
-        if backlog >= QUEUE_CROWD or (lagging and in_flight >= CROWD):
+        # Crowded: a queue, a lagging loop with requests in flight, or a 503
+        # since the last probe (the sieve keeps the queue short: while it
+        # still has to answer 503s, the overload is not over).
+        shedding, self.shedding = self.shedding, False
+        if backlog >= QUEUE_CROWD or (lagging and in_flight >= CROWD) or shedding:
             self.watch_until = now + WATCH
             if not self.watching:
                 self.watching = True
@@ -176,9 +190,9 @@ class Overload:
             # AIMD on the requests in flight, steered by the lag: fewer while
             # the loop lags (the work already taken in keeps it busy), one
             # more per calm probe.
-            if lagging:
+            if lag > self.target * LAGGING:
                 self.limit = max(CROWD, self.limit * DECREASE)
-            elif in_flight + len(passed) >= self.limit - 1 and lag <= self.target / 4:
+            elif in_flight + len(passed) >= self.limit - 1 and lag <= self.target * CALM:
                 self.limit = self.limit * INCREASE + 1
 
     def _unwatch(self) -> None:
@@ -242,6 +256,7 @@ class Overload:
             log.warning("worker %d: overloaded (loop lag %.0f ms): answering 503 to requests that waited over %.0f ms",
                         self.state.pid, self.lag * 1000, self.target * 1000)
         self.shed += 1
+        self.shedding = True
 
     def room(self) -> bool:
         """While sieving: whether the worker takes another connection from
@@ -258,16 +273,23 @@ class Overload:
         calls, a quarter of a connection made and parsed. Returns True if it
         answered; False hands ``conn`` to the protocols (which decide again),
         as for anything else: a request with a body, ``HEAD``, an HTTP/2
-        preface, a head not all there yet."""
+        preface, a head not all there yet, more than ``_PEEK`` bytes."""
         if not self.over(conn, self.target):
-            self.passed[conn.fileno()] = self.loop.time()
-            return False
+            # Passed on. It takes room only with bytes to work on: a client
+            # that sends nothing yet waits on itself (the protocols' header
+            # timeout), and idle connections must not keep the others out.
+            try:
+                if conn.recv(1, _PEEK_FLAGS):
+                    self.passed[conn.fileno()] = self.loop.time()
+            except OSError:
+                pass
             return False
         try:
-            head = conn.recv(_PEEK, _PEEK_FLAGS)
+            head = conn.recv(_PEEK + 1, _PEEK_FLAGS)
         except OSError:
             return False  # nothing received yet
-        if not head.endswith(b"\r\n\r\n") or head.startswith((b"PRI ", b"HEAD ")) or _FRAMED.search(head):
+        if (len(head) > _PEEK or not head.endswith(b"\r\n\r\n") or head.startswith((b"PRI ", b"HEAD "))
+                or _FRAMED.search(head)):
             return False
         state = self.state
         extra = state.extra_headers
@@ -301,4 +323,5 @@ class Overload:
             log.warning("worker %d: overloaded (WSGI threads busy): answering 503 to requests that waited over %.0f ms",
                         self.state.pid, self.target * 1000)
         self.shed += 1
+        self.shedding = True
         self.state.counters["shed_queue_delay"] += 1

@@ -99,13 +99,14 @@ def test_a_lagging_loop_counts_as_waiting(overload, listening):
     b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",  # HTTP/2 prior knowledge
     b"GET / HTTP/1.1\r\nHost: a\r\n",  # a head not all there yet
     b"",  # nothing yet
+    b"GET / HTTP/1.1\r\nHost: a\r\nX-Pad: " + b"p" * 4096 + b"\r\n\r\n",  # more than it peeks: not all read here
 ])
 def test_what_it_cannot_answer_whole_goes_to_the_protocols_unread(overload, listening, payload):
     overload.target = -1.0
     client, conn = connected(listening, payload)
     assert not overload.sieve(conn)
     if payload:
-        assert conn.recv(100, socket.MSG_DONTWAIT) == payload  # peeked only: the protocol reads it all
+        assert conn.recv(8192, socket.MSG_DONTWAIT) == payload  # peeked only: the protocol reads it all
     else:
         with pytest.raises(BlockingIOError):
             conn.recv(100, socket.MSG_DONTWAIT)
@@ -134,3 +135,58 @@ def test_the_answer_follows_the_date_header(overload, listening):
         answers.append(read_all(client))
         client.close()
     assert answers == [busy_response(b"date: one\r\n"), busy_response(b"date: two\r\n")]
+
+
+def test_a_passed_connection_takes_room_only_with_a_request_to_work_on(overload, listening):
+    overload.limit = 2
+    assert overload.room()
+    idle, idle_conn = connected(listening, b"")  # connected, sends nothing yet
+    assert not overload.sieve(idle_conn) and overload.passed == {} and overload.room()
+    busy = [connected(listening, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n") for _ in range(2)]
+    for _, conn in busy:
+        assert not overload.sieve(conn)
+    assert set(overload.passed) == {conn.fileno() for _, conn in busy}
+    assert not overload.room()  # two passed, not yet read: the in-flight limit reached
+    overload.passed.pop(busy[0][1].fileno())  # its request admitted (``late``)
+    assert overload.room()
+    for client, conn in [(idle, idle_conn), *busy]:
+        client.close()
+        conn.close()
+
+
+class Wire:
+    """A transport as the protocols hold it: its socket through get_extra_info."""
+
+    def __init__(self, sock):
+        self.sock = sock
+
+    def get_extra_info(self, name):
+        return self.sock if name == "socket" else None
+
+
+def test_the_first_request_of_a_passed_connection_gets_the_grace(overload, listening, monkeypatch):
+    """The sieve judged its wait in the kernel; at admission its socket's
+    clock allows PASSED_GRACE times the target (a large one here, so the
+    test does not race the clock), once; a connection not passed gets none."""
+    from corral.io import overload as module
+
+    monkeypatch.setattr(module, "PASSED_GRACE", 100.0)
+    overload.target = 0.05
+    request = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+    passed_client, passed = connected(listening, request)
+    assert not overload.sieve(passed) and passed.fileno() in overload.passed
+    other_client, other = connected(listening, request)
+    deadline = overload.loop.time() + 10
+    while min(overload.waited(passed), overload.waited(other)) <= 0.055:  # the kernel's clock, in ms
+        assert overload.loop.time() < deadline
+        passed_client.settimeout(0.01)
+        try:
+            passed_client.recv(1)  # a short blocking wait, not a fixed sleep
+        except TimeoutError:
+            pass
+        overload.due = overload.loop.time() + 1.0  # the loop itself is not lagging
+    assert not overload.late(Wire(passed))  # within the grace: admitted
+    assert passed.fileno() not in overload.passed  # once
+    assert overload.late(Wire(other))  # waited past the target, not passed: shed
+    for sock in (passed_client, passed, other_client, other):
+        sock.close()
