@@ -147,11 +147,21 @@ def test_without_room_connections_wait_in_the_kernel_queue_and_the_loop_does_not
     assert accept.epoll_events(epfd, listener.fd) is None  # out of the poll: a readable queue wakes nothing
     asked = sieve.asked
     checks = []
+    fifth = loop.create_future()
     room = sieve.room
-    monkeypatch.setattr(sieve, "room", lambda: checks.append(1) or room())
-    loop.run_until_complete(asyncio.sleep(0.05))
+
+    def counted_room():
+        checks.append(loop.time())
+        if len(checks) == 5:
+            fifth.set_result(None)
+        return room()
+
+    monkeypatch.setattr(sieve, "room", counted_room)
+    loop.run_until_complete(asyncio.wait_for(fifth, 5))
     assert sieve.asked == asked  # nothing taken while there is no room
-    assert 1 <= len(checks) <= 60  # looked for room about every ROOM_POLL (1 ms), not in a busy loop
+    # Looked for room on a timer (ROOM_POLL, 1 ms), not in a busy loop: the
+    # four intervals cannot be shorter than the timer (with the clock's ms rounding).
+    assert checks[-1] - checks[0] >= 0.002, checks
     sieve.open = True
     answers = loop.run_until_complete(answer(loop, waiting))
     assert answers == b"SERVED /app"
@@ -167,9 +177,10 @@ def test_a_listener_stopped_while_held_is_not_put_back(setup):
     sieve.open = False
     client = sent(port, "/app")
     until(loop, lambda: listener._held)
+    raw = listener.raw
     listener.stop()
     sieve.open = True
-    loop.run_until_complete(asyncio.sleep(0.01))
+    listener._unhold(raw)  # the timer that was due: it finds the listener stopped
     assert not listener.serving and not listener._held and listener._epoll is None
     client.close()
 
@@ -183,8 +194,7 @@ def test_a_stopped_listener_does_not_start_when_the_sieve_turns_on_or_off(setup)
         listener.sieve_on(True)
         listener.sieve_on(False)
         listener.sieve_on(True)
-        await asyncio.sleep(0.01)
-        assert not listener.serving and listener._restart is None
+        assert not listener.serving and listener._restart is None  # nothing queued to start it
 
     loop.run_until_complete(scenario())
 
@@ -195,9 +205,11 @@ def test_a_resume_pending_when_the_listener_stops_does_not_start_it(setup):
     async def scenario():
         await listener.start()
         listener.sieve_on(True)  # stop, then a resume() task queued
+        task = listener._restart
+        assert task is not None
         listener.stop()  # draining before that task ran
-        await asyncio.sleep(0.01)
-        assert not listener.serving
+        await asyncio.gather(task, return_exceptions=True)
+        assert task.cancelled() and not listener.serving
 
     loop.run_until_complete(scenario())
 
@@ -210,8 +222,7 @@ def test_a_listener_without_a_sieve_ignores_the_watch(setup):
         await plain.start()
         server = plain.server
         plain.sieve_on(True)
-        await asyncio.sleep(0)
-        assert plain.server is server and not plain.sieving
+        assert plain.server is server and not plain.sieving and plain._restart is None
         plain.stop()
 
     loop.run_until_complete(scenario())
