@@ -275,11 +275,12 @@ class Overload:
         as for anything else: a request with a body, ``HEAD``, an HTTP/2
         preface, a head not all there yet, more than ``_PEEK`` bytes."""
         if not self.over(conn, self.target):
-            # Passed on. It takes room only with bytes to work on: a client
-            # that sends nothing yet waits on itself (the protocols' header
-            # timeout), and idle connections must not keep the others out.
+            # Passed on. It takes room only with a whole head to work on: a
+            # client that has sent nothing, or part of a head, waits on itself
+            # (the protocols' header timeout), and idle or slow connections
+            # must not keep the others out.
             try:
-                if conn.recv(1, _PEEK_FLAGS):
+                if b"\r\n\r\n" in conn.recv(_PEEK, _PEEK_FLAGS):
                     self.passed[conn.fileno()] = self.loop.time()
             except OSError:
                 pass

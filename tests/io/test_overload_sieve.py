@@ -137,11 +137,14 @@ def test_the_answer_follows_the_date_header(overload, listening):
     assert answers == [busy_response(b"date: one\r\n"), busy_response(b"date: two\r\n")]
 
 
-def test_a_passed_connection_takes_room_only_with_a_request_to_work_on(overload, listening):
+def test_a_passed_connection_takes_room_only_with_a_whole_head_to_work_on(overload, listening):
     overload.limit = 2
     assert overload.room()
     idle, idle_conn = connected(listening, b"")  # connected, sends nothing yet
-    assert not overload.sieve(idle_conn) and overload.passed == {} and overload.room()
+    slow, slow_conn = connected(listening, b"GET / HTTP/1.1\r\nHost: a\r\n")  # a slowloris: part of a head
+    for conn in (idle_conn, slow_conn):
+        assert not overload.sieve(conn)
+    assert overload.passed == {} and overload.room()
     busy = [connected(listening, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n") for _ in range(2)]
     for _, conn in busy:
         assert not overload.sieve(conn)
@@ -149,7 +152,7 @@ def test_a_passed_connection_takes_room_only_with_a_request_to_work_on(overload,
     assert not overload.room()  # two passed, not yet read: the in-flight limit reached
     overload.passed.pop(busy[0][1].fileno())  # its request admitted (``late``)
     assert overload.room()
-    for client, conn in [(idle, idle_conn), *busy]:
+    for client, conn in [(idle, idle_conn), (slow, slow_conn), *busy]:
         client.close()
         conn.close()
 
