@@ -523,24 +523,34 @@ class Master:
         self.metrics.starts += 1
         log.info("master: started worker %d (slot %d, generation %d)", pid, slot, self.generation)
 
-    def _read_worker(self, fd: int) -> None:
-        worker = next((w for w in self.workers.values() if w.fd == fd), None)
+    def _read_worker(self, fd: int, worker: WorkerProc | None = None) -> bool:
+        """Read what the worker's pipe holds now (one read) and act on each
+        whole line. ``worker``: one that has exited (out of ``self.workers``),
+        whose last words count but whose "ready" and heartbeats no longer do.
+        Returns True if it read bytes (more may follow)."""
+        exited = worker is not None
         if worker is None:
-            return
+            worker = next((w for w in self.workers.values() if w.fd == fd), None)
+            if worker is None:
+                return False
         try:
             data = os.read(fd, 65536)
         except BlockingIOError:
-            return
+            return False
         except OSError:
             data = b""
         if not data:
             os.close(fd)
             worker.fd = -1
-            return
+            return False
         worker.buffer += data
         *lines, worker.buffer = worker.buffer.split(b"\n")
         for line in lines:
-            self._message(worker, line.decode("utf-8", "replace"))
+            line = line.decode("utf-8", "replace")
+            if exited and line.startswith(("ready", "hb ")):
+                continue
+            self._message(worker, line)
+        return True
 
     def _message(self, worker: WorkerProc, line: str) -> None:
         kind, _, rest = line.partition(" ")
@@ -616,10 +626,16 @@ class Master:
                     self.watcher_pid = 0
                     log.error("master: reload watcher %d %s; --reload is off from now on", pid, _how(status))
                 continue
+            # Its last words (a boot failure's "error" and "tb" lines) may
+            # still be in the pipe: read them all, up to the end the exit
+            # made, before judging the exit. (It is out of self.workers
+            # already, so it is named here.)
+            for _ in range(64):  # 64 reads of 64 KB at most
+                if worker.fd < 0 or not self._read_worker(worker.fd, worker):
+                    break
             if worker.fd >= 0:
-                self._read_worker(worker.fd)  # last words (an error message)
-                if worker.fd >= 0:
-                    os.close(worker.fd)
+                os.close(worker.fd)
+                worker.fd = -1
             self._exited(worker, status)
             if worker.slot >= self.target and not any(w.slot == worker.slot for w in self.workers.values()):
                 # reuseport: nobody serves this slot any more; close its socket
