@@ -9,7 +9,7 @@ event loop watches the same socket. Registered plainly, one connection wakes
 every idle worker. ``EPOLLEXCLUSIVE`` wakes only one of them, but only when it
 is set on the epoll instance the loop actually sleeps in (an exclusive entry
 in an inner epoll that the loop's epoll watches does not stay exclusive).
-So once the loop has registered the socket, ``make_exclusive`` replaces that
+So once the loop has registered the socket, ``Listener`` replaces that
 registration in the loop's own epoll with an exclusive one (the loop's epoll
 descriptor is found by a /proc scan once, then remembered). The loop never
 touches it again until it stops watching the socket (closing the server
@@ -68,18 +68,6 @@ def epoll_events(epfd: int, fd: int) -> int | None:
 # scanning /proc/self/fd: that scan costs ~40 ms at 8k descriptors, and a
 # listener restarts after every pause (up to every 100 ms when nearly full).
 _loop_epoll: dict[int, int] = {}
-
-
-def make_exclusive(fd: int, loop=None) -> bool:
-    """Re-register ``fd`` with EPOLLEXCLUSIVE in the epoll that watches it:
-    ``loop``'s, once known, else whichever one the scan finds it in.
-
-    Returns False if no epoll watches it yet (call again later)."""
-    found = find_epoll(fd, loop)
-    if found is None:
-        return False
-    epfd, events = found
-    return _swap(epfd, fd, events)
 
 
 def find_epoll(fd: int, loop=None) -> tuple[int, int] | None:
@@ -181,37 +169,38 @@ class Listener:
             await self._exclusive()
 
     async def _exclusive(self) -> None:
-        # The loop registers the socket on its next poll; wait for it.
-        current = self.server or self.raw
-        for attempt in range(100):
-            if (self.server or self.raw) is not current:
-                return
-            if make_exclusive(self.fd, self.loop):
-                return
-            if attempt == 50:
-                forget_loop(self.loop)  # a stale cached descriptor: scan again
-            await asyncio.sleep(0)
-        log.warning("could not make accept wakeups exclusive on fd %d", self.fd)
+        """The loop's server: make its wakeups exclusive once registered."""
+        found = await self._registration(self.server)
+        if found is not None:
+            _swap(found[0], self.fd, found[1])
 
     async def _registered(self, raw) -> None:
         """Sieving: once the loop has registered ``raw``, make its wakeups
         exclusive (if shared) and keep a handle on the loop's epoll, so that
         ``_hold`` can take it out of the poll while there is no room, and put
         it back (two system calls, the loop's own registration untouched)."""
+        found = await self._registration(raw)
+        if found is not None:
+            epfd, events = found
+            if self.exclusive:
+                _swap(epfd, self.fd, events)
+            self._epoll = select.epoll.fromfd(os.dup(epfd))
+
+    async def _registration(self, current) -> tuple[int, int] | None:
+        """The loop's epoll and the events it watches ``self.fd`` for, once
+        the loop has registered it (on its next poll); None if ``current``
+        (the server or the raw socket) was replaced meanwhile, or never."""
         for attempt in range(100):
-            if self.raw is not raw:
-                return
+            if (self.server or self.raw) is not current:
+                return None
             found = find_epoll(self.fd, self.loop)
             if found is not None:
-                epfd, events = found
-                if self.exclusive:
-                    _swap(epfd, self.fd, events)
-                self._epoll = select.epoll.fromfd(os.dup(epfd))
-                return
+                return found
             if attempt == 50:
-                forget_loop(self.loop)
+                forget_loop(self.loop)  # a stale cached descriptor: scan again
             await asyncio.sleep(0)
-        log.warning("could not find the loop's epoll for fd %d", self.fd)
+        log.warning("the loop never registered fd %d: accept wakeups stay as the loop made them", self.fd)
+        return None
 
     def _hold(self, raw) -> None:
         """No room: out of the loop's poll until there is (checked every
